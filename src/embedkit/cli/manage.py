@@ -1,0 +1,77 @@
+import json
+
+import click
+
+from ..models import list_models
+from . import ListGroup, cli, database_option, open_database
+
+
+def _table(rows, headers):
+    widths = [max(len(str(v)) for v in column) for column in zip(headers, *rows)]
+    for row in (headers, *rows):
+        click.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+
+
+@cli.group(cls=ListGroup)
+def collections():
+    """List collections (the default) or delete one."""
+
+
+@collections.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Output a JSON array")
+@database_option
+def list_collections(as_json, database):
+    """Name, model, dimensions and item count of every collection."""
+    db = open_database(database)
+    rows = [
+        {"name": c.name, "model": c.model_id, "dimensions": c.dimensions, "count": c.count()}
+        for c in db.collections()
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    elif rows:
+        _table([list(r.values()) for r in rows], ["name", "model", "dimensions", "count"])
+
+
+@collections.command(name="delete")
+@click.argument("name")
+@database_option
+def delete_collection(name, database):
+    """Delete collection NAME and everything in it."""
+    open_database(database).delete_collection(name)
+
+
+@cli.command()
+@click.argument("collection")
+@click.argument("ids", nargs=-1, required=True)
+@database_option
+def delete(collection, ids, database):
+    """Delete items by id from COLLECTION. Nothing is deleted if an id is unknown."""
+    from ..errors import EmbedkitError
+
+    target = open_database(database).collection(collection)
+    missing = [id for id in ids if id not in target]
+    if missing:
+        raise EmbedkitError(f"no item with id {missing[0]!r} in collection {collection!r}")
+    deleted = target.delete(ids)
+    click.echo(f"Deleted {deleted} item{'s' * (deleted != 1)}", err=True)
+
+
+@cli.group(cls=ListGroup)
+def models():
+    """List the embedding models embedkit can use."""
+
+
+@models.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Output a JSON array")
+def list_models_command(as_json):
+    """Model id, dimensions, aliases and where each model comes from."""
+    rows = [
+        {"id": m.model_id, "dimensions": m.dimensions, "aliases": list(m.aliases), "source": m.source}
+        for m in list_models()
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        _table([[r["id"], r["dimensions"] or "?", ", ".join(r["aliases"]), r["source"]] for r in rows],
+               ["model", "dimensions", "aliases", "source"])

@@ -1,0 +1,42 @@
+import json
+import textwrap
+
+import click
+
+from . import cli, database_option, open_database, read_text
+
+
+@cli.command()
+@click.argument("collection")
+@click.argument("id", required=False)
+@click.option("-c", "--content", help="Text to search for")
+@click.option("-i", "--input", "input_path", type=click.Path(dir_okay=False, allow_dash=True), help="File whose text to search for, or - for stdin")
+@click.option("-n", "--number", type=click.IntRange(min=1), default=10, show_default=True, help="How many results")
+@click.option("-m", "--model", help="Must match the collection's model if given")
+@click.option("--plain", is_flag=True, help="Readable text instead of JSON lines")
+@database_option
+def similar(collection, id, content, input_path, number, model, plain, database):
+    """Items of COLLECTION most similar to a text or to the stored item ID.
+
+    Prints one JSON object per line: {"id", "score", "content", "metadata"}, where
+    score is the cosine similarity (higher is more similar), best first.
+
+    \b
+    embedkit similar notes -c 'sqlite backup tools'
+    embedkit similar posts 42 -n 5 --plain
+    """
+    target = open_database(database).collection(collection)
+    target.check_model(model)
+    if id is not None:
+        if content is not None or input_path is not None:
+            raise click.UsageError("give ID or a text to search for, not both")
+        results = target.similar_by_id(id, number)
+    else:
+        results = target.similar(read_text(content, input_path, "text to search for"), number)
+    for entry in results:
+        if plain:
+            click.echo(f"{entry.id} ({entry.score:.4f})")
+            if entry.content:
+                click.echo(textwrap.indent(textwrap.shorten(entry.content, 300), "  "))
+        else:
+            click.echo(json.dumps(entry.to_dict(), ensure_ascii=False))

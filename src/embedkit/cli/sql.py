@@ -1,0 +1,38 @@
+import base64
+import json
+
+import click
+
+from ..errors import EmbedkitError
+from ..sqlfunctions import explain
+from . import cli, database_option, open_database
+
+
+def _json_value(value):
+    if isinstance(value, bytes):  # sqlite-utils' convention for binary values in JSON
+        return {"$base64": True, "encoded": base64.b64encode(value).decode()}
+    return value
+
+
+@cli.command()
+@click.argument("query")
+@click.option("-p", "--param", nargs=2, multiple=True, metavar="NAME VALUE", help="Named parameter for :NAME in QUERY")
+@database_option
+def sql(query, param, database):
+    """Run QUERY with the embedkit_* SQL functions and sqlite-vec available; print
+    each row as a JSON object on its own line.
+
+    The plain sqlite3 shell cannot call functions written in Python; this can.
+
+    \b
+    embedkit sql "select id, embedkit_cosine(embedding, embedkit_embed(:q)) as score
+                  from notes order by score desc limit 3" -p q 'backups'
+    """
+    db = open_database(database)
+    try:
+        cursor = db.conn.execute(query, dict(param))
+        columns = [d[0] for d in cursor.description or ()]
+        for row in cursor:
+            click.echo(json.dumps({c: _json_value(v) for c, v in zip(columns, row)}, ensure_ascii=False))
+    except db.sqlite_error as ex:
+        raise EmbedkitError(explain(ex)) from None

@@ -1,0 +1,146 @@
+"""The Database: a SQLite file holding any number of collections."""
+
+import os
+
+from . import models, search, storage
+from .collection import Collection, validate_name
+from .errors import EmbedkitError
+
+DEFAULT_PATH = "embeddings.db"
+
+
+class Database:
+    """Open (or create) an embeddings database.
+
+    path may be a file path, ":memory:", an open sqlite3/pysqlite3 connection or a
+    sqlite_utils.Database.
+    """
+
+    def __init__(self, path=DEFAULT_PATH):
+        if isinstance(path, (str, os.PathLike)):
+            self.conn = storage.connect(path)
+        else:
+            self.conn = getattr(path, "conn", path)
+            storage.load_sqlite_vec(self.conn)
+        main = next(row for row in self.conn.execute("pragma database_list") if row[1] == "main")
+        self.path = main[2] or ":memory:"
+        # The sqlite3 module behind the connection: its errors are what SQL raises.
+        self.sqlite_error = _module_error(self.conn)
+        # Identifies this database for the search cache: the file, or this connection.
+        self.key = os.path.realpath(main[2]) if main[2] else f"memory:{id(self.conn)}"
+        if storage.table_exists(self.conn, storage.REGISTRY):
+            storage.migrate(self.conn)  # upgrade an older embedkit schema in place
+        # --sql inputs and Python users can call embedkit_* functions on this connection.
+        self.register_functions()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        search.forget(self.key)
+        self.conn.close()
+
+    def _registry_rows(self, name=None):
+        if not storage.table_exists(self.conn, storage.REGISTRY):
+            return []
+        cursor = self.conn.execute(
+            f"select * from {storage.REGISTRY}" + (" where name = ?" if name else " order by name"),
+            [name] if name else [],
+        )
+        columns = [d[0] for d in cursor.description]
+        return [dict(zip(columns, row)) for row in cursor]
+
+    def collections(self) -> list:
+        return [Collection(self, row) for row in self._registry_rows()]
+
+    def collection_names(self) -> list:
+        return [row["name"] for row in self._registry_rows()]
+
+    def has_collection(self, name) -> bool:
+        return bool(self._registry_rows(name))
+
+    def collection(self, name) -> Collection:
+        """An existing collection."""
+        rows = self._registry_rows(name)
+        if not rows:
+            known = ", ".join(self.collection_names()) or "none"
+            raise EmbedkitError(f"no collection named {name!r} in {self.path} (collections: {known})")
+        return Collection(self, rows[0])
+
+    def create_collection(self, name, model=None, query_prefix="", document_prefix="") -> Collection:
+        """A new, empty collection; model is an id, alias or local path (default all-MiniLM-L6-v2)."""
+        validate_name(name)
+        model = models.get_model(model)
+        storage.migrate(self.conn)
+        with storage.transaction(self.conn):
+            if self.has_collection(name):
+                raise EmbedkitError(f"collection {name!r} already exists")
+            if storage.table_exists(self.conn, name):
+                raise EmbedkitError(f"{name!r} is already a table in {self.path} that is not a collection")
+            table = storage.quote(name)
+            self.conn.execute(
+                f"""
+                create table {table} (
+                    id text primary key,
+                    embedding blob not null,
+                    content text,
+                    metadata text,
+                    content_hash text not null,
+                    updated text not null
+                )
+                """
+            )
+            self.conn.execute(
+                f"create index {storage.quote('_embedkit_' + name + '_hash')} on {table} (content_hash)"
+            )
+            # A random starting version: a collection deleted and created again never
+            # matches a matrix cached for the old one.
+            self.conn.execute(
+                f"""
+                insert into {storage.REGISTRY}
+                (name, table_name, model, dimensions, query_prefix, document_prefix, created, version)
+                values (?, ?, ?, ?, ?, ?, ?, abs(random() % 9007199254740991))
+                """,
+                [name, name, model.model_id, model.dimensions, query_prefix, document_prefix, storage.now()],
+            )
+            registry_name = name.replace("'", "''")
+            for event in ("insert", "update", "delete"):
+                self.conn.execute(
+                    f"""
+                    create trigger {storage.quote(f'_embedkit_{name}_{event}')} after {event} on {table}
+                    begin
+                        update {storage.REGISTRY} set version = version + 1 where name = '{registry_name}';
+                    end
+                    """
+                )
+        return self.collection(name)
+
+    def get_or_create_collection(self, name, model=None, **prefixes) -> Collection:
+        """The collection, created with model if it does not exist; an error if its model differs."""
+        if self.has_collection(name):
+            collection = self.collection(name)
+            collection.check_model(model)
+            return collection
+        return self.create_collection(name, model, **prefixes)
+
+    def delete_collection(self, name):
+        collection = self.collection(name)
+        with storage.transaction(self.conn):
+            self.conn.execute(f"drop table {storage.quote(collection.table)}")
+            self.conn.execute(f"delete from {storage.REGISTRY} where name = ?", [name])
+        search.forget(self.key, name)
+
+    def register_functions(self):
+        """Make the embedkit_* SQL functions available on this connection."""
+        from .sqlfunctions import register
+
+        register(self.conn)
+
+
+def _module_error(conn):
+    import importlib
+
+    return importlib.import_module(type(conn).__module__.rsplit(".", 1)[0]).Error

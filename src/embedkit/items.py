@@ -1,0 +1,103 @@
+"""Items to embed, and how input rows (CSV, JSON, SQL) map onto them."""
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from .errors import EmbedkitError
+
+
+@dataclass
+class Item:
+    id: str
+    content: str
+    metadata: dict = None
+
+
+@dataclass
+class Entry:
+    """A search result or a stored item read back."""
+
+    id: str
+    score: float = None
+    content: str = None
+    metadata: dict = None
+
+    def to_dict(self):
+        return {"id": self.id, "score": self.score, "content": self.content, "metadata": self.metadata}
+
+
+def content_hash(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+
+
+def as_text(value) -> str:
+    """A row value as text for embedding: numbers and booleans as written, objects as JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    if isinstance(value, bytes):
+        raise EmbedkitError("binary values cannot be embedded as text")
+    return json.dumps(value) if isinstance(value, bool) else str(value)
+
+
+def parse_metadata(value, where="metadata") -> dict:
+    """A metadata value from input: a dict, a JSON object string, or None."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as ex:
+            raise EmbedkitError(f"{where} is not valid JSON: {ex}") from None
+    if not isinstance(value, dict):
+        raise EmbedkitError(f"{where} must be a JSON object, got {type(value).__name__}")
+    return value or None
+
+
+@dataclass
+class RowMapping:
+    """Which columns of an input row give the id, the content and the metadata.
+
+    Content comes from content_columns in order, or else from every column that is
+    not the id, a metadata column or `metadata`; values are joined with newlines.
+    A `metadata` column holding a JSON object is merged with metadata_columns.
+    """
+
+    id_column: str = "id"
+    content_columns: list = field(default_factory=list)
+    metadata_columns: list = field(default_factory=list)
+    id_prefix: str = ""
+
+    def item(self, row: dict, where: str) -> Item:
+        if self.id_column not in row:
+            raise EmbedkitError(
+                f"{where}: no {self.id_column!r} column (columns: {', '.join(map(str, row)) or 'none'}); "
+                "choose one with --id-column"
+            )
+        raw_id = row[self.id_column]
+        if raw_id is None or raw_id == "" or isinstance(raw_id, (dict, list, bytes)):
+            raise EmbedkitError(f"{where}: {self.id_column!r} is empty or not a scalar")
+        for name in (*self.content_columns, *self.metadata_columns):
+            if name not in row:
+                raise EmbedkitError(f"{where}: no {name!r} column")
+        metadata = {}
+        if "metadata" in row and "metadata" not in self.content_columns:
+            metadata.update(parse_metadata(row["metadata"], f"{where}: metadata") or {})
+        for name in self.metadata_columns:
+            metadata[name] = row[name]
+        content_columns = self.content_columns or [
+            name
+            for name in row
+            if name not in (self.id_column, "metadata") and name not in self.metadata_columns
+        ]
+        try:
+            parts = [as_text(row[name]) for name in content_columns if row[name] is not None]
+        except EmbedkitError as ex:
+            raise EmbedkitError(f"{where}: {ex}") from None
+        return Item(
+            id=self.id_prefix + as_text(raw_id),
+            content="\n".join(part for part in parts if part != ""),
+            metadata=metadata or None,
+        )

@@ -1,0 +1,101 @@
+"""embedkit_* SQL functions for any sqlite3, pysqlite3 or sqlite-utils connection.
+
+Python's sqlite3 replaces an exception raised in a function with a fixed message
+("user-defined function raised exception"), so the clear message is also kept per
+thread: explain() turns the generic error back into it.
+"""
+
+import threading
+
+import numpy as np
+
+from . import vectors
+from .errors import EmbedkitError
+from .models import get_model
+
+_last = threading.local()
+GENERIC_MESSAGES = ("user-defined function raised exception", "user-defined aggregate's")
+
+
+def _reported(name, fn):
+    def wrapper(*args):
+        try:
+            return fn(*args)
+        except Exception as ex:
+            _last.message = f"{name}: {ex}"
+            raise
+
+    return wrapper
+
+
+def explain(ex: Exception) -> str:
+    """The message of an SQL error, with an embedkit function's own reason when it has one."""
+    message = str(ex)
+    if message.startswith(GENERIC_MESSAGES) and getattr(_last, "message", None):
+        return _last.message
+    return message
+
+
+def cosine(a, b) -> float:
+    return vectors.cosine(vectors.decode(a), vectors.decode(b))
+
+
+def decode(blob) -> str:
+    return vectors.to_json(blob)
+
+
+def encode(text) -> bytes:
+    return vectors.from_json(text)
+
+
+def dims(blob) -> int:
+    return len(vectors.decode(blob))
+
+
+def embed(*args) -> bytes:
+    if len(args) not in (1, 2):
+        raise EmbedkitError("takes (text) or (model, text)")
+    model, text = (None, *args) if len(args) == 1 else args
+    if not isinstance(text, str) or not text.strip():
+        raise EmbedkitError("needs non-empty text")
+    return vectors.encode(get_model(model).embed([text])[0])
+
+
+class Centroid:
+    """Aggregate: the element-wise mean of float32 BLOBs of equal dimensions."""
+
+    def __init__(self):
+        self.total = None
+        self.count = 0
+
+    def step(self, blob):
+        try:
+            vector = vectors.decode(blob).astype(np.float64)
+            if self.total is not None and len(vector) != len(self.total):
+                raise EmbedkitError(f"dimension mismatch: {len(self.total)} vs {len(vector)}")
+            self.total = vector if self.total is None else self.total + vector
+            self.count += 1
+        except Exception as ex:
+            _last.message = f"embedkit_centroid: {ex}"
+            raise
+
+    def finalize(self):
+        return None if self.total is None else vectors.encode(self.total / self.count)
+
+
+FUNCTIONS = {
+    # name: (function, number of arguments, deterministic)
+    "embedkit_cosine": (cosine, 2, True),
+    "embedkit_decode": (decode, 1, True),
+    "embedkit_encode": (encode, 1, True),
+    "embedkit_dims": (dims, 1, True),
+    "embedkit_embed": (embed, -1, False),
+}
+
+
+def register(conn):
+    """Register every embedkit_* function (and the embedkit_centroid aggregate) on conn."""
+    conn = getattr(conn, "conn", conn)  # a sqlite_utils.Database
+    for name, (fn, narg, deterministic) in FUNCTIONS.items():
+        conn.create_function(name, narg, _reported(name, fn), deterministic=deterministic)
+    conn.create_aggregate("embedkit_centroid", 1, Centroid)

@@ -1,0 +1,76 @@
+"""Vectors as little-endian float32 BLOBs: the byte format `llm` and sqlite-vec use."""
+
+import json
+
+import numpy as np
+
+from .errors import EmbedkitError
+
+DTYPE = np.dtype("<f4")
+
+
+def encode(values) -> bytes:
+    """A sequence of numbers (or a 1-d array) as a float32 BLOB."""
+    array = np.asarray(values, dtype=DTYPE)
+    if array.ndim != 1:
+        raise EmbedkitError(f"a vector must be one-dimensional, got shape {array.shape}")
+    return array.tobytes()
+
+
+def decode(blob) -> np.ndarray:
+    """A float32 BLOB as a read-only 1-d array (no copy)."""
+    if blob is None:
+        raise EmbedkitError("vector is NULL")
+    if not isinstance(blob, (bytes, bytearray, memoryview)):
+        raise EmbedkitError(f"vector must be a BLOB, got {type(blob).__name__}")
+    if len(blob) == 0 or len(blob) % 4:
+        raise EmbedkitError(f"a float32 vector BLOB needs a positive multiple of 4 bytes, got {len(blob)}")
+    return np.frombuffer(blob, dtype=DTYPE)
+
+
+def from_json(text) -> bytes:
+    """A JSON array of numbers as a BLOB."""
+    try:
+        values = json.loads(text)
+    except (TypeError, ValueError) as ex:
+        raise EmbedkitError(f"not a JSON array of numbers: {ex}") from None
+    if (
+        not isinstance(values, list)
+        or not values
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    ):
+        raise EmbedkitError("not a JSON array of numbers")
+    return encode(values)
+
+
+def to_json(blob) -> str:
+    # float32 → float keeps the shortest repr that round-trips through float32
+    return json.dumps([float(v) for v in decode(blob).tolist()])
+
+
+def check(vector: np.ndarray, dimensions=None, what="vector") -> np.ndarray:
+    """Reject vectors that cannot take part in cosine similarity."""
+    if dimensions is not None and vector.shape[-1] != dimensions:
+        raise EmbedkitError(f"{what} has {vector.shape[-1]} dimensions, expected {dimensions}")
+    if not np.all(np.isfinite(vector)):
+        raise EmbedkitError(f"{what} contains NaN or infinite values")
+    if not np.any(vector):
+        raise EmbedkitError(f"{what} is all zeros; cosine similarity is undefined for it")
+    return vector
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    if a.shape != b.shape:
+        raise EmbedkitError(f"dimension mismatch: {a.shape[0]} vs {b.shape[0]}")
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0 or nb == 0:
+        raise EmbedkitError("cosine similarity is undefined for a zero vector")
+    return float(np.dot(a.astype(np.float64), b.astype(np.float64)) / (float(na) * float(nb)))
+
+
+def normalize_rows(matrix: np.ndarray) -> np.ndarray:
+    """Unit-length rows, in place where the array is writable."""
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    norms[norms == 0] = 1
+    matrix /= norms
+    return matrix
