@@ -1,0 +1,82 @@
+import os
+import sqlite3
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import embedkit
+from embedkit import models
+from embedkit.cli import cli
+
+
+class LettersModel(models.EmbeddingModel):
+    """A tiny deterministic model for exact scores: counts of a, e, i, o, u, spaces, digits, plus 1."""
+
+    model_id = "test-letters"
+    dimensions = 8
+    source = "tests"
+
+    def _embed(self, texts):
+        return np.array(
+            [
+                [t.count(c) for c in "aeiou "] + [sum(ch.isdigit() for ch in t), 1]
+                for t in (text.lower() for text in texts)
+            ],
+            dtype=np.float32,
+        )
+
+
+LETTERS = models.register(LettersModel())
+
+
+@pytest.fixture
+def letters():
+    """The deterministic test model, with its call counter reset."""
+    LETTERS.calls = 0
+    return LETTERS
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """The real default model (loaded once per test session)."""
+    return models.get_model()
+
+
+@pytest.fixture
+def db_path(tmp_path):
+    return str(tmp_path / "embeddings.db")
+
+
+@pytest.fixture
+def db(db_path):
+    database = embedkit.Database(db_path)
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def runner(tmp_path, monkeypatch):
+    """A CliRunner working in tmp_path, so the default embeddings.db lands there."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("EMBEDKIT_DATABASE", raising=False)
+    return CliRunner()
+
+
+@pytest.fixture
+def invoke(runner):
+    def run(*args, input=None):
+        return runner.invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False)
+
+    return run
+
+
+def dump(path):
+    """Everything in a database file as SQL text, to assert a command left it unchanged."""
+    if not os.path.exists(path):
+        return None
+    conn = sqlite3.connect(path)
+    try:
+        return "\n".join(conn.iterdump())
+    finally:
+        conn.close()
