@@ -123,6 +123,12 @@ class Database:
         if self.has_collection(name):
             collection = self.collection(name)
             collection.check_model(model)
+            for kind, prefix in prefixes.items():
+                if prefix and prefix != getattr(collection, kind):
+                    raise EmbedkitError(
+                        f"collection {name!r} was created with {kind.replace('_', ' ')} "
+                        f"{getattr(collection, kind)!r}, not {prefix!r}"
+                    )
             return collection
         return self.create_collection(name, model, **prefixes)
 

@@ -46,8 +46,11 @@ def top_n(collection, query: np.ndarray, n: int, exclude=None):
     with _lock:
         cached = _cache.pop(key, None)
         if cached is not None and cached.version == version:
-            _cache[key] = cached
-            return _best(cached.matrix @ query, cached.ids, n, cached.positions.get(exclude))
+            _cache[key] = cached  # most recently used last
+        else:
+            cached = None
+    if cached is not None:
+        return _best(cached.matrix @ query, cached.ids, n, cached.positions.get(exclude))
     conn = collection.db.conn
     vec = storage.has_sqlite_vec(conn)
     count = collection.count()

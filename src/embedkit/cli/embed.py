@@ -112,17 +112,18 @@ def embed_multi(collection, input_path, input_format, files, encoding, sql, atta
     if attach and not sql:
         raise EmbedkitError("--attach is for --sql")
     mapping = RowMapping(id_column, list(content_column), list(metadata_column), prefix)
-    db = open_database(database, create=True)
-    # Read and check all input before writing anything: bad input leaves the database as it was.
+    # Read and check all input before writing anything: bad input leaves the database as
+    # it was (and creates none).
     if files:
         items = [item for directory, pattern in files for item in file_items(directory, pattern, encoding, prefix)]
     else:
         if sql:
-            rows = sql_rows(db.conn, sql, attach)
+            rows = sql_rows(database, sql, attach)
         else:
             name = "stdin" if input_path == "-" else input_path
             rows = parse_rows(decode_text(read_input(input_path), name), name, input_format)
         items = [mapping.item(row, where) for row, where in rows]
+    db = open_database(database, create=True)
     target = db.get_or_create_collection(collection, model, query_prefix=query_prefix, document_prefix=document_prefix)
 
     if sys.stderr.isatty():
