@@ -8,7 +8,7 @@ import numpy as np
 
 from . import search, storage, vectors
 from .errors import EmbedkitError
-from .items import Entry, Item, content_hash
+from .items import Entry, Item, check_unique_ids, content_hash
 from .models import get_model
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
@@ -18,7 +18,7 @@ IN_CHUNK = 500
 
 
 def validate_name(name: str):
-    if not isinstance(name, str) or not NAME_PATTERN.match(name) or name.lower().startswith(RESERVED_PREFIXES):
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or name.lower().startswith(RESERVED_PREFIXES):
         raise EmbedkitError(
             f"invalid collection name {name!r}: use up to 64 letters, digits, '_' or '-', "
             "not starting with '_embedkit' or 'sqlite_'"
@@ -149,11 +149,7 @@ class Collection:
         """
         items = list(items)
         stats = EmbedStats()
-        seen = set()
-        for item in items:
-            if item.id in seen:
-                raise EmbedkitError(f"duplicate id {item.id!r} in the input")
-            seen.add(item.id)
+        check_unique_ids(items)
         if batch_size < 1:
             raise EmbedkitError("batch size must be at least 1")
         progress = progress or (lambda n: None)

@@ -17,7 +17,9 @@ class Database:
     """
 
     def __init__(self, path=DEFAULT_PATH):
-        if isinstance(path, (str, os.PathLike)):
+        # close() closes only a connection this object opened, never the caller's.
+        self._owns_connection = isinstance(path, (str, os.PathLike))
+        if self._owns_connection:
             self.conn = storage.connect(path)
         else:
             self.conn = getattr(path, "conn", path)
@@ -41,14 +43,15 @@ class Database:
 
     def close(self):
         search.forget(self.key)
-        self.conn.close()
+        if self._owns_connection:
+            self.conn.close()
 
     def _registry_rows(self, name=None):
         if not storage.table_exists(self.conn, storage.REGISTRY):
             return []
         cursor = self.conn.execute(
-            f"select * from {storage.REGISTRY}" + (" where name = ?" if name else " order by name"),
-            [name] if name else [],
+            f"select * from {storage.REGISTRY}" + (" where name = ?" if name is not None else " order by name"),
+            [name] if name is not None else [],
         )
         columns = [d[0] for d in cursor.description]
         return [dict(zip(columns, row)) for row in cursor]
@@ -76,10 +79,21 @@ class Database:
         model = models.get_model(model)
         storage.migrate(self.conn)
         with storage.transaction(self.conn):
-            if self.has_collection(name):
-                raise EmbedkitError(f"collection {name!r} already exists")
-            if storage.table_exists(self.conn, name):
-                raise EmbedkitError(f"{name!r} is already a table in {self.path} that is not a collection")
+            # SQLite names ignore case, and tables, views and indexes share one namespace.
+            clash = self.conn.execute(
+                f"select name from {storage.REGISTRY} where name = ? collate nocase", [name]
+            ).fetchone()
+            if clash:
+                raise EmbedkitError(f"collection {clash[0]!r} already exists")
+            taken = self.conn.execute(
+                "select type, name from sqlite_master where type in ('table', 'view', 'index') "
+                "and name = ? collate nocase",
+                [name],
+            ).fetchone()
+            if taken:
+                raise EmbedkitError(
+                    f"{taken[1]!r} is already the name of an existing {taken[0]} in {self.path}, not a collection"
+                )
             table = storage.quote(name)
             self.conn.execute(
                 f"""

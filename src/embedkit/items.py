@@ -31,6 +31,15 @@ def content_hash(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
 
+def check_unique_ids(items):
+    """Raise on the first id that occurs twice: an input must name each item once."""
+    seen = set()
+    for item in items:
+        if item.id in seen:
+            raise EmbedkitError(f"duplicate id {item.id!r} in the input")
+        seen.add(item.id)
+
+
 def as_text(value) -> str:
     """A row value as text for embedding: numbers and booleans as written, objects as JSON."""
     if isinstance(value, str):

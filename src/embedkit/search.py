@@ -43,8 +43,11 @@ def top_n(collection, query: np.ndarray, n: int, exclude=None):
     query = query.astype(np.float32) / np.float32(np.linalg.norm(query))
     key = (collection.db.key, collection.name)
     version = collection.version()
+    # Inside a transaction rows may be uncommitted, and once rolled back their version
+    # number is reused by the next write: a matrix of them must never be cached or served.
+    shared = not collection.db.conn.in_transaction
     with _lock:
-        cached = _cache.pop(key, None)
+        cached = _cache.pop(key, None) if shared else None
         if cached is not None and cached.version == version:
             _cache[key] = cached  # most recently used last
         else:
@@ -54,7 +57,9 @@ def top_n(collection, query: np.ndarray, n: int, exclude=None):
     conn = collection.db.conn
     vec = storage.has_sqlite_vec(conn)
     count = collection.count()
-    fits = count * (collection.dimensions or 0) * 4 <= CACHE_MB * 2**20
+    if count == 0:
+        return []
+    fits = shared and count * (collection.dimensions or 0) * 4 <= CACHE_MB * 2**20
     if vec and (_searched.get(key) != version or not fits):
         _searched[key] = version
         return _sqlite_vec_top(collection, query, n, exclude)
@@ -133,7 +138,8 @@ def _chunked_top(collection, query, n, exclude):
 def _sqlite_vec_top(collection, query, n, exclude):
     rows = collection.db.conn.execute(
         f"""
-        select id, vec_distance_cosine(embedding, :query) as distance
+        -- NULL for an all-zero row (written by another client): score 0, as with numpy
+        select id, coalesce(vec_distance_cosine(embedding, :query), 1.0) as distance
         from {storage.quote(collection.table)}
         where :exclude is null or id != :exclude
         order by distance, id

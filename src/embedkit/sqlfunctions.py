@@ -19,6 +19,7 @@ GENERIC_MESSAGES = ("user-defined function raised exception", "user-defined aggr
 
 def _reported(name, fn):
     def wrapper(*args):
+        _last.message = None  # a message is only ever about the latest failure
         try:
             return fn(*args)
         except Exception as ex:
@@ -31,9 +32,8 @@ def _reported(name, fn):
 def explain(ex: Exception) -> str:
     """The message of an SQL error, with an embedkit function's own reason when it has one."""
     message = str(ex)
-    if message.startswith(GENERIC_MESSAGES) and getattr(_last, "message", None):
-        return _last.message
-    return message
+    reason, _last.message = getattr(_last, "message", None), None
+    return reason if reason and message.startswith(GENERIC_MESSAGES) else message
 
 
 def cosine(a, b) -> float:
@@ -69,6 +69,7 @@ class Centroid:
         self.count = 0
 
     def step(self, blob):
+        _last.message = None
         try:
             vector = vectors.decode(blob).astype(np.float64)
             if self.total is not None and len(vector) != len(self.total):

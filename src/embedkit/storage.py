@@ -126,7 +126,8 @@ def m001_registry(conn):
             name text primary key,
             table_name text not null unique,
             model text not null,
-            dimensions integer not null,
+            -- NULL until the first vector arrives, for models that learn it on loading
+            dimensions integer,
             query_prefix text not null default '',
             document_prefix text not null default '',
             settings text not null default '{{}}',

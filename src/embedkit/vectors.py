@@ -44,7 +44,7 @@ def from_json(text) -> bytes:
 
 
 def to_json(blob) -> str:
-    # float32 → float keeps the shortest repr that round-trips through float32
+    # Each float32 printed as the double it equals, so decoding the JSON gives the same bytes.
     return json.dumps([float(v) for v in decode(blob).tolist()])
 
 

@@ -1,6 +1,7 @@
 """The embedkit command line: a thin layer over embedkit.Database and Collection."""
 
 import os
+import sys
 
 import click
 
@@ -16,6 +17,13 @@ class Group(click.Group):
             return super().invoke(ctx)
         except EmbedkitError as ex:
             raise click.ClickException(str(ex)) from None
+        except click.BadParameter as ex:
+            if isinstance(ex, click.MissingParameter):
+                raise  # the usage line shows what is missing
+            # A bad value is named in one line, as library errors are; the exit status stays 2.
+            error = click.ClickException(ex.format_message())
+            error.exit_code = ex.exit_code
+            raise error from None
 
     def list_commands(self, ctx):
         return list(self.commands)  # definition order reads better than alphabetical
@@ -62,14 +70,15 @@ def read_text(content, input_path, what="content"):
     """Text from -c, -i FILE (or -i -) or standard input."""
     from ..sources.tabular import decode_text, read_input
 
+    if content is not None and input_path is not None:
+        raise EmbedkitError(f"give the {what} with -c TEXT or -i FILE, not both")
     if content is not None:
         return content
     if input_path is not None:
         return decode_text(read_input(input_path), "stdin" if input_path == "-" else input_path)
-    stdin = click.get_text_stream("stdin")
-    if stdin.isatty():
+    if sys.stdin.isatty():
         raise EmbedkitError(f"give the {what} with -c TEXT, -i FILE or on standard input")
-    return decode_text(click.get_binary_stream("stdin").read(), "stdin")
+    return decode_text(read_input("-"), "stdin")
 
 
 from . import embed, similar, manage, sql  # noqa: E402,F401  (registers the commands)

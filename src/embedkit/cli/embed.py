@@ -4,8 +4,9 @@ import sys
 
 import click
 
+from ..collection import validate_name
 from ..errors import EmbedkitError
-from ..items import RowMapping, parse_metadata
+from ..items import RowMapping, check_unique_ids, parse_metadata
 from ..models import get_model
 from ..sources.tabular import FORMATS
 from . import cli, database_option, open_database, read_text
@@ -20,7 +21,7 @@ def prefix_options(fn):
     return click.option("--query-prefix", default="", help="Text put before each query when searching (new collections)")(fn)
 
 
-@cli.command()
+@cli.command(short_help="Embed one text: print its vector or store it in a collection.")
 @click.argument("collection", required=False)
 @click.argument("id", required=False)
 @click.option("-c", "--content", help="Text to embed")
@@ -42,23 +43,30 @@ def embed(collection, id, content, input_path, model, store, metadata, output_fo
     embedkit embed -c 'hello world'
     embedkit embed notes readme -i README.md --store --metadata '{"kind": "doc"}'
     """
-    if collection and not id:
+    if collection is not None and not id:
         raise EmbedkitError("give both COLLECTION and ID to store an embedding")
-    if collection and output_format:
+    if collection is not None and output_format:
         raise EmbedkitError("--format prints a vector; it cannot be used with COLLECTION ID")
-    if not collection and (store or metadata):
+    if collection is None and (store or metadata):
         raise EmbedkitError("--store and --metadata need COLLECTION and ID")
     text = read_text(content, input_path)
     if not text.strip():
         raise EmbedkitError("the content to embed is empty")
-    if not collection:
+    if collection is None:
         vector = get_model(model).embed([text])[0]
         _print_vector(vector, output_format or "json")
         return
     metadata = parse_metadata(metadata, "--metadata")
+    _check_target(collection, model)
     db = open_database(database, create=True)
     target = db.get_or_create_collection(collection, model, query_prefix=query_prefix, document_prefix=document_prefix)
     target.embed(id, text, metadata, store=store)
+
+
+def _check_target(collection, model):
+    """Refuse a bad collection name or unknown model before a database file is created for it."""
+    validate_name(collection)
+    get_model(model)  # looks the model up without loading it
 
 
 def _print_vector(vector, output_format):
@@ -73,7 +81,7 @@ def _print_vector(vector, output_format):
         click.echo(json.dumps([float(v) for v in vector.tolist()]))
 
 
-@cli.command(name="embed-multi")
+@cli.command(name="embed-multi", short_help="Embed many items from a file, a glob of files or a SQL query.")
 @click.argument("collection")
 @click.argument("input_path", metavar="[INPUT]", required=False, type=click.Path(allow_dash=True))
 @click.option("--format", "input_format", type=click.Choice(FORMATS), help="Format of INPUT (default: detected)")
@@ -123,6 +131,8 @@ def embed_multi(collection, input_path, input_format, files, encoding, sql, atta
             name = "stdin" if input_path == "-" else input_path
             rows = parse_rows(decode_text(read_input(input_path), name), name, input_format)
         items = [mapping.item(row, where) for row, where in rows]
+    check_unique_ids(items)  # before a new collection is created for them
+    _check_target(collection, model)
     db = open_database(database, create=True)
     target = db.get_or_create_collection(collection, model, query_prefix=query_prefix, document_prefix=document_prefix)
 

@@ -3,10 +3,11 @@ import textwrap
 
 import click
 
+from ..errors import EmbedkitError
 from . import cli, database_option, open_database, read_text
 
 
-@cli.command()
+@cli.command(short_help="Find the items most similar to a text or to a stored item.")
 @click.argument("collection")
 @click.argument("id", required=False)
 @click.option("-c", "--content", help="Text to search for")
@@ -29,7 +30,7 @@ def similar(collection, id, content, input_path, number, model, plain, database)
     target.check_model(model)
     if id is not None:
         if content is not None or input_path is not None:
-            raise click.UsageError("give ID or a text to search for, not both")
+            raise EmbedkitError("give ID or a text to search for (-c or -i), not both")
         results = target.similar_by_id(id, number)
     else:
         results = target.similar(read_text(content, input_path, "text to search for"), number)

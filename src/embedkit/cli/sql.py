@@ -14,7 +14,7 @@ def _json_value(value):
     return value
 
 
-@cli.command()
+@cli.command(short_help="Run SQL with the embedkit_* functions; print rows as JSON.")
 @click.argument("query")
 @click.option("-p", "--param", nargs=2, multiple=True, metavar="NAME VALUE", help="Named parameter for :NAME in QUERY")
 @database_option

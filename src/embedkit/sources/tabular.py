@@ -43,7 +43,7 @@ def detect_format(name: str, text: str) -> str:
     if ext in _EXTENSIONS and _EXTENSIONS[ext] != "json":
         return _EXTENSIONS[ext]
     stripped = text.lstrip()
-    if stripped.startswith("[") or ext == ".json":
+    if stripped.startswith("["):
         return "json"
     if stripped.startswith("{"):
         # one JSON document (a single object) or one object per line
@@ -52,6 +52,8 @@ def detect_format(name: str, text: str) -> str:
             return "json"
         except ValueError:
             return "nl"
+    if ext == ".json":
+        return "json"  # not JSON at all: let the JSON parser say why
     first_line = stripped.split("\n", 1)[0]
     return "tsv" if "\t" in first_line else "csv"
 

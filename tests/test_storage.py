@@ -1,0 +1,217 @@
+"""Connections, migrations, WAL and concurrent readers and writers."""
+
+import sqlite3
+import threading
+import time
+
+import numpy as np
+import pytest
+from conftest import dump
+
+import embedkit
+from embedkit import Item, models, storage
+
+
+def migration_rows(path):
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(f"select id, name, applied from {storage.MIGRATIONS_TABLE} order by id").fetchall()
+    finally:
+        conn.close()
+
+
+def test_migrations_are_applied_once_and_recorded(db, db_path, letters):
+    assert storage.schema_version(db.conn) == 0  # an empty database gets no tables until needed
+    db.create_collection("docs", model="test-letters")
+    rows = migration_rows(db_path)
+    assert [(id, name) for id, name, _ in rows] == [
+        (number, fn.__name__) for number, fn in enumerate(storage.MIGRATIONS, 1)
+    ]
+    assert rows[0][1] == "m001_registry"
+    assert storage.schema_version(db.conn) == len(storage.MIGRATIONS)
+    # creating more collections does not migrate again
+    db.create_collection("more", model="test-letters")
+    assert migration_rows(db_path) == rows
+
+
+def test_a_reopened_database_is_not_migrated_again(db_path, letters):
+    with embedkit.Database(db_path) as db:
+        db.create_collection("docs", model="test-letters").embed("1", "aaa")
+    before = dump(db_path)
+    rows = migration_rows(db_path)
+    for _ in range(2):
+        with embedkit.Database(db_path) as db:
+            storage.migrate(db.conn)
+            assert len(db.collection("docs")) == 1
+    assert migration_rows(db_path) == rows
+    assert dump(db_path) == before
+
+
+def test_a_new_migration_is_applied_once_to_an_older_database(db_path, letters, monkeypatch):
+    with embedkit.Database(db_path) as db:
+        db.create_collection("docs", model="test-letters").embed("1", "aaa")
+    runs = []
+
+    def m999_add_notes(conn):
+        runs.append(conn)
+        conn.execute("create table _embedkit_test_notes (note text)")
+
+    monkeypatch.setattr(storage, "MIGRATIONS", [*storage.MIGRATIONS, m999_add_notes])
+    for _ in range(3):
+        with embedkit.Database(db_path) as db:  # opening an older database upgrades it
+            assert len(db.collection("docs")) == 1
+    assert len(runs) == 1
+    rows = migration_rows(db_path)
+    assert [(id, name) for id, name, _ in rows][-1] == (len(storage.MIGRATIONS), "m999_add_notes")
+    assert len(rows) == len(storage.MIGRATIONS)
+
+
+def test_a_failing_migration_changes_nothing(db_path, letters, monkeypatch):
+    with embedkit.Database(db_path) as db:
+        db.create_collection("docs", model="test-letters").embed("1", "aaa")
+    before = dump(db_path)
+
+    def m999_broken(conn):
+        conn.execute("create table _embedkit_half_done (x)")
+        raise RuntimeError("migration failed half way")
+
+    monkeypatch.setattr(storage, "MIGRATIONS", [*storage.MIGRATIONS, m999_broken])
+    with pytest.raises(RuntimeError, match="half way"):
+        embedkit.Database(db_path)
+    assert dump(db_path) == before
+
+
+def test_wal_mode_and_busy_timeout(db, db_path):
+    assert db.conn.execute("pragma journal_mode").fetchone()[0] == "wal"
+    assert db.conn.execute("pragma busy_timeout").fetchone()[0] == storage.BUSY_TIMEOUT_MS == 5000
+    plain = sqlite3.connect(db_path)  # WAL is a property of the file: every client gets it
+    assert plain.execute("pragma journal_mode").fetchone()[0] == "wal"
+    plain.close()
+    with embedkit.Database(":memory:") as memory:
+        assert memory.path == ":memory:"
+        assert memory.conn.execute("pragma busy_timeout").fetchone()[0] == 5000
+
+
+def test_transaction_rolls_back_on_any_exception(db, letters):
+    docs = db.create_collection("docs", model="test-letters")
+    for error in (RuntimeError("boom"), KeyboardInterrupt()):
+        with pytest.raises(type(error)):
+            with storage.transaction(db.conn):
+                docs.embed("1", "aaa")  # nested: the outer transaction decides
+                assert len(docs) == 1
+                raise error
+        assert len(docs) == 0
+        assert not db.conn.in_transaction
+
+
+def test_a_reader_sees_commits_while_the_writer_keeps_writing(db_path, letters):
+    writer = embedkit.Database(db_path)
+    docs = writer.create_collection("docs", model="test-letters")
+    docs.embed("0", "first")
+    reader = embedkit.Database(db_path)
+    seen = reader.collection("docs")
+    assert len(seen) == 1
+    with storage.transaction(writer.conn):
+        docs.embed_multi([Item("1", "aaa"), Item("2", "eee")])
+        # uncommitted: the reader neither sees it nor waits for it
+        assert len(seen) == 1
+        assert [e.id for e in seen.similar("aaa", 5)] == ["0"]
+    assert len(seen) == 3
+    assert [e.id for e in seen.similar("aaa", 1)] == ["1"]
+    writer.close()
+    reader.close()
+
+
+class HandshakeModel(models.EmbeddingModel):
+    """Before each batch after the first, waits until the reader has seen the previous batch."""
+
+    model_id = "test-storage-handshake"
+    dimensions = 2
+    source = "tests"
+
+    def __init__(self, batch_size):
+        super().__init__()
+        self.batch_size = batch_size
+        self.seen = 0
+        self.condition = threading.Condition()
+
+    def reader_saw(self, count):
+        with self.condition:
+            self.seen = max(self.seen, count)
+            self.condition.notify_all()
+
+    def _embed(self, texts):
+        if self.calls > 1:
+            with self.condition:
+                wanted = (self.calls - 1) * self.batch_size
+                if not self.condition.wait_for(lambda: self.seen >= wanted, timeout=10):
+                    raise RuntimeError(f"the reader never saw {wanted} rows")
+        return np.array([[1.0, float(len(text))] for text in texts])
+
+
+def test_reader_and_writer_connections_run_side_by_side(db_path):
+    batch_size, batches = 10, 8
+    model = models.register(HandshakeModel(batch_size))
+    with embedkit.Database(db_path) as setup:
+        setup.create_collection("docs", model=model.model_id)
+    errors, result = [], {}
+
+    def write():
+        try:
+            with embedkit.Database(db_path) as db:
+                result["stats"] = db.collection("docs").embed_multi(
+                    [Item(f"{i:03d}", "x" * (i + 1)) for i in range(batch_size * batches)], batch_size=batch_size
+                )
+        except Exception as ex:  # reported below
+            errors.append(ex)
+
+    thread = threading.Thread(target=write)
+    counts = []
+    with embedkit.Database(db_path) as db:
+        docs = db.collection("docs")
+        thread.start()
+        deadline = time.monotonic() + 30
+        while thread.is_alive() and time.monotonic() < deadline:
+            count = len(docs)
+            counts.append(count)
+            if count:
+                assert len(docs.similar_by_vector([1.0, 1.0], 3)) == 3
+            model.reader_saw(count)
+            time.sleep(0.001)
+        thread.join(10)
+        final = len(docs)
+    assert not errors, errors
+    assert result["stats"].embedded == batch_size * batches
+    assert final == batch_size * batches
+    assert counts == sorted(counts)  # never goes back
+    assert all(count % batch_size == 0 for count in counts)  # whole batches only
+    # the reader saw every intermediate state while the writer was still writing
+    assert set(range(batch_size, batch_size * batches, batch_size)) <= set(counts)
+
+
+def test_a_second_writer_waits_instead_of_failing(db_path, letters):
+    with embedkit.Database(db_path) as setup:
+        setup.create_collection("docs", model="test-letters")
+    locked, errors = threading.Event(), []
+
+    def hold_the_write_lock():
+        try:
+            with embedkit.Database(db_path) as db:
+                with storage.transaction(db.conn):
+                    db.collection("docs").embed("first", "aaa")
+                    locked.set()
+                    time.sleep(0.5)
+        except Exception as ex:
+            errors.append(ex)
+
+    thread = threading.Thread(target=hold_the_write_lock)
+    thread.start()
+    assert locked.wait(10)
+    with embedkit.Database(db_path) as db:
+        start = time.monotonic()
+        db.collection("docs").embed("second", "eee")
+        waited = time.monotonic() - start
+        thread.join(10)
+        assert [e.id for e in db.collection("docs")] == ["first", "second"]
+    assert not errors, errors
+    assert waited > 0.2
