@@ -1,7 +1,10 @@
 """Exact search: every path in search.py against brute force, ties, caching and invalidation."""
 
+import json
 import logging
 import sqlite3
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -28,6 +31,24 @@ class TableModel(models.EmbeddingModel):
 
 
 TABLE = models.register(TableModel())
+
+
+class PlainClient:
+    """Runs each statement in a separate Python process with the stdlib sqlite3 module."""
+
+    SCRIPT = (
+        "import sqlite3, sys, json; args = json.loads(sys.argv[3]); "
+        "conn = sqlite3.connect(sys.argv[1]); "
+        "conn.execute(sys.argv[2], [bytes.fromhex(a[1]) if isinstance(a, list) else a for a in args]); "
+        "conn.commit()"
+    )
+
+    def __init__(self, path):
+        self.path = path
+
+    def execute(self, sql, params=()):
+        encoded = [["hex", p.hex()] if isinstance(p, bytes) else p for p in params]
+        subprocess.run([sys.executable, "-c", self.SCRIPT, self.path, sql, json.dumps(encoded)], check=True)
 
 
 @pytest.fixture
@@ -320,10 +341,12 @@ def test_cache_is_invalidated_by_writes_from_any_connection(db_path, table_model
     assert (db.key, "c") in search._cache
     version = coll.version()
 
-    plain = sqlite3.connect(db_path)  # no embedkit, no extensions: the triggers still run
+    # Another program with the stdlib sqlite3 (no embedkit, no extensions): the triggers
+    # still run. It has to be another process: two copies of SQLite in one process must
+    # not open the same file (https://sqlite.org/howtocorrupt.html#multiple_copies).
+    plain = PlainClient(db_path)
     # UPDATE: an existing row becomes the best match
     plain.execute("update c set embedding = ? where id = 'v100'", [(query * 2).astype("<f4").tobytes()])
-    plain.commit()
     rows["v100"] = query * 2
     assert coll.version() == version + 1
     paths.clear()
@@ -333,7 +356,6 @@ def test_cache_is_invalidated_by_writes_from_any_connection(db_path, table_model
 
     # DELETE
     plain.execute("delete from c where id in ('v100', 'v007')")
-    plain.commit()
     del rows["v100"], rows["v007"]
     check()
     assert "v100" not in [e.id for e in coll.similar_by_vector(query, 200)]
@@ -348,7 +370,6 @@ def test_cache_is_invalidated_by_writes_from_any_connection(db_path, table_model
         "insert into c (id, embedding, content_hash, updated) values ('best', ?, 'y', '2026-11-23T00:00:00Z')",
         [query.astype("<f4").tobytes()],
     )
-    plain.commit()
     rows["new"], rows["best"] = -query, query
     check()
     assert coll.similar_by_vector(query, 1)[0].id == "best"
@@ -370,7 +391,6 @@ def test_cache_is_invalidated_by_writes_from_any_connection(db_path, table_model
     assert [(e.id, round(e.score, 5)) for e in coll.similar_by_vector(query, 5)] == [("only", -1.0)]
     assert [(e.id, round(e.score, 5)) for e in coll.similar_by_vector(query, 5)] == [("only", -1.0)]
     other.close()
-    plain.close()
     db.close()
 
 

@@ -87,7 +87,7 @@ def _print_vector(vector, output_format):
 @click.option("--format", "input_format", type=click.Choice(FORMATS), help="Format of INPUT (default: detected)")
 @click.option("--files", nargs=2, multiple=True, metavar="DIR GLOB", help="Embed files under DIR matching GLOB (e.g. '**/*.md'); repeatable")
 @click.option("--encoding", default="utf-8", show_default=True, help="Encoding of --files")
-@click.option("--sql", help="Embed the rows of this SELECT, run against the database")
+@click.option("--sql", help="Embed the rows of this SELECT; tables are looked up in --attach databases first, then in the database")
 @click.option("--attach", nargs=2, multiple=True, metavar="ALIAS PATH", help="Attach a database for --sql; repeatable")
 @click.option("--id-column", default="id", show_default=True, help="Column holding each item's id")
 @click.option("--content-column", multiple=True, help="Column(s) to embed, in order (default: all but id and metadata)")
