@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import storage, vectors
+from .errors import EmbedkitError
 
 # Total memory the cached matrices may use, in MiB.
 CACHE_MB = int(os.environ.get("EMBEDKIT_CACHE_MB", "4096"))
@@ -54,14 +55,15 @@ def top_n(collection, query: np.ndarray, n: int, exclude=None):
             cached = None
     if cached is not None:
         return _best(cached.matrix @ query, cached.ids, n, cached.positions.get(exclude))
-    conn = collection.db.conn
-    vec = storage.has_sqlite_vec(conn)
+    vec = storage.has_sqlite_vec(collection.db.conn)
+    if vec and _searched.get(key) != version:
+        _searched[key] = version
+        return _sqlite_vec_top(collection, query, n, exclude)
     count = collection.count()
     if count == 0:
         return []
-    fits = shared and count * (collection.dimensions or 0) * 4 <= CACHE_MB * 2**20
-    if vec and (_searched.get(key) != version or not fits):
-        _searched[key] = version
+    fits = shared and count * collection.dimensions * 4 <= CACHE_MB * 2**20
+    if vec and not fits:
         return _sqlite_vec_top(collection, query, n, exclude)
     if not vec:
         storage.notice_vec_unavailable()
@@ -88,26 +90,34 @@ def _evict():
 
 
 def _rows(collection, chunk_rows):
-    """(ids, matrix) chunks of the collection, unit-normalised rows."""
+    """(ids, matrix) chunks of the collection's raw vectors (read-only arrays)."""
     cursor = collection.db.conn.execute(
         f"select id, embedding from {storage.quote(collection.table)} order by rowid"
     )
-    while True:
-        rows = cursor.fetchmany(chunk_rows)
-        if not rows:
-            return
-        ids = [row[0] for row in rows]
-        matrix = np.frombuffer(b"".join(row[1] for row in rows), dtype=vectors.DTYPE)
-        yield ids, vectors.normalize_rows(matrix.reshape(len(ids), -1).copy())
+    dims = collection.dimensions
+    while rows := cursor.fetchmany(chunk_rows):
+        joined = b"".join(row[1] for row in rows)
+        if len(joined) != len(rows) * dims * 4:
+            raise EmbedkitError(
+                f"collection {collection.name!r} holds vectors that are not {dims}-dimensional "
+                "float32 (written by another program?)"
+            )
+        yield [row[0] for row in rows], np.frombuffer(joined, dtype=vectors.DTYPE).reshape(len(rows), dims)
 
 
 def _load(collection, version) -> _Matrix:
-    ids, parts = [], []
-    for chunk_ids, matrix in _rows(collection, CHUNK_ROWS):
-        ids.extend(chunk_ids)
-        parts.append(matrix)
-    dims = collection.dimensions or 0
-    matrix = np.concatenate(parts) if parts else np.zeros((0, dims), dtype=np.float32)
+    conn = collection.db.conn
+    conn.execute("begin")  # one snapshot for the count and the rows
+    try:
+        # Filled in place: no second copy of a matrix that may take gigabytes.
+        matrix = np.empty((collection.count(), collection.dimensions), dtype=np.float32)
+        ids = []
+        for chunk_ids, chunk in _rows(collection, CHUNK_ROWS):
+            matrix[len(ids) : len(ids) + len(chunk_ids)] = chunk
+            ids.extend(chunk_ids)
+    finally:
+        conn.execute("commit")
+    vectors.normalize_rows(matrix)
     return _Matrix(version, ids, {id: i for i, id in enumerate(ids)}, matrix)
 
 
@@ -131,7 +141,8 @@ def _chunked_top(collection, query, n, exclude):
     best = []
     for ids, matrix in _rows(collection, CHUNK_ROWS):
         position = ids.index(exclude) if exclude in ids else None
-        best = sorted(best + _best(matrix @ query, ids, n, position), key=lambda hit: (-hit[1], hit[0]))[:n]
+        scores = vectors.normalize_rows(matrix.copy()) @ query
+        best = sorted(best + _best(scores, ids, n, position), key=lambda hit: (-hit[1], hit[0]))[:n]
     return best
 
 

@@ -69,8 +69,9 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def normalize_rows(matrix: np.ndarray) -> np.ndarray:
-    """Unit-length rows, in place where the array is writable."""
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    """Scale the rows of a writable matrix to unit length, in place."""
+    # einsum, unlike linalg.norm, never allocates a temporary the size of the matrix
+    norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix))
     norms[norms == 0] = 1
-    matrix /= norms
+    matrix /= norms[:, None]
     return matrix
