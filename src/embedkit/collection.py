@@ -241,27 +241,22 @@ class Collection:
             )
             self.dimensions = dimensions
 
-    def _rows_by_id(self, ids):
-        found = {}
-        for chunk in _chunks(ids, IN_CHUNK):
-            for id, digest, content, metadata in self.db.conn.execute(
-                f"select id, content_hash, content, metadata from {storage.quote(self.table)} "
-                f"where id in ({','.join('?' * len(chunk))})",
+    def _select_in(self, columns, key, values):
+        """Rows of columns whose key column is one of values, asked in chunks SQLite accepts."""
+        for chunk in _chunks(list(values), IN_CHUNK):
+            yield from self.db.conn.execute(
+                f"select {columns} from {storage.quote(self.table)} "
+                f"where {key} in ({','.join('?' * len(chunk))})",
                 chunk,
-            ):
-                found[id] = (digest, content, metadata)
-        return found
+            )
+
+    def _rows_by_id(self, ids):
+        rows = self._select_in("id, content_hash, content, metadata", "id", ids)
+        return {id: (digest, content, metadata) for id, digest, content, metadata in rows}
 
     def _vectors_by_hash(self, digests):
-        found = {}
-        for chunk in _chunks(sorted(digests), IN_CHUNK):
-            for digest, blob in self.db.conn.execute(
-                f"select content_hash, embedding from {storage.quote(self.table)} "
-                f"where content_hash in ({','.join('?' * len(chunk))}) group by content_hash",
-                chunk,
-            ):
-                found[digest] = blob
-        return found
+        # Equal content has equal vectors: any row with the hash will do.
+        return dict(self._select_in("content_hash, embedding", "content_hash", digests))
 
     def _update_row(self, item, digest, stored, metadata):
         self.db.conn.execute(
@@ -295,14 +290,10 @@ class Collection:
     def similar_by_vector(self, vector, n=10, exclude=None) -> list:
         vector = vectors.check(np.asarray(vector, dtype=np.float32), self.dimensions, "the query vector")
         hits = search.top_n(self, vector, n, exclude)
-        rows = {}
-        for chunk in _chunks([id for id, _ in hits], IN_CHUNK):
-            for id, content, metadata in self.db.conn.execute(
-                f"select id, content, metadata from {storage.quote(self.table)} "
-                f"where id in ({','.join('?' * len(chunk))})",
-                chunk,
-            ):
-                rows[id] = (content, json.loads(metadata) if metadata else None)
+        rows = {
+            id: (content, json.loads(metadata) if metadata else None)
+            for id, content, metadata in self._select_in("id, content, metadata", "id", [id for id, _ in hits])
+        }
         return [Entry(id, score, *rows.get(id, (None, None))) for id, score in hits]
 
 
