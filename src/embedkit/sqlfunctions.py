@@ -69,16 +69,13 @@ class Centroid:
         self.count = 0
 
     def step(self, blob):
-        _last.message = None
-        try:
-            vector = vectors.decode(blob).astype(np.float64)
-            if self.total is not None and len(vector) != len(self.total):
-                raise EmbedkitError(f"dimension mismatch: {len(self.total)} vs {len(vector)}")
-            self.total = vector if self.total is None else self.total + vector
-            self.count += 1
-        except Exception as ex:
-            _last.message = f"embedkit_centroid: {ex}"
-            raise
+        vector = vectors.decode(blob).astype(np.float64)
+        if self.total is not None and len(vector) != len(self.total):
+            raise EmbedkitError(f"dimension mismatch: {len(self.total)} vs {len(vector)}")
+        self.total = vector if self.total is None else self.total + vector
+        self.count += 1
+
+    step = _reported("embedkit_centroid", step)
 
     def finalize(self):
         return None if self.total is None else vectors.encode(self.total / self.count)

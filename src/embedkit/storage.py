@@ -35,11 +35,8 @@ def connect(path) -> "sqlite3.Connection":
 def load_sqlite_vec(conn) -> bool:
     """Load sqlite-vec into conn; True when its functions are available."""
     global _vec_unavailable_reason
-    try:
-        conn.execute("select vec_version()")
+    if has_sqlite_vec(conn):
         return True
-    except Exception:
-        pass
     try:
         import sqlite_vec
 
