@@ -80,3 +80,6 @@ def dump(path):
         return "\n".join(conn.iterdump())
     finally:
         conn.close()
+
+
+from httpserver import http_server  # noqa: E402,F401  (a real HTTP server on 127.0.0.1)

@@ -440,11 +440,9 @@ def test_name_taken_by_another_table(fails, existing, name, command):
 @pytest.mark.parametrize(
     "args, fragments",
     [
-        (["embed-multi", "docs", "in.csv", "--sql", "select 1 as id, 'x' as text"], ["exactly one input"]),
-        (["embed-multi", "docs", "in.csv", "--files", "dir", "*.txt"], ["exactly one input"]),
-        (["embed-multi", "docs", "--sql", "select 1 as id, 'x' as text", "--files", "dir", "*.txt"],
-         ["exactly one input"]),
-        (["embed-multi", "docs"], ["exactly one input"]),
+        (["embed-multi", "docs"], ["give something to embed", "--pdf"]),
+        (["delete", "docs", "a", "--filter", "tag=x"], ["ids", "--filter", "not both"]),
+        (["delete", "docs"], ["ids", "--filter"]),
         (["embed", "docs", "z", "-c", "x", "-i", "in.csv"], ["-c", "-i"]),
         (["embed", "-c", "x", "-i", "in.csv", "-m", "test-letters"], ["-c", "-i"]),
         (["similar", "docs", "-c", "x", "-i", "in.csv"], ["-c", "-i"]),

@@ -316,11 +316,12 @@ def test_delete(db, letters):
 def test_first_run_embeds_in_batches(db, letters):
     docs = db.create_collection("docs", model="test-letters")
     done = []
-    stats = docs.embed_multi(items(250), batch_size=100, progress=done.append)
+    stats = docs.embed_multi(items(250), batch_size=100, progress=lambda n, total: done.append((n, total)))
     assert (stats.embedded, stats.reused, stats.updated, stats.unchanged, stats.failed) == (250, 0, 0, 0, 0)
     assert stats.summary() == "250 embedded, 0 reused, 0 updated, 0 unchanged, 0 failed"
     assert letters.calls == 3
-    assert sum(done) == 250
+    assert sum(n for n, _ in done) == 250
+    assert {total for _, total in done} == {250}
     assert len(docs) == 250
     for item in items(250)[::37]:
         assert docs.vector(item.id).tolist() == letters_vector(item.content)

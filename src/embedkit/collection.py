@@ -9,6 +9,7 @@ import numpy as np
 from . import search, storage, vectors
 from .errors import EmbedkitError
 from .items import Entry, Item, check_unique_ids, content_hash
+from .sources import Document, Known, TextSource
 from .models import get_model
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
@@ -36,13 +37,17 @@ def _metadata_json(metadata):
 
 @dataclass
 class EmbedStats:
-    """What embed_multi did: counts per outcome and the reason for each failed item."""
+    """What embed_multi did: counts per outcome and the reason for each failed item or source."""
 
     embedded: int = 0
     reused: int = 0
     updated: int = 0
     unchanged: int = 0
     failed: int = 0
+    # items of changed, deleted or (with sync) vanished sources that are no longer there
+    removed: int = 0
+    # texts longer than the model reads: only their beginning was embedded
+    truncated: int = 0
     failures: list = field(default_factory=list)
 
     def fail(self, id, reason):
@@ -50,10 +55,27 @@ class EmbedStats:
         self.failures.append((id, reason))
 
     def summary(self) -> str:
-        return (
+        text = (
             f"{self.embedded} embedded, {self.reused} reused, {self.updated} updated, "
             f"{self.unchanged} unchanged, {self.failed} failed"
         )
+        return text + (f", {self.removed} removed" if self.removed else "")
+
+
+@dataclass
+class _Plan:
+    """The writes one document needs; they happen in one transaction once its vectors are known."""
+
+    document: Document
+    position: int
+    rewrites: list = field(default_factory=list)  # entries whose row changes but not its vector
+    new: list = field(default_factory=list)  # entries needing a vector: [item, hash, stored, metadata, blob, how]
+    stale: set = field(default_factory=set)  # ids the source had before and no longer has
+    missing: int = 0  # entries still waiting for a vector
+
+
+def _ignore(*args):
+    pass
 
 
 class Collection:
@@ -134,98 +156,281 @@ class Collection:
 
     # Writing
 
+    def chunker(self, method=None, size=None, overlap=None):
+        """A Chunker for this collection; by default recursive, 1000 characters, 10% overlap.
+
+        method "tokens" measures chunks in the tokens this collection's model reads, with
+        the document prefix counted, and by default makes them as long as the model reads.
+        """
+        from .chunking import Chunker
+
+        method = method or "recursive"
+        length = None
+        if method == "tokens":
+            model, prefix = self.model, self.document_prefix
+            size = size or model.max_tokens
+            if size is None:
+                model.count_tokens([""])  # says why this model cannot count tokens
+            length = lambda text: model.count_tokens([prefix + text])[0]  # noqa: E731
+        size = size or 1000
+        return Chunker(method, size, size // 10 if overlap is None else overlap, length)
+
     def embed(self, id, content, metadata=None, store=False) -> EmbedStats:
         """Embed and store one item (re-embedding only if its content changed)."""
         return self.embed_multi([Item(str(id), content, metadata)], store=store)
 
-    def embed_multi(self, items, store=False, batch_size=100, progress=None) -> EmbedStats:
+    def embed_multi(self, inputs, store=False, batch_size=100, progress=None, chunker=None, sync=False,
+                    read_progress=None) -> EmbedStats:
         """Embed and store many items, calling the model only for content not stored yet.
 
-        Unchanged items cost nothing; changed metadata or store flag rewrites the row
-        without embedding; content already stored under another id reuses that vector.
-        New vectors are written batch by batch, each batch in its own transaction, so an
-        interrupted run keeps what it finished and a re-run completes the rest.
-        progress(n) is called as n more items are done.
+        inputs are Items and Sources (such as embedkit.sources.pdf.PdfSource). With a
+        chunker, each Item is cut into chunks too and becomes a source named by its id;
+        sources without one are split with the default Chunker.
+
+        Unchanged items cost nothing, and an unchanged source is not even read again;
+        changed metadata or store flag rewrites the row without embedding; content already
+        stored under another id reuses that vector. A source's items are written in one
+        transaction that also deletes the items it no longer has. Transactions commit as
+        batches complete, so an interrupted run keeps what it finished and a re-run
+        completes the rest. With sync, items of sources missing from inputs are deleted.
+
+        A source that cannot be read is counted as failed and nothing of it is written;
+        the rest go on. progress(n, total) is called as n more of total items are done
+        (total is known once the sources are read), read_progress(n, total) as n more of
+        total sources have been read.
         """
-        items = list(items)
-        stats = EmbedStats()
-        check_unique_ids(items)
+        from .chunking import Chunker
+
+        chunker_given, chunker = chunker, chunker or Chunker()
         if batch_size < 1:
             raise EmbedkitError("batch size must be at least 1")
-        progress = progress or (lambda n: None)
+        progress, read_progress = progress or _ignore, read_progress or _ignore
+        inputs = [TextSource(i) if chunker_given is not None and isinstance(i, Item) else i for i in inputs]
+        names = [i.id if isinstance(i, Item) else i.name for i in inputs]
+        check_unique_ids(Item(name, None) for name in names)
+        stats = EmbedStats()
+        records = self._source_records()
+        current = self._items_by_source() if records else {}
 
-        # (item, hash, stored content, metadata JSON) for each valid item
-        pending = []
-        for item in items:
-            if item.content is None or not str(item.content).strip():
-                stats.fail(item.id, "empty content")
+        documents = []
+        sources = sum(not isinstance(i, Item) for i in inputs)
+        for source in inputs:
+            if isinstance(source, Item):
+                documents.append(Document(source.id, [source], None))
+                continue
+            record = records.get(source.name)
+            # Read again in full: a source split another way before, or whose items were deleted since.
+            complete = (
+                record is not None
+                and record[2] == chunker.signature
+                and len(current.get(source.name, ())) == record[1]
+            )
+            try:
+                document = source.read(record[0] if complete else None, chunker)
+            except EmbedkitError as ex:
+                stats.fail(source.name, str(ex))
+                continue
+            finally:
+                read_progress(1, sources)
+            if document is None:
+                stats.unchanged += record[1]
+            elif not document.items:
+                stats.fail(source.name, "no text to embed")
             else:
-                pending.append(
-                    (item, content_hash(item.content), item.content if store else None, _metadata_json(item.metadata))
-                )
-        progress(stats.failed)
+                documents.append(document)
+        check_unique_ids(item for document in documents for item in document.items)
+        total = stats.unchanged + sum(len(document.items) for document in documents)
+        tick = lambda n: progress(n, total)  # noqa: E731
 
-        existing = self._rows_by_id([p[0].id for p in pending])
-        rewrites, new = [], []
-        for entry in pending:
-            item, digest, stored, metadata = entry
-            old = existing.get(item.id)
-            if old is not None and old[0] == digest:
-                if old[1] == stored and _same_json(old[2], metadata):
+        failed_sources = stats.failed
+        plans = self._plan(documents, store, current, stats)
+        tick(stats.unchanged + stats.failed - failed_sources)
+        self._write([plan for plan in plans if not plan.missing], stats, records, chunker, tick)
+
+        # Each distinct text is embedded once. Plain items go longest first, so the model
+        # pads less; a source's chunks stay together so it completes, and commits, early.
+        groups = {}
+        for plan in plans:
+            for entry in plan.new:
+                if entry[4] is None:
+                    groups.setdefault(entry[1], []).append((plan, entry))
+        def order(group):
+            plan, entry = group[0]
+            split = plan.document.digest is not None
+            return split, plan.position if split else 0, -len(entry[0].content)
+
+        ordered = sorted(groups.values(), key=order)
+        for batch in _chunks(ordered, batch_size):
+            texts = [self.document_prefix + group[0][1][0].content for group in batch]
+            embeddings = self._embed_checked(texts)
+            stats.truncated += self.model.count_truncated(texts)
+            ready = {}
+            for group, embedding in zip(batch, embeddings):
+                blob = vectors.encode(embedding)
+                for number, (plan, entry) in enumerate(group):
+                    entry[4], entry[5] = blob, "reused" if number else "embedded"
+                    plan.missing -= 1
+                    if not plan.missing:
+                        ready[plan.position] = plan
+            self._write([ready[k] for k in sorted(ready)], stats, records, chunker, tick, embeddings.shape[1])
+
+        if sync:
+            stats.removed += self._sync(names)
+        return stats
+
+    def _plan(self, documents, store, current, stats) -> list:
+        """What each document needs written, with vectors found for content already stored."""
+        existing = self._rows_by_id(
+            [item.id for document in documents for item in document.items]
+            + [document.source for document in documents if document.digest is not None]
+        )
+        plans = []
+        for position, document in enumerate(documents):
+            plan = _Plan(document, position)
+            for item in document.items:
+                if item.content is None or not str(item.content).strip():
+                    stats.fail(item.id, "empty content")
+                    continue
+                entry = [item, content_hash(item.content), item.content if store else None,
+                         _metadata_json(item.metadata), None, None]
+                old = existing.get(item.id)
+                if old is None or old[0] != entry[1]:
+                    plan.new.append(entry)
+                elif old[1] == entry[2] and _same_json(old[2], entry[3]):
                     stats.unchanged += 1
                 else:
-                    rewrites.append(entry)
-            else:
-                new.append(entry)
-        progress(stats.unchanged)
+                    plan.rewrites.append(entry)
+            # What the source had before: its chunks, or the one item it was before it was split.
+            before = set(current.get(document.source, ()))
+            if document.source in existing:
+                before.add(document.source)
+            plan.stale = before - {item.id for item in document.items}
+            plans.append(plan)
 
+        reusable = self._vectors_by_hash({entry[1] for plan in plans for entry in plan.new})
+        for plan in plans:
+            for entry in plan.new:
+                if entry[1] in reusable:
+                    entry[4], entry[5] = reusable[entry[1]], "reused"
+                else:
+                    plan.missing += 1
+        return plans
+
+    def _write(self, plans, stats, records, chunker, progress, dimensions=None):
+        """Write whole documents in one transaction: their rows, stale items and source records."""
+        if not plans:
+            return
+        conn = self.db.conn
+        done = 0
+        with storage.transaction(conn):
+            if dimensions is not None:
+                self._record_dimensions(dimensions)
+            for plan in plans:
+                document = plan.document
+                for entry in plan.rewrites:
+                    self._update_row(*entry[:4])
+                for entry in plan.new:
+                    self._upsert_row(*entry[:5])
+                self._delete_ids(plan.stale)
+                if document.digest is not None:
+                    conn.execute(
+                        f"""
+                        insert or replace into {storage.SOURCES}
+                        (collection, source, digest, split, etag, last_modified, items, updated)
+                        values (?, ?, ?, ?, ?, ?, ?, ?)
+                        """,
+                        [self.name, document.source, document.digest, chunker.signature, document.etag,
+                         document.last_modified, len(document.items), storage.now()],
+                    )
+                elif document.source in records:  # split before, a single item now
+                    conn.execute(
+                        f"delete from {storage.SOURCES} where collection = ? and source = ?",
+                        [self.name, document.source],
+                    )
+                done += len(plan.rewrites) + len(plan.new)
+        for plan in plans:
+            stats.updated += len(plan.rewrites)
+            stats.embedded += sum(entry[5] == "embedded" for entry in plan.new)
+            stats.reused += sum(entry[5] == "reused" for entry in plan.new)
+            stats.removed += len(plan.stale)
+        progress(done)
+
+    def _sync(self, names) -> int:
+        """Delete the items of every source not named: what an input no longer has."""
+        table = storage.quote(self.table)
         with storage.transaction(self.db.conn):
-            for entry in rewrites:
-                self._update_row(*entry)
-        stats.updated += len(rewrites)
-        progress(len(rewrites))
+            removed = self.db.conn.execute(
+                f"""
+                delete from {table}
+                where (case when json_extract(metadata, '$.source') in
+                            (select source from {storage.SOURCES} where collection = :name)
+                       then json_extract(metadata, '$.source') else id end)
+                      not in (select value from json_each(:names))
+                """,
+                {"name": self.name, "names": json.dumps(names)},
+            ).rowcount
+            self.db.conn.execute(
+                f"delete from {storage.SOURCES} where collection = :name "
+                "and source not in (select value from json_each(:names))",
+                {"name": self.name, "names": json.dumps(names)},
+            )
+        return removed
 
-        # Content stored before, under another id, or repeated in this input: one vector.
-        reusable = self._vectors_by_hash({entry[1] for entry in new})
-        to_embed = {}
-        reused = []
-        for entry in new:
-            if entry[1] in reusable:
-                reused.append(entry)
-            else:
-                to_embed.setdefault(entry[1], []).append(entry)
-        with storage.transaction(self.db.conn):
-            for entry in reused:
-                self._upsert_row(*entry, reusable[entry[1]])
-        stats.reused += len(reused)
-        progress(len(reused))
+    def _source_records(self) -> dict:
+        """source -> (Known, number of items, split) for every source recorded for this collection."""
+        rows = self.db.conn.execute(
+            f"select source, digest, etag, last_modified, items, split from {storage.SOURCES} where collection = ?",
+            [self.name],
+        )
+        return {row[0]: (Known(*row[1:4]), row[4], row[5]) for row in rows}
 
-        # Similar lengths share a batch, so the model pads less.
-        groups = sorted(to_embed.values(), key=lambda group: len(group[0][0].content), reverse=True)
-        for batch in _chunks(groups, batch_size):
-            texts = [self.document_prefix + group[0][0].content for group in batch]
-            embeddings = self._embed_checked(texts)
-            with storage.transaction(self.db.conn):
-                self._record_dimensions(embeddings.shape[1])
-                for group, embedding in zip(batch, embeddings):
-                    blob = vectors.encode(embedding)
-                    for entry in group:
-                        self._upsert_row(*entry, blob)
-            stats.embedded += len(batch)
-            stats.reused += sum(len(group) - 1 for group in batch)
-            progress(sum(len(group) for group in batch))
-        return stats
+    def _items_by_source(self) -> dict:
+        """source -> ids of its items, for the recorded sources (one scan of the table)."""
+        by_source = {}
+        rows = self.db.conn.execute(
+            f"""
+            select json_extract(metadata, '$.source'), id from {storage.quote(self.table)}
+            where json_extract(metadata, '$.source') in
+                (select source from {storage.SOURCES} where collection = ?)
+            """,
+            [self.name],
+        )
+        for source, id in rows:
+            by_source.setdefault(source, set()).add(id)
+        return by_source
 
     def delete(self, ids) -> int:
         """Delete items by id; returns how many existed."""
         ids = [ids] if isinstance(ids, str) else list(ids)
-        deleted = 0
         with storage.transaction(self.db.conn):
-            for chunk in _chunks(ids, IN_CHUNK):
-                deleted += self.db.conn.execute(
-                    f"delete from {storage.quote(self.table)} where id in ({','.join('?' * len(chunk))})",
-                    chunk,
-                ).rowcount
+            return self._delete_ids(ids)
+
+    def delete_where(self, metadata: dict) -> int:
+        """Delete the items whose metadata has all these key/value pairs (e.g. every chunk of
+        one source: {"source": "paper.pdf"}); returns how many there were."""
+        condition, params = metadata_condition(metadata)
+        with storage.transaction(self.db.conn):
+            deleted = self.db.conn.execute(
+                f"delete from {storage.quote(self.table)} where {condition}", params
+            ).rowcount
+            # A source with no items left is forgotten: adding it again reads it again.
+            self.db.conn.execute(
+                f"""
+                delete from {storage.SOURCES} where collection = ? and not exists (
+                    select 1 from {storage.quote(self.table)} as item
+                    where json_extract(item.metadata, '$.source') = {storage.SOURCES}.source)
+                """,
+                [self.name],
+            )
+        return deleted
+
+    def _delete_ids(self, ids) -> int:
+        deleted = 0
+        for chunk in _chunks(list(ids), IN_CHUNK):
+            deleted += self.db.conn.execute(
+                f"delete from {storage.quote(self.table)} where id in ({','.join('?' * len(chunk))})",
+                chunk,
+            ).rowcount
         return deleted
 
     def _embed_checked(self, texts) -> np.ndarray:
@@ -277,24 +482,76 @@ class Collection:
 
     # Searching
 
-    def similar(self, text, n=10) -> list:
-        """The n items most similar to text, embedded with the collection's model."""
+    def similar(self, text, n=10, unique=None) -> list:
+        """The n items most similar to text, embedded with the collection's model.
+
+        With unique (a metadata key, such as "source"), only the best item of each distinct
+        value of that key is returned; items without the key count as distinct.
+        """
         if not text or not text.strip():
             raise EmbedkitError("the query text is empty")
-        return self.similar_by_vector(self._embed_checked([self.query_prefix + text])[0], n)
+        return self.similar_by_vector(self._embed_checked([self.query_prefix + text])[0], n, unique=unique)
 
-    def similar_by_id(self, id, n=10) -> list:
+    def similar_by_id(self, id, n=10, unique=None) -> list:
         """The n items most similar to a stored item, not counting the item itself."""
-        return self.similar_by_vector(self.vector(id), n, exclude=id)
+        return self.similar_by_vector(self.vector(id), n, exclude=id, unique=unique)
 
-    def similar_by_vector(self, vector, n=10, exclude=None) -> list:
+    def similar_by_vector(self, vector, n=10, exclude=None, unique=None) -> list:
         vector = vectors.check(np.asarray(vector, dtype=np.float32), self.dimensions, "the query vector")
-        hits = search.top_n(self, vector, n, exclude)
-        rows = {
-            id: (content, json.loads(metadata) if metadata else None)
-            for id, content, metadata in self._select_in("id, content, metadata", "id", [id for id, _ in hits])
-        }
-        return [Entry(id, score, *rows.get(id, (None, None))) for id, score in hits]
+        wanted = n if unique is None else n * 4
+        while True:
+            hits = search.top_n(self, vector, wanted, exclude)
+            rows = {
+                id: (content, json.loads(metadata) if metadata else None)
+                for id, content, metadata in self._select_in("id, content, metadata", "id", [id for id, _ in hits])
+            }
+            results = [Entry(id, score, *rows.get(id, (None, None))) for id, score in hits]
+            if unique is None:
+                return results
+            best = {}
+            for entry in results:  # best first, so the first of each value is its best
+                best.setdefault(_group(entry, unique), entry)
+            # Enough distinct values, or nothing more to look at: otherwise look further down.
+            if len(best) >= n or len(hits) < wanted:
+                return list(best.values())[:n]
+            wanted *= 4
+
+
+def _group(entry, key):
+    value = (entry.metadata or {}).get(key)
+    return ("id", entry.id) if value is None else ("value", json.dumps(value, sort_keys=True))
+
+
+def parse_filter(text: str):
+    """KEY=VALUE from the command line as (key, value)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise EmbedkitError(f"filter {text!r} is not KEY=VALUE")
+    return key, value
+
+
+def metadata_condition(metadata: dict):
+    """SQL matching rows whose metadata has every key/value pair, and its parameters.
+
+    A value given as text also matches the number or boolean it spells (page=3 matches
+    {"page": 3}), since values from the command line are always text.
+    """
+    if not metadata:
+        raise EmbedkitError("no metadata to match")
+    clauses, params = [], []
+    for key, value in metadata.items():
+        path = "$." + json.dumps(str(key))
+        alternatives = [value]
+        if isinstance(value, str):
+            try:
+                parsed = json.loads(value)
+            except ValueError:
+                parsed = None
+            if isinstance(parsed, (int, float)):  # bool is an int: true matches JSON true (1)
+                alternatives.append(parsed)
+        clauses.append(f"json_extract(metadata, ?) in ({', '.join('?' * len(alternatives))})")
+        params += [path, *alternatives]
+    return " and ".join(clauses), params
 
 
 def _same_json(stored, new) -> bool:

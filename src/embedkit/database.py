@@ -151,6 +151,7 @@ class Database:
         with storage.transaction(self.conn):
             self.conn.execute(f"drop table {storage.quote(collection.table)}")
             self.conn.execute(f"delete from {storage.REGISTRY} where name = ?", [name])
+            self.conn.execute(f"delete from {storage.SOURCES} where collection = ?", [name])
         search.forget(self.key, name)
 
     def register_functions(self):

@@ -13,7 +13,11 @@ except ImportError:  # pragma: no cover - depends on the platform
 log = logging.getLogger("embedkit")
 
 BUSY_TIMEOUT_MS = 5000
+# Rows of a float32 vector plus a text chunk are 2-3 KB: 8 KiB pages hold three or four of
+# them with little left over, where the default 4 KiB pages fit one and waste almost half.
+PAGE_SIZE = 8192
 REGISTRY = "_embedkit_collections"
+SOURCES = "_embedkit_sources"
 MIGRATIONS_TABLE = "_embedkit_migrations"
 
 _vec_unavailable_reason = None
@@ -25,6 +29,8 @@ def connect(path) -> "sqlite3.Connection":
     path = os.fspath(path)
     conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
     conn.execute(f"pragma busy_timeout = {BUSY_TIMEOUT_MS}")
+    # Only takes effect on a database with nothing in it yet, so it must come before WAL.
+    conn.execute(f"pragma page_size = {PAGE_SIZE}")
     if path != ":memory:" and conn.execute("pragma journal_mode").fetchone()[0] != "wal":
         # Readers (another CLI, Datasette) keep answering while a writer commits.
         conn.execute("pragma journal_mode = wal")
@@ -132,6 +138,28 @@ def m001_registry(conn):
             -- bumped by triggers on every write to the collection's table, so cached
             -- matrices know when they are stale whoever wrote (embedkit, sqlite3, Datasette)
             version integer not null default 0
+        )
+        """
+    )
+
+
+@migration
+def m002_sources(conn):
+    # Inputs that are split into many items (PDFs, chunked files and rows): what they were
+    # when last read, so an unchanged one is neither fetched again, extracted nor re-chunked.
+    conn.execute(
+        f"""
+        create table {SOURCES} (
+            collection text not null,
+            source text not null,
+            -- of the raw content, and how it was split into items (the chunker's settings)
+            digest text not null,
+            split text not null,
+            etag text,
+            last_modified text,
+            items integer not null,
+            updated text not null,
+            primary key (collection, source)
         )
         """
     )

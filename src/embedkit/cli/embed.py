@@ -1,14 +1,19 @@
 import base64
+import glob
 import json
+import os
 import sys
 
 import click
 
 from ..collection import validate_name
 from ..errors import EmbedkitError
-from ..items import RowMapping, check_unique_ids, parse_metadata
+from ..items import Item, RowMapping, check_unique_ids, parse_metadata
 from ..models import get_model
+from ..chunking import METHODS
+from ..sources.pdf import PdfSource
 from ..sources.tabular import FORMATS
+from ..sources.url import is_url
 from . import cli, database_option, open_database, read_text
 
 
@@ -81,12 +86,13 @@ def _print_vector(vector, output_format):
         click.echo(json.dumps([float(v) for v in vector.tolist()]))
 
 
-@cli.command(name="embed-multi", short_help="Embed many items from a file, a glob of files or a SQL query.")
+@cli.command(name="embed-multi", short_help="Embed many items from files, PDFs, URLs or a SQL query.")
 @click.argument("collection")
-@click.argument("input_path", metavar="[INPUT]", required=False, type=click.Path(allow_dash=True))
-@click.option("--format", "input_format", type=click.Choice(FORMATS), help="Format of INPUT (default: detected)")
-@click.option("--files", nargs=2, multiple=True, metavar="DIR GLOB", help="Embed files under DIR matching GLOB (e.g. '**/*.md'); repeatable")
+@click.argument("inputs", metavar="[INPUT]...", nargs=-1, type=click.Path(allow_dash=True))
+@click.option("--format", "input_format", type=click.Choice(FORMATS), help="Format of INPUT tables (default: detected)")
+@click.option("--files", nargs=2, multiple=True, metavar="DIR GLOB", help="Embed files under DIR matching GLOB (e.g. '**/*.{md,html,pdf}'); repeatable")
 @click.option("--encoding", default="utf-8", show_default=True, help="Encoding of --files")
+@click.option("--pdf", multiple=True, metavar="PATH|URL", help="Embed a PDF file (or a glob of them) or URL, split into chunks; repeatable")
 @click.option("--sql", help="Embed the rows of this SELECT; tables are looked up in --attach databases first, then in the database")
 @click.option("--attach", nargs=2, multiple=True, metavar="ALIAS PATH", help="Attach a database for --sql; repeatable")
 @click.option("--id-column", default="id", show_default=True, help="Column holding each item's id")
@@ -95,54 +101,139 @@ def _print_vector(vector, output_format):
 @model_option
 @click.option("--store", is_flag=True, help="Store the text in the collection")
 @click.option("--prefix", default="", help="Prefix added to every id")
-@click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True, help="Items per model call and per transaction")
+@click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True, help="Items per model call")
+@click.option("--chunk-size", type=click.IntRange(min=1), help="Split each input into chunks of at most this many characters (tokens with --chunker tokens) [default: 1000; tokens: what the model reads]")
+@click.option("--chunk-overlap", type=click.IntRange(min=0), help="How much of each chunk starts the next  [default: a tenth of --chunk-size]")
+@click.option("--chunker", type=click.Choice(METHODS), help="How to split: fixed 'chars' windows, 'recursive' at paragraph and sentence breaks, or 'tokens' to fit the model  [default: recursive]")
+@click.option("--sync", is_flag=True, help="Delete the items of sources (ids, files, PDFs) that are no longer in the input")
 @prefix_options
 @database_option
-def embed_multi(collection, input_path, input_format, files, encoding, sql, attach, id_column, content_column,
-                metadata_column, model, store, prefix, batch_size, query_prefix, document_prefix, database):
-    """Embed many items into COLLECTION from a CSV/TSV/JSON/NL-JSON file (or - for stdin),
-    from files matching a glob, or from a SQL query.
+def embed_multi(collection, inputs, input_format, files, encoding, pdf, sql, attach, id_column, content_column,
+                metadata_column, model, store, prefix, batch_size, chunk_size, chunk_overlap, chunker, sync,
+                query_prefix, document_prefix, database):
+    """Embed many items into COLLECTION from CSV/TSV/JSON/NL-JSON files (or - for stdin),
+    PDF files and URLs, files matching a glob, or a SQL query.
 
-    Only new or changed content is embedded: re-running over unchanged input makes no
-    model calls. A summary goes to stderr; the exit status is 1 if any item failed.
+    PDFs are split into chunks (as are other inputs with --chunk-size or --chunker); each
+    chunk's metadata names its source, page and chunk. Only new or changed content is
+    embedded: re-running over unchanged input makes no model calls, and a changed source
+    has its chunks replaced in one transaction. A summary goes to stderr; the exit status
+    is 1 if any item or source failed, and the rest are still stored.
 
     \b
     embedkit embed-multi posts blog.csv --store
     embedkit embed-multi notes --files ~/notes '**/*.md' --store
     embedkit embed-multi posts --sql 'select id, title, body from posts' --attach blog blog.db
+    embedkit embed-multi papers --pdf https://arxiv.org/pdf/2402.17764 --pdf 'pdfs/*.pdf' --store
+    embedkit embed-multi docs --files site '**/*.{md,html,pdf}' --chunk-size 800 --store --sync
     """
-    from ..sources.files import file_items
-    from ..sources.sql import sql_rows
-    from ..sources.tabular import decode_text, parse_rows, read_input
+    from ..sources.files import file_inputs
 
-    if sum(map(bool, (input_path, files, sql))) != 1:
-        raise EmbedkitError("give exactly one input: INPUT, --files DIR GLOB or --sql QUERY")
+    if not (inputs or files or sql or pdf):
+        raise EmbedkitError("give something to embed: INPUT, --files DIR GLOB, --pdf PATH|URL or --sql QUERY")
     if attach and not sql:
         raise EmbedkitError("--attach is for --sql")
     mapping = RowMapping(id_column, list(content_column), list(metadata_column), prefix)
-    # Read and check all input before writing anything: bad input leaves the database as
-    # it was (and creates none).
-    if files:
-        items = [item for directory, pattern in files for item in file_items(directory, pattern, encoding, prefix)]
-    else:
-        if sql:
-            rows = sql_rows(database, sql, attach)
-        else:
-            name = "stdin" if input_path == "-" else input_path
-            rows = parse_rows(decode_text(read_input(input_path), name), name, input_format)
-        items = [mapping.item(row, where) for row, where in rows]
-    check_unique_ids(items)  # before a new collection is created for them
+    # Read and check all input tables before writing anything: bad input leaves the database
+    # as it was (and creates none). PDFs are read later, each failing on its own.
+    items = [mapping.item(row, where) for row, where in _rows(inputs, input_format, database, sql, attach)]
+    items += [PdfSource(location, id_prefix=prefix) for location in _pdf_locations(inputs, pdf)]
+    items += [item for directory, pattern in files for item in file_inputs(directory, pattern, encoding, prefix)]
+    check_unique_ids(Item(getattr(i, "id", None) or i.name, None) for i in items)  # before a collection is made for them
     _check_target(collection, model)
     db = open_database(database, create=True)
     target = db.get_or_create_collection(collection, model, query_prefix=query_prefix, document_prefix=document_prefix)
+    split = None
+    if chunker or chunk_size or chunk_overlap is not None:
+        split = target.chunker(chunker, chunk_size, chunk_overlap)
 
-    if sys.stderr.isatty():
-        with click.progressbar(length=len(items), label="Embedding", file=sys.stderr) as bar:
-            stats = target.embed_multi(items, store=store, batch_size=batch_size, progress=bar.update)
-    else:
-        stats = target.embed_multi(items, store=store, batch_size=batch_size)
+    with _Progress() as progress:
+        stats = target.embed_multi(
+            items, store=store, batch_size=batch_size, chunker=split, sync=sync,
+            progress=progress.embedding, read_progress=progress.reading,
+        )
     for id, reason in stats.failures:
         click.echo(f"Failed: {id}: {reason}", err=True)
+    if stats.truncated:
+        model = target.model
+        click.echo(
+            f"Warning: {stats.truncated} text{'s are' if stats.truncated > 1 else ' is'} longer than the "
+            f"{model.max_tokens} tokens {model.model_id} reads; only the beginning was embedded. "
+            "Split them to fit with --chunker tokens",
+            err=True,
+        )
     click.echo(stats.summary(), err=True)
     if stats.failed:
         sys.exit(1)
+
+
+def _is_pdf(location) -> bool:
+    """PDF inputs: URLs, .pdf paths and files that start like a PDF."""
+    if is_url(location) or location.lower().endswith(".pdf"):
+        return True
+    if location == "-" or not os.path.isfile(location):
+        return False
+    with open(location, "rb") as fp:
+        return b"%PDF-" in fp.read(1024)
+
+
+def _rows(inputs, input_format, database, sql, attach):
+    from ..sources.sql import sql_rows
+    from ..sources.tabular import decode_text, parse_rows, read_input
+
+    for path in inputs:
+        if not _is_pdf(path):
+            name = "stdin" if path == "-" else path
+            yield from parse_rows(decode_text(read_input(path), name), name, input_format)
+    if sql:
+        yield from sql_rows(database, sql, attach)
+
+
+def _pdf_locations(inputs, patterns):
+    """PDF inputs, then --pdf values with globs expanded (for shells that did not)."""
+    locations = [path for path in inputs if _is_pdf(path)]
+    for pattern in patterns:
+        if is_url(pattern) or not glob.has_magic(pattern):
+            locations.append(pattern)
+            continue
+        matches = sorted(glob.glob(pattern, recursive=True))
+        if not matches:
+            raise EmbedkitError(f"--pdf {pattern}: no files match")
+        locations += matches
+    return locations
+
+
+class _Progress:
+    """Bars on stderr when it is a terminal: reading sources, then embedding their items."""
+
+    def __init__(self):
+        self.bar = None
+        self.label = None
+        self.show = sys.stderr.isatty()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._close()
+
+    def _close(self):
+        if self.bar is not None:
+            self.bar.render_finish()
+            self.bar = None
+
+    def _update(self, label, n, total):
+        if not self.show:
+            return
+        if self.label != label:
+            self._close()
+            self.label = label
+            self.bar = click.progressbar(length=total, label=label, file=sys.stderr)
+        self.bar.length = total
+        self.bar.update(n)
+
+    def reading(self, n, total):
+        self._update("Reading", n, total)
+
+    def embedding(self, n, total):
+        self._update("Embedding", n, total)

@@ -2,6 +2,8 @@ import json
 
 import click
 
+from ..collection import parse_filter
+from ..errors import EmbedkitError
 from ..models import list_models
 from . import ListGroup, cli, database_option, open_database
 
@@ -43,17 +45,30 @@ def delete_collection(name, database):
 
 @cli.command()
 @click.argument("collection")
-@click.argument("ids", nargs=-1, required=True)
+@click.argument("ids", nargs=-1)
+@click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE", help="Delete the items whose metadata has KEY=VALUE (all of them, if repeated)")
 @database_option
-def delete(collection, ids, database):
-    """Delete items by id from COLLECTION. Nothing is deleted if an id is unknown."""
-    from ..errors import EmbedkitError
+def delete(collection, ids, filters, database):
+    """Delete items from COLLECTION by id, or by metadata with --filter.
 
+    Nothing is deleted if an id is unknown or no item matches the filters.
+
+    \b
+    embedkit delete notes readme todo
+    embedkit delete papers --filter source=pdfs/bitnet.pdf
+    """
     target = open_database(database).collection(collection)
-    missing = [id for id in ids if id not in target]
-    if missing:
-        raise EmbedkitError(f"no item with id {missing[0]!r} in collection {collection!r}")
-    deleted = target.delete(ids)
+    if bool(ids) == bool(filters):
+        raise EmbedkitError("give the ids to delete or --filter KEY=VALUE, not both")
+    if ids:
+        missing = [id for id in ids if id not in target]
+        if missing:
+            raise EmbedkitError(f"no item with id {missing[0]!r} in collection {collection!r}")
+        deleted = target.delete(ids)
+    else:
+        deleted = target.delete_where(dict(parse_filter(f) for f in filters))
+        if not deleted:
+            raise EmbedkitError(f"no item in collection {collection!r} matches {' '.join(filters)}")
     click.echo(f"Deleted {deleted} item{'s' * (deleted != 1)}", err=True)
 
 

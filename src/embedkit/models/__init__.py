@@ -38,6 +38,19 @@ class EmbeddingModel:
     def _embed(self, texts):
         raise NotImplementedError
 
+    # The most tokens of a text the model reads, or None when unknown (a model without a
+    # tokenizer embedkit can use): anything past it is silently cut off.
+    max_tokens = None
+
+    def count_tokens(self, texts) -> list:
+        """How many tokens the model sees in each text, counting the ones it adds itself."""
+        raise EmbedkitError(f"model {self.model_id} has no tokenizer embedkit can use to count tokens")
+
+    def count_truncated(self, texts) -> int:
+        """How many of texts are longer than the model reads (0 when that is unknown)."""
+        limit = self.max_tokens
+        return 0 if limit is None else sum(count > limit for count in self.count_tokens(texts))
+
     @property
     def loaded(self) -> bool:
         return True

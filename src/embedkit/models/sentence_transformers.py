@@ -27,6 +27,9 @@ class SentenceTransformerModel(EmbeddingModel):
             from transformers.utils import logging as transformers_logging
 
             transformers_logging.disable_progress_bar()
+            # Counting the tokens of a long text would warn that it is longer than the model
+            # reads: embedkit says that itself, once, in words a user can act on.
+            transformers_logging.set_verbosity_error()
             from sentence_transformers import SentenceTransformer
 
             self._model = SentenceTransformer(str(self.path() if callable(self.path) else self.path))
@@ -35,6 +38,14 @@ class SentenceTransformerModel(EmbeddingModel):
             )  # renamed in sentence-transformers 5
             self.dimensions = dimension()
         return self._model
+
+    @property
+    def max_tokens(self):
+        return self.load().max_seq_length
+
+    def count_tokens(self, texts) -> list:
+        tokenizer = self.load().tokenizer
+        return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]]
 
     def _embed(self, texts):
         return self.load().encode(texts, convert_to_numpy=True, show_progress_bar=False)

@@ -1,0 +1,84 @@
+"""Where items come from.
+
+Plain inputs (rows of CSV/JSON/SQL, text files) give Items directly. A Source is an input
+that is split into many items (a PDF, a text cut into chunks): its items are replaced
+together, and what it was when last read is recorded so an unchanged one is not fetched,
+extracted or split again.
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from ..items import Item
+
+
+@dataclass
+class Known:
+    """What the collection recorded about a source when it was last read."""
+
+    digest: str
+    etag: str = None
+    last_modified: str = None
+
+
+@dataclass
+class Document:
+    """A source as read now: its items, and what identifies this version of it."""
+
+    source: str
+    items: list
+    digest: str
+    etag: str = None
+    last_modified: str = None
+
+
+class Source:
+    """An input split into many items. Subclasses set name and implement read()."""
+
+    name: str
+
+    def read(self, known, chunker):
+        """A Document, or None when the source is unchanged since known (a Known or None).
+
+        Raises EmbedkitError when the source cannot be read; nothing of it is written then.
+        """
+        raise NotImplementedError
+
+
+def digest(*parts) -> str:
+    """A hash of a source's raw content (bytes or text)."""
+    hasher = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        hasher.update(part if isinstance(part, bytes) else str(part).encode("utf-8"))
+        hasher.update(b"\0")
+    return hasher.hexdigest()
+
+
+def chunk_id(source_id, chunk, page=None) -> str:
+    # A URL fragment: `paper.pdf#page=3&chunk=2` opens the PDF at that page in a browser.
+    return f"{source_id}#page={page}&chunk={chunk}" if page is not None else f"{source_id}#chunk={chunk}"
+
+
+def split_text(source, id, text, chunker, metadata=None, page=None) -> list:
+    """The chunks of one text as Items with source, page and chunk (1-based) in their metadata."""
+    items = []
+    for number, chunk in enumerate(chunker.split(text), 1):
+        extra = {"source": source, **({"page": page} if page is not None else {}), "chunk": number}
+        items.append(Item(chunk_id(id, number, page), chunk, {**(metadata or {}), **extra}))
+    return items
+
+
+class TextSource(Source):
+    """One text input (a file, a row) cut into chunks; its id names the source."""
+
+    def __init__(self, item: Item):
+        self.item = item
+        self.name = item.id
+
+    def read(self, known, chunker):
+        # The metadata is copied into every chunk, so a change to it is a change of the source.
+        version = digest(self.item.content, json.dumps(self.item.metadata, sort_keys=True))
+        if known is not None and known.digest == version:
+            return None
+        return Document(self.name, split_text(self.name, self.name, self.item.content, chunker, self.item.metadata), version)

@@ -1,0 +1,142 @@
+"""Splitting text into chunks small enough to embed."""
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .errors import EmbedkitError
+
+METHODS = ("chars", "recursive", "tokens")
+
+# Where "recursive" and "tokens" cut, coarsest first, before cutting between characters.
+# Each pattern takes the whitespace after its separator too, and the cut goes after the
+# match: punctuation stays with its sentence, no piece starts with whitespace, and the
+# pieces join back into the exact text.
+SEPARATORS = (
+    re.compile(r"\n\s*\n\s*"),  # paragraphs
+    re.compile(r"\n\s*"),  # lines
+    re.compile(r"[.!?]+[\"')\]’”]*\s+|[。！？]+[」』”’）]*\s*"),  # sentences
+    re.compile(r";\s+|；\s*"),
+    re.compile(r",\s+|[，、]\s*"),
+    re.compile(r"\s+"),  # words
+)
+
+
+@dataclass(frozen=True)
+class Chunker:
+    """How to split texts: size and overlap count characters, or for "tokens" what length
+    returns (the model tokenizer's token count)."""
+
+    method: str = "recursive"
+    size: int = 1000
+    overlap: int = 100
+    length: Callable[[str], int] | None = None
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise EmbedkitError(f"--chunker must be one of {', '.join(METHODS)}, not {self.method!r}")
+        if not isinstance(self.size, int) or self.size < 1:
+            raise EmbedkitError(f"--chunk-size ({self.size}) must be a whole number of at least 1")
+        if not isinstance(self.overlap, int) or self.overlap < 0:
+            raise EmbedkitError(f"--chunk-overlap ({self.overlap}) must be a whole number of at least 0")
+        if self.overlap >= self.size:
+            raise EmbedkitError(f"--chunk-overlap ({self.overlap}) must be smaller than --chunk-size ({self.size})")
+        if self.method == "tokens" and self.length is None:
+            raise EmbedkitError("--chunker tokens needs a model with a tokenizer to count tokens")
+
+    @property
+    def signature(self) -> str:
+        """What decides the chunks (not the length function: a collection has one model)."""
+        return f"{self.method}:{self.size}:{self.overlap}"
+
+    def split(self, text: str) -> list[str]:
+        """The chunks of text, whitespace-stripped, none longer than size."""
+        text = text.strip()
+        if not text:
+            return []
+        if self.method == "chars":
+            return self._windows(text)
+        measure = self.length if self.method == "tokens" else len
+        if measure(text) <= self.size:
+            return [text]
+        # Pieces are spans of text: piece i runs from bounds[i] to bounds[i + 1].
+        bounds = [0]
+        self._cut_to_fit(text, 0, len(text), 0, measure, bounds)
+        return self._merge(text, bounds, measure)
+
+    def _windows(self, text):
+        step = self.size - self.overlap
+        # A window starts only while the previous one stopped short of the end.
+        starts = range(0, max(len(text) - self.overlap, 1), step)
+        chunks = (text[start : start + self.size].strip() for start in starts)
+        return [chunk for chunk in chunks if chunk]
+
+    def _cut_to_fit(self, text, start, end, level, measure, bounds):
+        """Append to bounds the ends of the pieces of text[start:end], which is too long: cut at
+        the coarsest separator (from level on) that occurs in it, and again in parts still too long."""
+        for depth in range(level, len(SEPARATORS)):
+            cuts = [match.end() for match in SEPARATORS[depth].finditer(text, start, end) if match.end() < end]
+            if cuts:
+                for a, b in zip([start, *cuts], [*cuts, end]):
+                    if measure(text[a:b].strip()) <= self.size:
+                        bounds.append(b)
+                    else:
+                        self._cut_to_fit(text, a, b, depth + 1, measure, bounds)
+                return
+        # The last resort: single characters, each distinct one measured once (a whole book
+        # without spaces is a million pieces). Only a token count can make one too long, and
+        # dropping it would lose text silently.
+        body_end = start + len(text[start:end].rstrip())
+        for char in dict.fromkeys(text[start:body_end]):
+            if measure(char) > self.size:
+                raise EmbedkitError(
+                    f"--chunk-size ({self.size}) is too small: {char!r} alone is {measure(char)} tokens"
+                )
+        bounds.extend(range(start + 1, body_end))
+        bounds.append(end)
+
+    def _merge(self, text, bounds, measure):
+        """Join adjacent pieces greedily into chunks of at most size, each starting with as many
+        of the previous chunk's last pieces as fit in overlap.
+
+        Every chunk is measured as it will be returned, since token counts do not add up.
+        """
+
+        def fits(first, stop, limit):
+            return measure(text[bounds[first] : bounds[stop]].strip()) <= limit
+
+        chunks = []
+        start = end = 0
+        while end < len(bounds) - 1:
+            if chunks:
+                # At least one piece is let go so that the next chunk differs from this one.
+                keep = _furthest(
+                    0,
+                    end - start - 1,
+                    lambda n: fits(end - n, end, self.overlap) and fits(end - n, end + 1, self.size),
+                )
+                start = end - keep
+            end = _furthest(end + 1, len(bounds) - 1, lambda stop: fits(start, stop, self.size))
+            chunks.append(text[bounds[start] : bounds[end]].strip())
+        return chunks
+
+
+def _furthest(lo, hi, ok):
+    """The largest x in lo..hi with ok(x), given ok(lo) and that ok stays false once false.
+
+    Probes go out from lo by 1, 2, 4, ... then bisect, so that when ok costs more the further
+    x is from lo (measuring a longer chunk), the probes cost about as much as the answer.
+    If ok is not monotonic (token counts), the answer still satisfies ok.
+    """
+    step = 1
+    while lo + step <= hi and ok(lo + step):
+        lo += step
+        step *= 2
+    bad = min(lo + step, hi + 1)
+    while bad - lo > 1:
+        middle = (lo + bad) // 2
+        if ok(middle):
+            lo = middle
+        else:
+            bad = middle
+    return lo

@@ -1,0 +1,120 @@
+"""PDFs by path or URL: the text of each page (pypdf), cut into chunks that carry their source and page."""
+
+import contextlib
+import io
+import logging
+import os
+
+from ..errors import EmbedkitError
+from . import Document, Source, digest, split_text
+from .url import fetch, is_url
+
+
+class PdfSource(Source):
+    """A PDF file or URL. Its items are `{name}#page={page}&chunk={chunk}`, with metadata
+    source (name: the location as given, unless named otherwise), page and chunk (both
+    from 1) and title (if the PDF has one)."""
+
+    def __init__(self, location, name=None, id_prefix="", max_bytes=None):
+        self.location = str(location)
+        self.name = self.location if name is None else name
+        self.id_prefix = id_prefix
+        self.max_bytes = max_bytes
+
+    def read(self, known, chunker):
+        etag = last_modified = content_type = None
+        if is_url(self.location):
+            fetched = fetch(self.location, known and known.etag, known and known.last_modified, self.max_bytes)
+            if fetched is None:  # 304 Not Modified
+                return None
+            data, content_type = fetched.data, fetched.content_type
+            etag, last_modified = fetched.etag, fetched.last_modified
+        else:
+            data = read_file(self.location)
+        version = digest(data)
+        if known is not None and known.digest == version:
+            return None
+        title, pages = extract(data, content_type)
+        items = []
+        for number, text in enumerate(pages, 1):
+            for item in split_text(self.name, self.id_prefix + self.name, text, chunker, page=number):
+                if title:
+                    item.metadata["title"] = title
+                items.append(item)
+        return Document(self.name, items, version, etag, last_modified)
+
+
+def read_file(path) -> bytes:
+    if os.path.isdir(path):
+        raise EmbedkitError("is a directory, not a PDF")
+    try:
+        with open(path, "rb") as fp:
+            return fp.read()
+    except OSError as ex:
+        raise EmbedkitError(ex.strerror) from None
+
+
+def extract(data: bytes, content_type=None):
+    """(title or None, [text of each page]) of a PDF; EmbedkitError saying why when there is none."""
+    if not data:
+        raise EmbedkitError("empty file (0 bytes)")
+    # The header may follow some junk, but must come within the first kilobyte.
+    if b"%PDF-" not in data[:1024]:
+        sent = f"; the server sent {content_type.split(';')[0]}" if content_type else ""
+        raise EmbedkitError(f"not a PDF (it does not start with %PDF-{sent})")
+    import pypdf
+    from pypdf.errors import DependencyError
+
+    try:
+        with _quiet("pypdf"):
+            reader = pypdf.PdfReader(io.BytesIO(data), strict=False)
+            if reader.is_encrypted:
+                # Many PDFs are encrypted with an empty password only to set permissions.
+                try:
+                    opened = reader.decrypt("")
+                except DependencyError:
+                    raise EmbedkitError("encrypted with AES; install the cryptography package to read it") from None
+                if not opened:
+                    raise EmbedkitError("encrypted: it needs a password to open")
+            title = _title(reader)
+            pages = [_clean(page.extract_text()) for page in reader.pages]
+    except EmbedkitError:
+        raise
+    except Exception as ex:  # pypdf raises many kinds of errors for broken files
+        raise EmbedkitError(f"damaged PDF: {_reason(ex)}") from None
+    if not pages:
+        raise EmbedkitError("the PDF has no pages")
+    if not any(text.strip() for text in pages):
+        raise EmbedkitError(
+            f"no text in its {len(pages)} page{'s' * (len(pages) != 1)}: scanned images without a "
+            "text layer? Run OCR on it (e.g. ocrmypdf) first"
+        )
+    return title, pages
+
+
+def _title(reader):
+    try:
+        title = reader.metadata and reader.metadata.title
+    except Exception:  # a broken info dictionary is no reason to lose the text
+        return None
+    return title.strip() or None if isinstance(title, str) else None
+
+
+def _clean(text) -> str:
+    return (text or "").replace("\x00", "")
+
+
+def _reason(ex) -> str:
+    return " ".join(str(ex).split()) or type(ex).__name__
+
+
+@contextlib.contextmanager
+def _quiet(name):
+    """pypdf logs a warning for every oddity it repairs; the user gets one line per failed file."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR + 10)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

@@ -1,0 +1,85 @@
+"""Fetching a document by URL with httpx: timeouts, redirects, a size cap, conditional requests."""
+
+import os
+from dataclasses import dataclass
+
+from ..errors import EmbedkitError
+
+TIMEOUT = float(os.environ.get("EMBEDKIT_FETCH_TIMEOUT", "30"))
+MAX_BYTES = int(float(os.environ.get("EMBEDKIT_MAX_DOWNLOAD_MB", "100")) * 2**20)
+MAX_REDIRECTS = 10
+
+
+@dataclass
+class Fetched:
+    data: bytes
+    content_type: str
+    etag: str = None
+    last_modified: str = None
+
+
+def is_url(text: str) -> bool:
+    return text.lower().startswith(("http://", "https://"))
+
+
+_client = None
+
+
+def client():
+    """One client for the process, so fetching many documents from one host reuses connections."""
+    global _client
+    if _client is None:
+        import httpx
+
+        from .. import __version__
+
+        _client = httpx.Client(
+            follow_redirects=True,
+            max_redirects=MAX_REDIRECTS,
+            timeout=httpx.Timeout(TIMEOUT, connect=min(TIMEOUT, 10)),
+            headers={"User-Agent": f"embedkit/{__version__}"},
+        )
+    return _client
+
+
+def fetch(url, etag=None, last_modified=None, max_bytes=None) -> "Fetched | None":
+    """The body at url, or None when the server says it has not changed since etag/last_modified."""
+    import httpx
+
+    max_bytes = MAX_BYTES if max_bytes is None else max_bytes
+    headers = {}
+    if etag:
+        headers["If-None-Match"] = etag
+    if last_modified:
+        headers["If-Modified-Since"] = last_modified
+    try:
+        with client().stream("GET", url, headers=headers) as response:
+            if response.status_code == 304:
+                return None
+            if response.status_code >= 400:
+                raise EmbedkitError(f"HTTP {response.status_code} {response.reason_phrase}".rstrip())
+            announced = response.headers.get("Content-Length")
+            if announced and announced.isdigit() and int(announced) > max_bytes:
+                raise EmbedkitError(f"larger than the {_mb(max_bytes)} download limit ({_mb(int(announced))})")
+            chunks, size = [], 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > max_bytes:  # a server that did not say how large, or said wrong
+                    raise EmbedkitError(f"larger than the {_mb(max_bytes)} download limit")
+                chunks.append(chunk)
+            return Fetched(
+                b"".join(chunks),
+                response.headers.get("Content-Type", ""),
+                response.headers.get("ETag"),
+                response.headers.get("Last-Modified"),
+            )
+    except httpx.TimeoutException:
+        raise EmbedkitError(f"no answer within {TIMEOUT:g} s") from None
+    except httpx.TooManyRedirects:
+        raise EmbedkitError(f"more than {MAX_REDIRECTS} redirects") from None
+    except httpx.HTTPError as ex:  # refused connections, unknown hosts, broken responses
+        raise EmbedkitError(f"cannot fetch: {ex or type(ex).__name__}") from None
+
+
+def _mb(size) -> str:
+    return f"{size / 2**20:.1f} MiB" if size < 2**30 else f"{size / 2**30:.1f} GiB"
