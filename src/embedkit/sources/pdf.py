@@ -101,7 +101,7 @@ def _title(reader):
 
 
 def _clean(text) -> str:
-    return (text or "").replace("\x00", "")
+    return (text or "").replace("\x00", "").strip()
 
 
 def _reason(ex) -> str:

@@ -34,10 +34,7 @@ def client():
         from .. import __version__
 
         _client = httpx.Client(
-            follow_redirects=True,
-            max_redirects=MAX_REDIRECTS,
-            timeout=httpx.Timeout(TIMEOUT, connect=min(TIMEOUT, 10)),
-            headers={"User-Agent": f"embedkit/{__version__}"},
+            follow_redirects=True, max_redirects=MAX_REDIRECTS, headers={"User-Agent": f"embedkit/{__version__}"}
         )
     return _client
 
@@ -53,7 +50,8 @@ def fetch(url, etag=None, last_modified=None, max_bytes=None) -> "Fetched | None
     if last_modified:
         headers["If-Modified-Since"] = last_modified
     try:
-        with client().stream("GET", url, headers=headers) as response:
+        timeout = httpx.Timeout(TIMEOUT, connect=min(TIMEOUT, 10))
+        with client().stream("GET", url, headers=headers, timeout=timeout) as response:
             if response.status_code == 304:
                 return None
             if response.status_code >= 400:
