@@ -304,7 +304,7 @@ def test_changing_the_chunk_size_splits_again(invoke, letters, tmp_path, db_path
     path = papers(tmp_path, paper=[ROUTING])["paper"]
     invoke("embed-multi", "papers", path, "-m", "test-letters")
     first = set(table(db_path))
-    result = invoke("embed-multi", "papers", path, "--chunk-size", "500", "-m", "test-letters")
+    result = invoke("embed-multi", "papers", path, "--chunk-size", "500", "-m", "test-letters", "--store")
     second = table(db_path)
     assert len(second) > len(first) and max(len(row["content"]) for row in second.values()) <= 500
     assert summary(result).endswith(f", {len(first - set(second))} removed")
