@@ -307,8 +307,13 @@ def test_changing_the_chunk_size_splits_again(invoke, letters, tmp_path, db_path
     result = invoke("embed-multi", "papers", path, "--chunk-size", "500", "-m", "test-letters", "--store")
     second = table(db_path)
     assert len(second) > len(first) and max(len(row["content"]) for row in second.values()) <= 500
-    assert summary(result).endswith(f", {len(first - set(second))} removed")
+    assert first < set(second)  # chunk=1… again, and more of them
+    assert summary(result) == f"2 embedded, {len(second) - 2} reused, 0 updated, 0 unchanged, 0 failed"
     assert sources(db_path)[path]["split"] == "recursive:500:50"
+    # And back: the chunks past the third go.
+    result = invoke("embed-multi", "papers", path, "-m", "test-letters")
+    assert set(table(db_path)) == first
+    assert summary(result).endswith(f", {len(second) - len(first)} removed")
 
 
 @pytest.mark.parametrize(
