@@ -24,12 +24,18 @@ Conventions for docs/*.md (see docs/index.md's "About these docs" for the reader
   is the expected standard output of that Python block, compared as above.
 - ``<!-- no-run -->`` on the line before a block leaves it out (for examples that need
   things a test cannot have, like a home directory of notes).
+- ``<!-- copy: SOURCE DEST -->`` copies SOURCE (relative to docs/) to DEST in the page's
+  working directory before anything runs: binary examples such as PDFs.
+- ``<!-- serve: DIR PORT -->`` serves DIR of the working directory over HTTP on
+  127.0.0.1:PORT while the page runs, so examples that fetch URLs run offline.
 
 Every page runs in its own temporary directory, so later blocks see the databases and
 files earlier ones made.
 """
 
 import contextlib
+import functools
+import http.server
 import importlib.util
 import io
 import logging
@@ -40,6 +46,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -273,11 +280,48 @@ def run_shell(command, cwd):
     return result.stdout, result.returncode
 
 
+COPY = re.compile(r"^<!-- copy: (\S+) (\S+) -->$", re.M)
+SERVE = re.compile(r"^<!-- serve: (\S+) (\d+) -->$", re.M)
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def page_fixtures(text, cwd):
+    """The files a page copies in and the HTTP servers it asks for, while it runs."""
+    for source, dest in COPY.findall(text):
+        (cwd / dest).parent.mkdir(parents=True, exist_ok=True)
+        if (DOCS / source).is_dir():
+            shutil.copytree(DOCS / source, cwd / dest)
+        else:
+            shutil.copy(DOCS / source, cwd / dest)
+    servers = []
+    try:
+        for directory, port in SERVE.findall(text):
+            handler = functools.partial(QuietHandler, directory=str(cwd / directory))
+            server = http.server.ThreadingHTTPServer(("127.0.0.1", int(port)), handler)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            servers.append(server)
+        yield
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+
 def run_page(name, cwd):
     """Run every block of docs/NAME in cwd; returns how many commands and snippets ran."""
+    text = (DOCS / name).read_text(encoding="utf-8")
+    with page_fixtures(text, cwd):
+        return run_blocks(name, read_blocks(text), cwd)
+
+
+def run_blocks(name, blocks, cwd):
     ran = 0
     namespace = {"__name__": "__docs__"}
-    blocks = read_blocks((DOCS / name).read_text(encoding="utf-8"))
     for index, block in enumerate(blocks):
         where = f"docs/{name}:{block.line}"
         if block.skip:

@@ -5,6 +5,7 @@ way a download can fail, redirects, --sync and re-fetching after a delete."""
 import json
 import socket
 
+import httpx
 import pytest
 import sqlite_utils
 
@@ -211,12 +212,6 @@ def test_rerun_without_validators_downloads_but_changes_nothing(embed, serve, ht
     assert dump(db_path) == snapshot
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PdfSource.read (src/embedkit/sources/pdf.py:35) returns None when the digest matches, so the "
-    "ETag/Last-Modified of a re-downloaded but identical document are never recorded: every later run "
-    "sends the stale validator and downloads the whole document again",
-)
 @pytest.mark.parametrize("first", ["v1", None], ids=["etag-changed", "etag-added"])
 def test_new_validators_for_identical_content_are_recorded(embed, pdf_bytes, http_server, db_path, letters, first):
     body = pdf_bytes(ALPHA, "Alpha")
@@ -229,6 +224,20 @@ def test_new_validators_for_identical_content_are_recorded(embed, pdf_bytes, htt
     ok(embed(url), summary(unchanged=3))
     assert conditional(gets(http_server, "/alpha.pdf")[2]) == {"If-None-Match": '"v2"'}
     assert sources(db_path)[url]["etag"] == '"v2"'
+
+
+def test_other_chunking_fetches_in_full(embed, serve, http_server, db_path, letters):
+    """A source split another way before is read again in full, not asked for conditionally."""
+    url = serve("/alpha.pdf", ALPHA, "Alpha", etag="a1")
+    ok(embed(url), summary(embedded=3))
+    ok(embed(url, "--chunk-size", "20", "--chunk-overlap", "0"), summary(embedded=7))  # chunk 1 of each page is overwritten
+    assert conditional(gets(http_server, "/alpha.pdf")[1]) == {}
+    stored = rows(db_path)
+    assert set(stored) == ids(url, (1, 2), (2, 3), (3, 2))
+    assert sources(db_path)[url]["split"] == "recursive:20:0"
+    assert sources(db_path)[url]["items"] == 7
+    ok(embed(url, "--chunk-size", "20", "--chunk-overlap", "0"), summary(unchanged=7))
+    assert conditional(gets(http_server, "/alpha.pdf")[2]) == {"If-None-Match": '"a1"'}
 
 
 # ---------------------------------------------------------------- 4. the document changes
@@ -347,10 +356,36 @@ def test_failed_url(embed, serve, http_server, pdf_bytes, db_path, tmp_path, mon
 
 
 @pytest.mark.parametrize("option", [False, True], ids=["url-input", "--pdf"])
-def test_failed_url_alone_creates_the_collection_but_no_rows(embed, http_server, db_path, option):
+def test_failed_url_alone_stores_nothing(embed, http_server, db_path, option):
     bad = http_server.url + "/missing.pdf"
     failed(embed(*(["--pdf", bad] if option else [bad])), bad, "HTTP 404 Not Found", summary(failed=1))
     assert rows(db_path) == {} and sources(db_path) == {}
+
+
+def test_unasked_304_is_a_failure(embed, serve, http_server, db_path):
+    good = serve("/good.pdf", BETA, "Beta")
+    http_server.handler("/odd.pdf", lambda request: (304, {}, b""))
+    bad = http_server.url + "/odd.pdf"
+    result = embed(good, bad)
+    assert result.exit_code == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    failure, totals = result.stderr.splitlines()
+    assert failure.startswith(f"Failed: {bad}: ") and "304" in failure
+    assert totals == summary(embedded=2, failed=1)
+    assert set(rows(db_path)) == ids(good, 1, 2)
+
+
+@pytest.mark.parametrize("bad", ["http://127.0.0.1:80x/paper.pdf", "http://a..b/paper.pdf"],
+                         ids=["bad-port", "empty-host-label"])
+def test_malformed_url_is_a_failure(embed, serve, db_path, bad):
+    good = serve("/good.pdf", BETA, "Beta")
+    result = embed(good, bad)
+    assert result.exit_code == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    failure, totals = result.stderr.splitlines()
+    assert failure.startswith(f"Failed: {bad}: cannot fetch: ")
+    assert totals == summary(embedded=2, failed=1)
+    assert set(rows(db_path)) == ids(good, 1, 2)
 
 
 # ---------------------------------------------------------------- 6. redirects

@@ -1,5 +1,6 @@
 """embedkit: embeddings in plain SQLite, searchable from the command line, Python, SQL and Datasette."""
 
+from .chunking import Chunker
 from .collection import Collection, EmbedStats
 from .database import Database
 from .errors import EmbedkitError
@@ -8,6 +9,7 @@ from .sqlfunctions import register as register_functions
 
 __version__ = "0.1.0"
 __all__ = [
+    "Chunker",
     "Collection",
     "Database",
     "EmbedStats",

@@ -232,8 +232,10 @@ class Collection:
                 continue
             finally:
                 read_progress(1, sources)
-            if document is None:
+            if document is None or document.items is None:
                 stats.unchanged += record[1]
+                if document is not None:
+                    self._record_validators(document)
             elif not document.items:
                 stats.fail(source.name, "no text to embed")
             else:
@@ -375,6 +377,14 @@ class Collection:
                 {"name": self.name, "names": json.dumps(names)},
             )
         return removed
+
+    def _record_validators(self, document):
+        with storage.transaction(self.db.conn):
+            self.db.conn.execute(
+                f"update {storage.SOURCES} set etag = ?, last_modified = ?, updated = ? "
+                "where collection = ? and source = ?",
+                [document.etag, document.last_modified, storage.now(), self.name, document.source],
+            )
 
     def _source_records(self) -> dict:
         """source -> (Known, number of items, split) for every source recorded for this collection."""

@@ -24,10 +24,14 @@ class Known:
 
 @dataclass
 class Document:
-    """A source as read now: its items, and what identifies this version of it."""
+    """A source as read now: its items, and what identifies this version of it.
+
+    items is None for content that has not changed but came with new validators (a server
+    that changed its ETag): only those are recorded.
+    """
 
     source: str
-    items: list
+    items: "list | None"
     digest: str
     etag: str = None
     last_modified: str = None

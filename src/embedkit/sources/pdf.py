@@ -33,7 +33,10 @@ class PdfSource(Source):
             data = read_file(self.location)
         version = digest(data)
         if known is not None and known.digest == version:
-            return None
+            if (etag, last_modified) == (known.etag, known.last_modified) or not is_url(self.location):
+                return None
+            # Same bytes, new validators: recording them saves a full download next time.
+            return Document(self.name, None, version, etag, last_modified)
         title, pages = extract(data, content_type)
         items = []
         for number, text in enumerate(pages, 1):

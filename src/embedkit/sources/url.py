@@ -52,9 +52,9 @@ def fetch(url, etag=None, last_modified=None, max_bytes=None) -> "Fetched | None
     try:
         timeout = httpx.Timeout(TIMEOUT, connect=min(TIMEOUT, 10))
         with client().stream("GET", url, headers=headers, timeout=timeout) as response:
-            if response.status_code == 304:
+            if response.status_code == 304 and headers:
                 return None
-            if response.status_code >= 400:
+            if not response.is_success:  # an error, or a 304 nobody asked for
                 raise EmbedkitError(f"HTTP {response.status_code} {response.reason_phrase}".rstrip())
             announced = response.headers.get("Content-Length")
             if announced and announced.isdigit() and int(announced) > max_bytes:
@@ -75,9 +75,14 @@ def fetch(url, etag=None, last_modified=None, max_bytes=None) -> "Fetched | None
         raise EmbedkitError(f"no answer within {TIMEOUT:g} s") from None
     except httpx.TooManyRedirects:
         raise EmbedkitError(f"more than {MAX_REDIRECTS} redirects") from None
-    except httpx.HTTPError as ex:  # refused connections, unknown hosts, broken responses
+    # Refused connections, unknown hosts, broken responses; and URLs httpx cannot even parse
+    # (a bad port, an empty host label), which it does not count as HTTP errors.
+    except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as ex:
         raise EmbedkitError(f"cannot fetch: {ex or type(ex).__name__}") from None
 
 
 def _mb(size) -> str:
-    return f"{size / 2**20:.1f} MiB" if size < 2**30 else f"{size / 2**30:.1f} GiB"
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size / 2**10:.1f} KiB"
