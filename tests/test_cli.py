@@ -791,7 +791,7 @@ def test_sql_rows_as_json_lines_with_params(invoke, notes):
     result = ok(invoke("sql", "select id, content, metadata from notes where id in (:x, :y) order by id",
                        "-p", "x", "n1", "-p", "y", "n3"))
     assert json_lines(result) == [
-        {"id": "n1", "content": "aaaa", "metadata": '{"k": 1}'},
+        {"id": "n1", "content": "aaaa", "metadata": '{"k":1}'},
         {"id": "n3", "content": "ee ii oo", "metadata": None},
     ]
 

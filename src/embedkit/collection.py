@@ -32,7 +32,8 @@ def _chunks(sequence, size):
 
 
 def _metadata_json(metadata):
-    return json.dumps(metadata, ensure_ascii=False) if metadata else None
+    # Compact: metadata is repeated on every chunk of a document, and every byte is on disk.
+    return json.dumps(metadata, ensure_ascii=False, separators=(",", ":")) if metadata else None
 
 
 @dataclass
