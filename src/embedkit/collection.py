@@ -64,13 +64,25 @@ class EmbedStats:
 
 
 @dataclass
+class _Entry:
+    """One item on its way to a row."""
+
+    item: Item
+    hash: str
+    stored: "str | None"  # the text, when it is to be stored
+    metadata: "str | None"  # as JSON
+    blob: bytes = None  # its vector, once known
+    how: str = None  # "embedded" or "reused"
+
+
+@dataclass
 class _Plan:
     """The writes one document needs; they happen in one transaction once its vectors are known."""
 
     document: Document
     position: int
     rewrites: list = field(default_factory=list)  # entries whose row changes but not its vector
-    new: list = field(default_factory=list)  # entries needing a vector: [item, hash, stored, metadata, blob, how]
+    new: list = field(default_factory=list)  # entries needing a vector
     stale: set = field(default_factory=set)  # ids the source had before and no longer has
     missing: int = 0  # entries still waiting for a vector
 
@@ -212,7 +224,23 @@ class Collection:
         stats = EmbedStats()
         records = self._source_records()
         current = self._items_by_source() if records else {}
+        documents = self._read(inputs, chunker, records, current, stats, read_progress)
+        check_unique_ids(item for document in documents for item in document.items)
+        total = stats.unchanged + sum(len(document.items) for document in documents)
+        tick = lambda n: progress(n, total)  # noqa: E731
 
+        failed_sources = stats.failed
+        plans = self._plan(documents, store, current, stats)
+        tick(stats.unchanged + stats.failed - failed_sources)
+        self._write([plan for plan in plans if not plan.missing], stats, records, chunker, tick)
+
+        self._embed_missing(plans, batch_size, stats, records, chunker, tick)
+        if sync:
+            stats.removed += self._sync(names)
+        return stats
+
+    def _read(self, inputs, chunker, records, current, stats, read_progress) -> list:
+        """A Document for each input that may need writing; unchanged and failed sources are counted."""
         documents = []
         sources = sum(not isinstance(i, Item) for i in inputs)
         for source in inputs:
@@ -238,48 +266,10 @@ class Collection:
                 if document is not None:
                     self._record_validators(document)
             elif not document.items:
-                stats.fail(source.name, "no text to embed")
+                stats.fail(source.name, "empty content")
             else:
                 documents.append(document)
-        check_unique_ids(item for document in documents for item in document.items)
-        total = stats.unchanged + sum(len(document.items) for document in documents)
-        tick = lambda n: progress(n, total)  # noqa: E731
-
-        failed_sources = stats.failed
-        plans = self._plan(documents, store, current, stats)
-        tick(stats.unchanged + stats.failed - failed_sources)
-        self._write([plan for plan in plans if not plan.missing], stats, records, chunker, tick)
-
-        # Each distinct text is embedded once. Plain items go longest first, so the model
-        # pads less; a source's chunks stay together so it completes, and commits, early.
-        groups = {}
-        for plan in plans:
-            for entry in plan.new:
-                if entry[4] is None:
-                    groups.setdefault(entry[1], []).append((plan, entry))
-        def order(group):
-            plan, entry = group[0]
-            split = plan.document.digest is not None
-            return split, plan.position if split else 0, -len(entry[0].content)
-
-        ordered = sorted(groups.values(), key=order)
-        for batch in _chunks(ordered, batch_size):
-            texts = [self.document_prefix + group[0][1][0].content for group in batch]
-            embeddings = self._embed_checked(texts)
-            stats.truncated += self.model.count_truncated(texts)
-            ready = {}
-            for group, embedding in zip(batch, embeddings):
-                blob = vectors.encode(embedding)
-                for number, (plan, entry) in enumerate(group):
-                    entry[4], entry[5] = blob, "reused" if number else "embedded"
-                    plan.missing -= 1
-                    if not plan.missing:
-                        ready[plan.position] = plan
-            self._write([ready[k] for k in sorted(ready)], stats, records, chunker, tick, embeddings.shape[1])
-
-        if sync:
-            stats.removed += self._sync(names)
-        return stats
+        return documents
 
     def _plan(self, documents, store, current, stats) -> list:
         """What each document needs written, with vectors found for content already stored."""
@@ -294,12 +284,12 @@ class Collection:
                 if item.content is None or not str(item.content).strip():
                     stats.fail(item.id, "empty content")
                     continue
-                entry = [item, content_hash(item.content), item.content if store else None,
-                         _metadata_json(item.metadata), None, None]
+                entry = _Entry(item, content_hash(item.content), item.content if store else None,
+                               _metadata_json(item.metadata))
                 old = existing.get(item.id)
-                if old is None or old[0] != entry[1]:
+                if old is None or old[0] != entry.hash:
                     plan.new.append(entry)
-                elif old[1] == entry[2] and _same_json(old[2], entry[3]):
+                elif old[1] == entry.stored and _same_json(old[2], entry.metadata):
                     stats.unchanged += 1
                 else:
                     plan.rewrites.append(entry)
@@ -310,14 +300,43 @@ class Collection:
             plan.stale = before - {item.id for item in document.items}
             plans.append(plan)
 
-        reusable = self._vectors_by_hash({entry[1] for plan in plans for entry in plan.new})
+        reusable = self._vectors_by_hash({entry.hash for plan in plans for entry in plan.new})
         for plan in plans:
             for entry in plan.new:
-                if entry[1] in reusable:
-                    entry[4], entry[5] = reusable[entry[1]], "reused"
+                if entry.hash in reusable:
+                    entry.blob, entry.how = reusable[entry.hash], "reused"
                 else:
                     plan.missing += 1
         return plans
+
+    def _embed_missing(self, plans, batch_size, stats, records, chunker, progress):
+        """Embed what no stored row had, batch by batch, writing each document once it is complete."""
+        # Each distinct text is embedded once. Plain items go longest first, so the model
+        # pads less; a source's chunks stay together so it completes, and commits, early.
+        groups = {}
+        for plan in plans:
+            for entry in plan.new:
+                if entry.blob is None:
+                    groups.setdefault(entry.hash, []).append((plan, entry))
+
+        def order(group):
+            plan, entry = group[0]
+            split = plan.document.digest is not None
+            return split, plan.position if split else 0, -len(entry.item.content)
+
+        for batch in _chunks(sorted(groups.values(), key=order), batch_size):
+            texts = [self.document_prefix + group[0][1].item.content for group in batch]
+            embeddings = self._embed_checked(texts)
+            stats.truncated += self.model.count_truncated(texts)
+            ready = {}
+            for group, embedding in zip(batch, embeddings):
+                blob = vectors.encode(embedding)
+                for number, (plan, entry) in enumerate(group):
+                    entry.blob, entry.how = blob, "reused" if number else "embedded"
+                    plan.missing -= 1
+                    if not plan.missing:
+                        ready[plan.position] = plan
+            self._write([ready[k] for k in sorted(ready)], stats, records, chunker, progress, embeddings.shape[1])
 
     def _write(self, plans, stats, records, chunker, progress, dimensions=None):
         """Write whole documents in one transaction: their rows, stale items and source records."""
@@ -331,9 +350,9 @@ class Collection:
             for plan in plans:
                 document = plan.document
                 for entry in plan.rewrites:
-                    self._update_row(*entry[:4])
+                    self._update_row(entry)
                 for entry in plan.new:
-                    self._upsert_row(*entry[:5])
+                    self._upsert_row(entry)
                 self._delete_ids(plan.stale)
                 if document.digest is not None:
                     conn.execute(
@@ -353,8 +372,8 @@ class Collection:
                 done += len(plan.rewrites) + len(plan.new)
         for plan in plans:
             stats.updated += len(plan.rewrites)
-            stats.embedded += sum(entry[5] == "embedded" for entry in plan.new)
-            stats.reused += sum(entry[5] == "reused" for entry in plan.new)
+            stats.embedded += sum(entry.how == "embedded" for entry in plan.new)
+            stats.reused += sum(entry.how == "reused" for entry in plan.new)
             stats.removed += len(plan.stale)
         progress(done)
 
@@ -474,13 +493,13 @@ class Collection:
         # Equal content has equal vectors: any row with the hash will do.
         return dict(self._select_in("content_hash, embedding", "content_hash", digests))
 
-    def _update_row(self, item, digest, stored, metadata):
+    def _update_row(self, entry):
         self.db.conn.execute(
             f"update {storage.quote(self.table)} set content = ?, metadata = ?, updated = ? where id = ?",
-            [stored, metadata, storage.now(), item.id],
+            [entry.stored, entry.metadata, storage.now(), entry.item.id],
         )
 
-    def _upsert_row(self, item, digest, stored, metadata, blob):
+    def _upsert_row(self, entry):
         self.db.conn.execute(
             f"""
             insert into {storage.quote(self.table)} (id, embedding, content, metadata, content_hash, updated)
@@ -488,7 +507,7 @@ class Collection:
             on conflict (id) do update set embedding = excluded.embedding, content = excluded.content,
                 metadata = excluded.metadata, content_hash = excluded.content_hash, updated = excluded.updated
             """,
-            [item.id, blob, stored, metadata, digest, storage.now()],
+            [entry.item.id, entry.blob, entry.stored, entry.metadata, entry.hash, storage.now()],
         )
 
     # Searching
