@@ -9,7 +9,7 @@ import numpy as np
 from . import search, storage, vectors
 from .errors import EmbedkitError
 from .items import Entry, Item, check_unique_ids, content_hash
-from .sources import Document, Known, TextSource
+from .sources import Document, Known, TextSource, input_name
 from .models import get_model
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
@@ -219,7 +219,7 @@ class Collection:
             raise EmbedkitError("batch size must be at least 1")
         progress, read_progress = progress or _ignore, read_progress or _ignore
         inputs = [TextSource(i) if chunker_given is not None and isinstance(i, Item) else i for i in inputs]
-        names = [i.id if isinstance(i, Item) else i.name for i in inputs]
+        names = [input_name(i) for i in inputs]
         check_unique_ids(Item(name, None) for name in names)
         stats = EmbedStats()
         records = self._source_records()

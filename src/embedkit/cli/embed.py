@@ -11,6 +11,7 @@ from ..errors import EmbedkitError
 from ..items import Item, RowMapping, check_unique_ids, parse_metadata
 from ..models import get_model
 from ..chunking import METHODS
+from ..sources import input_name
 from ..sources.pdf import PdfSource
 from ..sources.tabular import FORMATS
 from ..sources.url import is_url
@@ -139,7 +140,7 @@ def embed_multi(collection, inputs, input_format, files, encoding, pdf, sql, att
     items = [mapping.item(row, where) for row, where in _rows(inputs, input_format, database, sql, attach)]
     items += [PdfSource(location, id_prefix=prefix) for location in _pdf_locations(inputs, pdf)]
     items += [item for directory, pattern in files for item in file_inputs(directory, pattern, encoding, prefix)]
-    check_unique_ids(Item(getattr(i, "id", None) or i.name, None) for i in items)  # before a collection is made for them
+    check_unique_ids(Item(input_name(i), None) for i in items)  # before a collection is made for them
     _check_target(collection, model)
     db = open_database(database, create=True)
     target = db.get_or_create_collection(collection, model, query_prefix=query_prefix, document_prefix=document_prefix)

@@ -50,6 +50,11 @@ class Source:
         raise NotImplementedError
 
 
+def input_name(input) -> str:
+    """What names an input to embed_multi: an Item's id, a Source's name."""
+    return input.id if isinstance(input, Item) else input.name
+
+
 def digest(*parts) -> str:
     """A hash of a source's raw content (bytes or text)."""
     hasher = hashlib.blake2b(digest_size=16)
