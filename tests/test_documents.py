@@ -320,6 +320,8 @@ def test_changing_the_chunk_size_splits_again(invoke, letters, tmp_path, db_path
     "args, message",
     [
         (["--chunk-size", "100", "--chunk-overlap", "100"], "--chunk-overlap (100) must be smaller than --chunk-size (100)"),
+        (["--chunk-overlap", "1000"], "--chunk-overlap (1000) must be smaller than --chunk-size (1000)"),
+        (["--chunker", "tokens", "--chunk-size", "50", "--chunk-overlap", "60"], "--chunk-overlap (60) must be smaller than --chunk-size (50)"),
         (["--chunk-size", "0"], "0 is not in the range x>=1"),
         (["--chunker", "words"], "'words' is not one of 'chars', 'recursive', 'tokens'"),
     ],
@@ -330,6 +332,7 @@ def test_bad_chunking_options(invoke, letters, tmp_path, args, message):
     assert result.exit_code != 0
     assert message in result.stderr
     assert letters.calls == 0
+    assert not (tmp_path / "embeddings.db").exists()
 
 
 def test_token_chunks_fit_the_model_and_long_texts_are_warned_about(invoke, minilm, tmp_path, db_path):

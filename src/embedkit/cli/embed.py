@@ -10,7 +10,7 @@ from ..collection import validate_name
 from ..errors import EmbedkitError
 from ..items import Item, RowMapping, check_unique_ids, parse_metadata
 from ..models import get_model
-from ..chunking import METHODS
+from ..chunking import METHODS, Chunker
 from ..sources import input_name
 from ..sources.pdf import PdfSource
 from ..sources.tabular import FORMATS
@@ -141,12 +141,13 @@ def embed_multi(collection, inputs, input_format, files, encoding, pdf, sql, att
     items += [PdfSource(location, id_prefix=prefix) for location in _pdf_locations(inputs, pdf)]
     items += [item for directory, pattern in files for item in file_inputs(directory, pattern, encoding, prefix)]
     check_unique_ids(Item(input_name(i), None) for i in items)  # before a collection is made for them
+    chunking = chunker or chunk_size or chunk_overlap is not None
+    if chunking and (chunk_size or chunker != "tokens"):  # a size known without loading a model
+        Chunker("chars", chunk_size or 1000, 0 if chunk_overlap is None else chunk_overlap)
     _check_target(collection, model)
     db = open_database(database, create=True)
     target = db.get_or_create_collection(collection, model, query_prefix=query_prefix, document_prefix=document_prefix)
-    split = None
-    if chunker or chunk_size or chunk_overlap is not None:
-        split = target.chunker(chunker, chunk_size, chunk_overlap)
+    split = target.chunker(chunker, chunk_size, chunk_overlap) if chunking else None
 
     with _Progress() as progress:
         stats = target.embed_multi(
