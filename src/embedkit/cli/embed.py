@@ -137,8 +137,10 @@ def embed_multi(collection, inputs, input_format, files, encoding, pdf, sql, att
     mapping = RowMapping(id_column, list(content_column), list(metadata_column), prefix)
     # Read and check all input tables before writing anything: bad input leaves the database
     # as it was (and creates none). PDFs are read later, each failing on its own.
-    items = [mapping.item(row, where) for row, where in _rows(inputs, input_format, database, sql, attach)]
-    items += [PdfSource(location, id_prefix=prefix) for location in _pdf_locations(inputs, pdf)]
+    pdf_inputs = [path for path in inputs if _is_pdf(path)]
+    tables = [path for path in inputs if path not in pdf_inputs]
+    items = [mapping.item(row, where) for row, where in _rows(tables, input_format, database, sql, attach)]
+    items += [PdfSource(location, id_prefix=prefix) for location in pdf_inputs + _expand(pdf)]
     items += [item for directory, pattern in files for item in file_inputs(directory, pattern, encoding, prefix)]
     check_unique_ids(Item(input_name(i), None) for i in items)  # before a collection is made for them
     chunking = chunker or chunk_size or chunk_overlap is not None
@@ -179,21 +181,20 @@ def _is_pdf(location) -> bool:
         return b"%PDF-" in fp.read(1024)
 
 
-def _rows(inputs, input_format, database, sql, attach):
+def _rows(tables, input_format, database, sql, attach):
     from ..sources.sql import sql_rows
     from ..sources.tabular import decode_text, parse_rows, read_input
 
-    for path in inputs:
-        if not _is_pdf(path):
-            name = "stdin" if path == "-" else path
-            yield from parse_rows(decode_text(read_input(path), name), name, input_format)
+    for path in tables:
+        name = "stdin" if path == "-" else path
+        yield from parse_rows(decode_text(read_input(path), name), name, input_format)
     if sql:
         yield from sql_rows(database, sql, attach)
 
 
-def _pdf_locations(inputs, patterns):
-    """PDF inputs, then --pdf values with globs expanded (for shells that did not)."""
-    locations = [path for path in inputs if _is_pdf(path)]
+def _expand(patterns):
+    """--pdf values with globs expanded (for shells that did not)."""
+    locations = []
     for pattern in patterns:
         if is_url(pattern) or not glob.has_magic(pattern):
             locations.append(pattern)
