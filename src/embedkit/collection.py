@@ -87,6 +87,24 @@ class _Plan:
     missing: int = 0  # entries still waiting for a vector
 
 
+@dataclass
+class _Record:
+    """A row of the sources table: what the source was, how many items it gave, how it was split."""
+
+    known: Known
+    items: int
+    split: str
+
+
+# The source a row belongs to, when that is a source embedkit recorded (a user's own
+# `source` metadata is not one): :name is the collection.
+RECORDED_SOURCE = (
+    "(case when json_extract(metadata, '$.source') in "
+    f"(select source from {storage.SOURCES} where collection = :name) "
+    "then json_extract(metadata, '$.source') end)"
+)
+
+
 def _ignore(*args):
     pass
 
@@ -251,18 +269,18 @@ class Collection:
             # Read again in full: a source split another way before, or whose items were deleted since.
             complete = (
                 record is not None
-                and record[2] == chunker.signature
-                and len(current.get(source.name, ())) == record[1]
+                and record.split == chunker.signature
+                and len(current.get(source.name, ())) == record.items
             )
             try:
-                document = source.read(record[0] if complete else None, chunker)
+                document = source.read(record.known if complete else None, chunker)
             except EmbedkitError as ex:
                 stats.fail(source.name, str(ex))
                 continue
             finally:
                 read_progress(1, sources)
             if document is None or document.items is None:
-                stats.unchanged += record[1]
+                stats.unchanged += record.items
                 if document is not None:
                     self._record_validators(document)
             elif not document.items:
@@ -379,22 +397,17 @@ class Collection:
 
     def _sync(self, names) -> int:
         """Delete the items of every source not named: what an input no longer has."""
-        table = storage.quote(self.table)
+        params = {"name": self.name, "names": json.dumps(names)}
         with storage.transaction(self.db.conn):
             removed = self.db.conn.execute(
-                f"""
-                delete from {table}
-                where (case when json_extract(metadata, '$.source') in
-                            (select source from {storage.SOURCES} where collection = :name)
-                       then json_extract(metadata, '$.source') else id end)
-                      not in (select value from json_each(:names))
-                """,
-                {"name": self.name, "names": json.dumps(names)},
+                f"delete from {storage.quote(self.table)} "
+                f"where coalesce({RECORDED_SOURCE}, id) not in (select value from json_each(:names))",
+                params,
             ).rowcount
             self.db.conn.execute(
                 f"delete from {storage.SOURCES} where collection = :name "
                 "and source not in (select value from json_each(:names))",
-                {"name": self.name, "names": json.dumps(names)},
+                params,
             )
         return removed
 
@@ -407,23 +420,19 @@ class Collection:
             )
 
     def _source_records(self) -> dict:
-        """source -> (Known, number of items, split) for every source recorded for this collection."""
+        """source -> _Record for every source recorded for this collection."""
         rows = self.db.conn.execute(
             f"select source, digest, etag, last_modified, items, split from {storage.SOURCES} where collection = ?",
             [self.name],
         )
-        return {row[0]: (Known(*row[1:4]), row[4], row[5]) for row in rows}
+        return {row[0]: _Record(Known(*row[1:4]), row[4], row[5]) for row in rows}
 
     def _items_by_source(self) -> dict:
         """source -> ids of its items, for the recorded sources (one scan of the table)."""
         by_source = {}
         rows = self.db.conn.execute(
-            f"""
-            select json_extract(metadata, '$.source'), id from {storage.quote(self.table)}
-            where json_extract(metadata, '$.source') in
-                (select source from {storage.SOURCES} where collection = ?)
-            """,
-            [self.name],
+            f"select {RECORDED_SOURCE} as source, id from {storage.quote(self.table)} where source is not null",
+            {"name": self.name},
         )
         for source, id in rows:
             by_source.setdefault(source, set()).add(id)

@@ -12,7 +12,7 @@ from ..items import Item, RowMapping, check_unique_ids, parse_metadata
 from ..models import get_model
 from ..chunking import METHODS, Chunker
 from ..sources import input_name
-from ..sources.pdf import PdfSource
+from ..sources.pdf import PdfSource, looks_like_pdf
 from ..sources.tabular import FORMATS
 from ..sources.url import is_url
 from . import cli, database_option, open_database, read_text
@@ -178,7 +178,7 @@ def _is_pdf(location) -> bool:
     if location == "-" or not os.path.isfile(location):
         return False
     with open(location, "rb") as fp:
-        return b"%PDF-" in fp.read(1024)
+        return looks_like_pdf(fp.read(1024))
 
 
 def _rows(tables, input_format, database, sql, attach):

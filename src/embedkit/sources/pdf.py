@@ -57,12 +57,16 @@ def read_file(path) -> bytes:
         raise EmbedkitError(ex.strerror) from None
 
 
+def looks_like_pdf(head: bytes) -> bool:
+    # The header may follow some junk, but must come within the first kilobyte.
+    return b"%PDF-" in head[:1024]
+
+
 def extract(data: bytes, content_type=None):
     """(title or None, [text of each page]) of a PDF; EmbedkitError saying why when there is none."""
     if not data:
         raise EmbedkitError("empty file (0 bytes)")
-    # The header may follow some junk, but must come within the first kilobyte.
-    if b"%PDF-" not in data[:1024]:
+    if not looks_like_pdf(data):
         sent = f"; the server sent {content_type.split(';')[0]}" if content_type else ""
         raise EmbedkitError(f"not a PDF (it does not start with %PDF-{sent})")
     import pypdf
