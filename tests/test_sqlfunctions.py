@@ -68,6 +68,7 @@ def test_registers_on_every_connection_kind(conn):
         "embedkit_encode",
         "embedkit_dims",
         "embedkit_embed",
+        "embedkit_query",
         "embedkit_centroid",
     }
 
@@ -114,6 +115,31 @@ def test_embed_with_the_default_model(conn, minilm):
     ) == 1
 
 
+def test_query_embeds_with_the_collections_model_and_query_prefix(db_path, letters):
+    with embedkit.Database(db_path) as db:
+        db.create_collection("docs", model="test-letters", query_prefix="111 ")
+        # the prefix's three digits and a space are in the vector
+        assert floats(db.conn.execute("select embedkit_query('docs', 'aa')").fetchone()[0]) == [2, 0, 0, 0, 0, 1, 3, 1]
+        with pytest.raises(db.sqlite_error) as info:
+            db.conn.execute("select embedkit_query('nope', 'aa')")
+        assert explain(info.value) == "embedkit_query: no collection named 'nope'"
+
+
+def test_text_length_can_be_bounded(tmp_path, letters):
+    conn = sqlite3.connect(str(tmp_path / "bounded.db"))
+    embedkit.register_functions(conn, max_chars=5)
+    assert floats(conn.execute("select embedkit_embed('test-letters', 'aaaaa')").fetchone()[0])[0] == 5
+    for sql in ("select embedkit_embed('test-letters', 'aaaaaa')", "select embedkit_embed('aaaaaa')"):
+        with pytest.raises(sqlite3.OperationalError) as info:
+            conn.execute(sql)
+        assert explain(info.value) == "embedkit_embed: text is 6 characters; at most 5 may be embedded here"
+    # an embedkit.Database on that connection keeps the bounded functions
+    embedkit.Database(conn)
+    with pytest.raises(sqlite3.OperationalError):
+        conn.execute("select embedkit_embed('test-letters', 'aaaaaa')")
+    conn.close()
+
+
 def test_centroid_is_the_exact_mean(conn):
     conn.raw.execute("create table v (grp text, embedding blob)")
     conn.raw.executemany(
@@ -156,6 +182,8 @@ BAD_CALLS = [
     ("select embedkit_embed('no-such-model', 'hi')", [], "embedkit_embed: unknown model 'no-such-model'"),
     ("select embedkit_embed()", [], "embedkit_embed: takes (text) or (model, text)"),
     ("select embedkit_embed('a', 'b', 'c')", [], "embedkit_embed: takes (text) or (model, text)"),
+    ("select embedkit_query('posts', 'hi')", [], "embedkit_query: no collection named 'posts'"),
+    ("select embedkit_query('posts', '')", [], "embedkit_query: needs non-empty text"),
 ]
 
 

@@ -2,7 +2,7 @@
 
 import os
 
-from . import models, search, storage
+from . import models, search, sqlfunctions, storage
 from .collection import Collection, validate_name
 from .errors import EmbedkitError
 
@@ -32,8 +32,10 @@ class Database:
         self.key = os.path.realpath(main[2]) if main[2] else f"memory:{id(self.conn)}"
         if storage.table_exists(self.conn, storage.REGISTRY):
             storage.migrate(self.conn)  # upgrade an older embedkit schema in place
-        # --sql inputs and Python users can call embedkit_* functions on this connection.
-        self.register_functions()
+        # --sql inputs and Python users can call embedkit_* functions on this connection. A
+        # connection that has them already keeps its own (Datasette's are bounded).
+        if not sqlfunctions.registered(self.conn):
+            self.register_functions()
 
     def __enter__(self):
         return self
@@ -156,9 +158,7 @@ class Database:
 
     def register_functions(self):
         """Make the embedkit_* SQL functions available on this connection."""
-        from .sqlfunctions import register
-
-        register(self.conn)
+        sqlfunctions.register(self.conn)
 
 
 def _module_error(conn):

@@ -5,11 +5,12 @@ Python's sqlite3 replaces an exception raised in a function with a fixed message
 thread: explain() turns the generic error back into it.
 """
 
+import functools
 import threading
 
 import numpy as np
 
-from . import vectors
+from . import storage, vectors
 from .errors import EmbedkitError
 from .models import get_model
 
@@ -52,13 +53,32 @@ def dims(blob) -> int:
     return len(vectors.decode(blob))
 
 
-def embed(*args) -> bytes:
+def _checked_text(text, max_chars):
+    if not isinstance(text, str) or not text.strip():
+        raise EmbedkitError("needs non-empty text")
+    if max_chars is not None and len(text) > max_chars:
+        raise EmbedkitError(f"text is {len(text):,} characters; at most {max_chars:,} may be embedded here")
+    return text
+
+
+def embed(*args, max_chars=None) -> bytes:
     if len(args) not in (1, 2):
         raise EmbedkitError("takes (text) or (model, text)")
     model, text = (None, *args) if len(args) == 1 else args
-    if not isinstance(text, str) or not text.strip():
-        raise EmbedkitError("needs non-empty text")
-    return vectors.encode(get_model(model).embed([text])[0])
+    return vectors.encode(get_model(model).embed([_checked_text(text, max_chars)])[0])
+
+
+def query(conn, collection, text, max_chars=None) -> bytes:
+    """The query vector of text for a collection: its model, after its query prefix."""
+    text = _checked_text(text, max_chars)
+    row = None
+    if storage.table_exists(conn, storage.REGISTRY):
+        row = conn.execute(
+            f"select model, query_prefix from {storage.REGISTRY} where name = ?", [collection]
+        ).fetchone()
+    if row is None:
+        raise EmbedkitError(f"no collection named {collection!r}")
+    return vectors.encode(get_model(row[0]).embed([row[1] + text])[0])
 
 
 class Centroid:
@@ -87,13 +107,29 @@ FUNCTIONS = {
     "embedkit_decode": (decode, 1, True),
     "embedkit_encode": (encode, 1, True),
     "embedkit_dims": (dims, 1, True),
-    "embedkit_embed": (embed, -1, False),
 }
 
 
-def register(conn):
-    """Register every embedkit_* function (and the embedkit_centroid aggregate) on conn."""
+def registered(conn) -> bool:
+    try:
+        conn.execute("select embedkit_dims(x'0000803f')")
+        return True
+    except Exception:
+        return False
+
+
+def register(conn, max_chars=None):
+    """Register every embedkit_* function (and the embedkit_centroid aggregate) on conn.
+
+    max_chars bounds the text embedkit_embed and embedkit_query accept, so that SQL from
+    strangers (a public Datasette) cannot keep the model busy with one huge text.
+    """
     conn = getattr(conn, "conn", conn)  # a sqlite_utils.Database
-    for name, (fn, narg, deterministic) in FUNCTIONS.items():
+    functions = {
+        **FUNCTIONS,
+        "embedkit_embed": (functools.partial(embed, max_chars=max_chars), -1, False),
+        "embedkit_query": (functools.partial(query, conn, max_chars=max_chars), 2, False),
+    }
+    for name, (fn, narg, deterministic) in functions.items():
         conn.create_function(name, narg, _reported(name, fn), deterministic=deterministic)
     conn.create_aggregate("embedkit_centroid", 1, Centroid)

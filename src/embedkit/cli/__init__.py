@@ -5,6 +5,7 @@ import sys
 
 import click
 
+from .. import storage
 from ..database import DEFAULT_PATH, Database
 from ..errors import EmbedkitError
 
@@ -43,6 +44,9 @@ class ListGroup(Group):
 def cli():
     """Embeddings in plain SQLite: embed documents, then search them from the command
     line, Python, SQL and Datasette."""
+    # An SQL function's failure is reported in one line (sqlfunctions.explain), never as the
+    # traceback sqlite3 prints once anything in the process (Datasette) has turned them on.
+    storage.sqlite3.enable_callback_tracebacks(False)
 
 
 def database_option(fn):

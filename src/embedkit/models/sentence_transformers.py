@@ -1,8 +1,12 @@
 """sentence-transformers models, imported only when a vector is needed (torch is slow to import)."""
 
 import os
+import threading
 
 from . import EmbeddingModel
+
+# Loading takes seconds: a server warming a model up and a first request must not both load it.
+_load_lock = threading.Lock()
 
 
 class SentenceTransformerModel(EmbeddingModel):
@@ -20,6 +24,10 @@ class SentenceTransformerModel(EmbeddingModel):
         return self._model is not None
 
     def load(self):
+        with _load_lock:
+            return self._load()
+
+    def _load(self):
         if self._model is None:
             # Local weights only: never reach for the Hugging Face hub at run time.
             os.environ.setdefault("HF_HUB_OFFLINE", "1")

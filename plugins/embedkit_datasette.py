@@ -1,0 +1,324 @@
+"""embedkit's Datasette plugin: the embedkit_* SQL functions, and similar items for every collection.
+
+Installing embedkit registers this module through the `datasette` entry point; `datasette
+--plugins-dir plugins` loads it straight from a checkout.
+
+- `/<db>/<collection>/-/similar?q=TEXT` and `?id=ID` (HTML, and `.json`): the top-n items with
+  score, id, content and metadata; `n` (1-100) and `unique` (a metadata key) refine them.
+- A "Similar items" link on each row page of a collection, and in the table's actions menu.
+- embedkit's tables of bookkeeping (`_embedkit_*`) are hidden.
+"""
+
+import asyncio
+import json
+import logging
+import urllib.parse
+
+from datasette import hookimpl
+from datasette.utils import tilde_decode, tilde_encode
+from datasette.utils.asgi import Forbidden, Response
+
+import embedkit
+from embedkit import sqlfunctions, storage
+from embedkit.errors import EmbedkitError
+from embedkit.models import get_model
+
+if __name__ != "embedkit_datasette":
+    # Loaded by `datasette --plugins-dir` under its file name. If embedkit is installed too, its
+    # copy is registered already: this one replaces it rather than doubling every link.
+    from datasette.plugins import pm
+
+    if pm.get_plugin("embedkit") is not None:
+        pm.unregister(name="embedkit")
+
+log = logging.getLogger("embedkit")
+
+# Bounds on what one request may ask of the model and the search, for public instances.
+MAX_TEXT_CHARS = 2000
+MAX_N = 100
+DEFAULT_N = 10
+SNIPPET_CHARS = 300
+
+PAGE = """
+{% extends "base.html" %}
+{% block title %}Similar items in {{ table }}{% endblock %}
+{% block extra_head %}
+<style>
+.embedkit-form label { display: inline; font-weight: normal; margin-left: 0.6em; }
+.embedkit-form input[type=search] { width: 50%; }
+.embedkit-form input[type=number] { width: 4em; }
+.embedkit-form input[type=text] { width: 8em; }
+.embedkit-results td.score { font-variant-numeric: tabular-nums; }
+.embedkit-results td.content { max-width: 40em; }
+.embedkit-results td.metadata { font-size: 0.9em; white-space: nowrap; }
+.embedkit-results .key { color: #666; }
+</style>
+{% endblock %}
+{% block crumbs %}
+{{ crumbs.nav(request=request, database=database, table=table) }}
+{% endblock %}
+{% block content %}
+<h1>Similar items in {{ table }}</h1>
+<form class="embedkit-form" action="{{ action }}" method="get">
+  <p>
+    <input type="search" name="q" value="{{ q or '' }}" placeholder="Describe what you are looking for" aria-label="Text to search for">
+    <label>n <input type="number" name="n" min="1" max="{{ max_n }}" value="{{ n }}"></label>
+    <label>one per <input type="text" name="unique" value="{{ unique or '' }}" placeholder="metadata key" size="10"></label>
+    <input type="submit" value="Search">
+  </p>
+</form>
+<p>{{ count }} items, embedded with <code>{{ model }}</code>.</p>
+{% if error %}
+  <p class="message-error">{{ error }}</p>
+{% endif %}
+{% if item_id is not none and not error %}
+  <p>Most similar to <a href="{{ row_url(item_id) }}">{{ item_id }}</a>:</p>
+{% endif %}
+{% if rows %}
+<table class="rows-and-columns embedkit-results">
+  <thead><tr><th>score</th><th>id</th><th>content</th><th>metadata</th></tr></thead>
+  <tbody>
+  {% for row in rows %}
+    <tr>
+      <td class="score">{{ "%.3f"|format(row.score) }}</td>
+      <td class="id"><a href="{{ row_url(row.id) }}">{{ row.id }}</a></td>
+      <td class="content">{{ snippet(row.content) }}</td>
+      <td class="metadata">{% for key, value in (row.metadata or {}).items() %}<span class="key">{{ key }}:</span> {{ value if value is string else value|tojson }}{% if not loop.last %}<br>{% endif %}{% endfor %}</td>
+    </tr>
+  {% endfor %}
+  </tbody>
+</table>
+<p><a href="{{ json_url }}">JSON</a></p>
+{% elif searched and not error %}
+  <p>No items.</p>
+{% endif %}
+{% endblock %}
+"""
+
+
+@hookimpl
+def prepare_connection(conn):
+    storage.load_sqlite_vec(conn)
+    sqlfunctions.register(conn, max_chars=MAX_TEXT_CHARS)
+
+
+@hookimpl
+def get_metadata(datasette):
+    # Datasette also hides every table whose name starts with that of a hidden one, so this
+    # one name hides the registry, the sources and any index table embedkit adds.
+    hidden = {"tables": {"_embedkit_": {"hidden": True}}}
+    return {"databases": {name: hidden for name in datasette.databases}}
+
+
+@hookimpl
+def startup(datasette):
+    async def load_models():
+        # Loading a model takes seconds: done now, not in the first search or SQL query,
+        # which Datasette's time limit would cut short.
+        models = set()
+        for database in datasette.databases.values():
+            models.update((await _collections(database)).values())
+        for model in models:
+            try:
+                await asyncio.to_thread(get_model(model).embed, ["warm up"])
+            except Exception as ex:  # a plugin model not installed here: its searches say so
+                log.warning("embedkit: cannot load model %s: %s", model, ex)
+
+    return load_models
+
+
+@hookimpl
+def register_routes():
+    return [(r"^/(?P<database>[^/]+)/(?P<table>[^/]+)/-/similar(?P<as_json>\.json)?$", similar)]
+
+
+@hookimpl
+def table_actions(datasette, actor, database, table):
+    async def links():
+        if not await _collection_of(datasette, database, table):
+            return []
+        return [{"href": datasette.urls.table(database, table) + "/-/similar", "label": "Similar items"}]
+
+    return links
+
+
+@hookimpl
+def extra_body_script(view_name, database, table, request, datasette):
+    async def script():
+        if view_name != "row" or not await _collection_of(datasette, database, table):
+            return ""
+        item_id = tilde_decode(request.url_vars["pks"])
+        # json.dumps makes the URL a string literal; escaping "<" keeps "</script>" out of it.
+        url = json.dumps(_similar_url(datasette, database, table, id=item_id)).replace("<", "\\u003c")
+        return f"""
+(function () {{
+  var heading = document.querySelector("h1");
+  if (!heading) return;
+  var link = document.createElement("a");
+  link.href = {url};
+  link.textContent = "Similar items";
+  var paragraph = document.createElement("p");
+  paragraph.className = "embedkit-similar";
+  paragraph.appendChild(link);
+  heading.insertAdjacentElement("afterend", paragraph);
+}})();
+"""
+
+    return script
+
+
+async def _collections(database) -> dict:
+    """{table name: model} of the collections in a Datasette database."""
+
+    def read(conn):
+        if not storage.table_exists(conn, storage.REGISTRY):
+            return {}
+        return dict(conn.execute(f"select table_name, model from {storage.REGISTRY}").fetchall())
+
+    return await database.execute_fn(read)
+
+
+async def _collection_of(datasette, database, table):
+    try:
+        db = datasette.get_database(database)
+    except KeyError:
+        return None
+    return table in await _collections(db)
+
+
+def _similar_url(datasette, database, table, as_json=False, **params):
+    query = urllib.parse.urlencode({k: v for k, v in params.items() if v not in (None, "")})
+    return datasette.urls.table(database, table) + "/-/similar" + (".json" if as_json else "") + (
+        "?" + query if query else ""
+    )
+
+
+class _Query:
+    """The parameters of a similar-items request, checked."""
+
+    def __init__(self, args):
+        self.q = args.get("q")
+        self.id = args.get("id")
+        self.unique = args.get("unique") or None
+        self.searched = self.q is not None or self.id is not None
+        self.n, self.error = DEFAULT_N, None
+        try:
+            self.n = int(args.get("n") or DEFAULT_N)
+            if not 1 <= self.n <= MAX_N:
+                raise ValueError
+        except ValueError:
+            self.error = f"n must be a whole number from 1 to {MAX_N}, not {args.get('n')!r}"
+            self.n = DEFAULT_N
+            return
+        if self.q is not None and self.id is not None:
+            self.error = "give q (text to search for) or id (an item), not both"
+        elif self.q is not None and not self.q.strip():
+            self.error = "q is empty: type some text to search for"
+        elif self.q is not None and len(self.q) > MAX_TEXT_CHARS:
+            self.error = f"q is {len(self.q):,} characters; at most {MAX_TEXT_CHARS:,} are searched"
+
+
+class _Failure(Exception):
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
+async def similar(datasette, request):
+    as_json = bool(request.url_vars.get("as_json"))
+    try:
+        return await _similar(datasette, request, as_json)
+    except _Failure as failure:
+        # Answered here rather than raised to Datasette, which prints a traceback for each one:
+        # a visitor's typo is not a server error.
+        error = {"ok": False, "error": str(failure), "status": failure.status, "title": None}
+        if as_json:
+            return Response.json(error, status=failure.status)
+        return Response.html(await datasette.render_template("error.html", error, request=request),
+                             status=failure.status)
+
+
+async def _similar(datasette, request, as_json):
+    database, table = tilde_decode(request.url_vars["database"]), tilde_decode(request.url_vars["table"])
+    try:
+        db = datasette.get_database(route=database)
+    except KeyError:
+        raise _Failure(404, f"Database not found: {database}")
+    visible, _ = await datasette.check_visibility(
+        request.actor,
+        permissions=[("view-table", (db.name, table)), ("view-database", db.name), "view-instance"],
+    )
+    if not visible:
+        message = "You do not have permission to view this table"
+        if as_json:  # Datasette's forbidden page is HTML even at .json; an API client wants JSON
+            raise _Failure(403, message)
+        raise Forbidden(message)  # as the table page does: plugins may offer a login instead
+    query = _Query(request.args)
+    if as_json and not query.error and not query.searched:
+        query.error = "give q (text to search for) or id (an item)"
+
+    def search(conn):
+        collections = embedkit.Database(conn)
+        name = next((c.name for c in collections.collections() if c.table == table), None)
+        if name is None:
+            raise _Failure(404, f"{table} is not an embedkit collection in {db.name}")
+        collection = collections.collection(name)
+        info = {"collection": name, "model": collection.model_id, "count": collection.count()}
+        if query.error or not query.searched:
+            return info, []
+        if query.id is not None and query.id not in collection:
+            raise _Failure(404, f"No item with id {query.id!r} in {table}")
+        try:
+            if query.id is not None:
+                return info, collection.similar_by_id(query.id, query.n, unique=query.unique)
+            return info, collection.similar(query.q, query.n, unique=query.unique)
+        except EmbedkitError as ex:  # e.g. the collection's model is not installed on this server
+            raise _Failure(500, f"{table}: {ex}")
+
+    info, rows = await db.execute_fn(search)
+    if as_json:
+        if query.error:
+            raise _Failure(400, query.error)
+        return Response.json(
+            {
+                "ok": True,
+                "database": db.name,
+                "table": table,
+                "model": info["model"],
+                "q": query.q,
+                "id": query.id,
+                "n": query.n,
+                "unique": query.unique,
+                "rows": [row.to_dict() for row in rows],
+            }
+        )
+    context = {
+        "database": db.name,
+        "table": table,
+        "q": query.q,
+        "item_id": query.id,
+        "n": query.n,
+        "unique": query.unique,
+        "max_n": MAX_N,
+        "error": query.error,
+        "searched": query.searched,
+        "rows": rows,
+        "model": info["model"],
+        "count": f"{info['count']:,}",
+        "action": _similar_url(datasette, db.name, table),
+        "json_url": _similar_url(datasette, db.name, table, as_json=True, q=query.q, id=query.id,
+                                 n=query.n, unique=query.unique),
+        "row_url": lambda item_id: datasette.urls.row(db.name, table, tilde_encode(item_id)),
+        "snippet": _snippet,
+    }
+    page = datasette.jinja_env.from_string(PAGE)
+    return Response.html(
+        await datasette.render_template(page, context, request=request, view_name="embedkit-similar"),
+        status=400 if query.error else 200,
+    )
+
+
+def _snippet(content):
+    if not content:
+        return ""
+    return content if len(content) <= SNIPPET_CHARS else content[:SNIPPET_CHARS].rstrip() + "…"

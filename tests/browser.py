@@ -1,0 +1,112 @@
+"""The docs' posts collection, served by a real Datasette and looked at in headless Chromium.
+
+Shared by tests/test_browser.py and docs/screenshots.py:
+
+    with serve(build_posts(directory)) as url:
+        html = chromium("--dump-dom", url + "/embeddings/posts/1")
+"""
+
+import contextlib
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+from click.testing import CliRunner
+
+from embedkit.cli import cli
+
+# blog.csv of docs/sql-functions.md (the tour's posts).
+BLOG_CSV = """\
+id,title,body,tag
+1,Backing up SQLite,Copy a live database safely with the .backup command or with Litestream.,sqlite
+2,Full-text search,SQLite's FTS5 extension builds an index of the words in your documents.,sqlite
+3,My sourdough starter,Feed the starter flour and water every day and keep it somewhere warm.,baking
+4,Rye bread,A dense loaf of rye flour with caraway seeds that keeps for a week.,baking
+5,Publishing with Datasette,Datasette turns a SQLite file into a website and a JSON API.,datasette
+"""
+
+CHROMIUM = "chromium"  # Debian's package and command
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",  # root in containers and CI has no user namespaces for the sandbox
+    "--disable-gpu",
+    "--disable-dev-shm-usage",  # small /dev/shm in containers
+    "--disable-background-networking",
+    "--no-first-run",
+    "--virtual-time-budget=5000",  # let the page's scripts run before dumping or capturing it
+]
+
+
+def build_posts(directory) -> pathlib.Path:
+    """embeddings.db with the posts collection in directory, made by `embedkit embed-multi`."""
+    directory = pathlib.Path(directory)
+    (directory / "blog.csv").write_text(BLOG_CSV, encoding="utf-8")
+    db = directory / "embeddings.db"
+    args = ["embed-multi", "posts", str(directory / "blog.csv"), "--metadata-column", "tag", "--store", "-d", str(db)]
+    result = CliRunner().invoke(cli, args)
+    if result.exit_code != 0:
+        raise RuntimeError(f"embedkit {' '.join(args)} failed:\n{result.output}") from result.exception
+    return db
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve(db, timeout=120):
+    """Run `datasette serve db` on a free port of 127.0.0.1; yield its base URL once it answers."""
+    db = pathlib.Path(db)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = db.with_name("datasette.log")
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "datasette", "serve", str(db), "--port", str(port), "--host", "127.0.0.1"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + timeout  # startup loads the model before serving
+            while True:
+                if server.poll() is not None:
+                    raise RuntimeError(f"datasette exited ({server.returncode}):\n{log_path.read_text()}")
+                try:
+                    with urllib.request.urlopen(url + "/-/versions.json", timeout=5):
+                        break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"datasette did not answer at {url} in {timeout} s:\n{log_path.read_text()}")
+                    time.sleep(0.2)
+            yield url
+        finally:
+            server.terminate()
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+
+def chromium(*args, timeout=60) -> str:
+    """Run headless Chromium with a throwaway profile; its stdout (the DOM for --dump-dom)."""
+    executable = shutil.which(CHROMIUM)
+    if executable is None:
+        raise FileNotFoundError(
+            f"{CHROMIUM} is not installed: install Debian's chromium package "
+            "(apt-get install chromium), as .ci/run does"
+        )
+    with tempfile.TemporaryDirectory(prefix="embedkit-chromium-") as profile:
+        result = subprocess.run(
+            [executable, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+            capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        )
+    if result.returncode != 0:
+        raise RuntimeError(f"chromium {' '.join(args)} exited {result.returncode}:\n{result.stderr[-3000:]}")
+    return result.stdout

@@ -1,0 +1,278 @@
+"""The Datasette plugin, through Datasette's own test client and its real command line."""
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from datasette.app import Datasette
+
+import embedkit
+from conftest import LettersModel
+from embedkit import models, sqlfunctions
+
+ROOT = Path(__file__).resolve().parent.parent
+POSTS = [
+    ("1", "Backing up SQLite: copy a live database safely with the .backup command or with Litestream.", "sqlite"),
+    ("2", "Full-text search: SQLite's FTS5 extension builds an index of the words in your documents.", "sqlite"),
+    ("3", "My sourdough starter: feed the starter flour and water every day and keep it somewhere warm.", "baking"),
+    ("4", "Rye bread: a dense loaf of rye flour with caraway seeds that keeps for a week.", "baking"),
+    ("5", "Publishing with Datasette: Datasette turns a SQLite file into a website and a JSON API.", "datasette"),
+    ("6", "Bread recipes for beginners. " + "Knead, rest, shape and bake. " * 40, "baking"),
+]
+
+
+@pytest.fixture(scope="module")
+def posts_db(tmp_path_factory, minilm):
+    path = tmp_path_factory.mktemp("datasette") / "embeddings.db"
+    with embedkit.Database(path) as db:
+        posts = db.create_collection("posts")
+        posts.embed_multi([embedkit.Item(id, text, {"tag": tag}) for id, text, tag in POSTS], store=True)
+        db.conn.execute("create table notes (id text primary key, body text)")
+        db.conn.execute("insert into notes values ('1', 'not a collection')")
+    return path
+
+
+def request(ds, path, actor=None):
+    cookies = {"ds_actor": ds.sign({"a": actor}, "actor")} if actor else None
+    return asyncio.run(ds.client.get(path, cookies=cookies))
+
+
+def get_json(ds, path, status=200, actor=None):
+    response = request(ds, path, actor)
+    assert response.status_code == status, response.text
+    return response.json()
+
+
+@pytest.fixture(scope="module")
+def ds(posts_db):
+    return Datasette([str(posts_db)])
+
+
+def test_similar_to_typed_text_as_json(ds, posts_db):
+    data = get_json(ds, "/embeddings/posts/-/similar.json?q=rye+bread+with+caraway&n=3")
+    with embedkit.Database(posts_db) as db:
+        expected = db.collection("posts").similar("rye bread with caraway", n=3)
+    assert data["ok"] is True
+    assert (data["database"], data["table"], data["model"], data["n"]) == ("embeddings", "posts", "all-MiniLM-L6-v2", 3)
+    assert [row["id"] for row in data["rows"]] == [entry.id for entry in expected] and data["rows"][0]["id"] == "4"
+    assert [row["score"] for row in data["rows"]] == pytest.approx([entry.score for entry in expected], abs=1e-6)
+    assert data["rows"][0]["metadata"] == {"tag": "baking"}
+    assert data["rows"][0]["content"] == POSTS[3][1]
+    assert set(data["rows"][0]) == {"id", "score", "content", "metadata"}  # no vector, base64 or otherwise
+
+
+def test_similar_to_a_row_as_json(ds):
+    data = get_json(ds, "/embeddings/posts/-/similar.json?id=3&n=10")
+    ids = [row["id"] for row in data["rows"]]
+    assert "3" not in ids and len(ids) == 5
+    assert ids[0] in ("4", "6")  # the other baking posts first
+    assert data["id"] == "3" and data["q"] is None
+
+
+def test_one_result_per_metadata_value(ds):
+    data = get_json(ds, "/embeddings/posts/-/similar.json?q=bread&unique=tag")
+    assert [row["metadata"]["tag"] for row in data["rows"]][0] == "baking"
+    assert sorted(row["metadata"]["tag"] for row in data["rows"]) == ["baking", "datasette", "sqlite"]
+
+
+def test_similar_page_lists_results_with_links_and_snippets(ds):
+    response = request(ds, "/embeddings/posts/-/similar?q=bread+recipes&n=6")
+    assert response.status_code == 200
+    html = response.text
+    assert 'name="q" value="bread recipes"' in html
+    assert html.count('<td class="score">') == 6
+    assert '<a href="/embeddings/posts/4">4</a>' in html
+    # a long text is cut to a snippet on the page; the JSON has it whole
+    assert "Knead, rest, shape and bake." in html and "…</td>" in html
+    assert POSTS[5][1] not in html
+    assert '<td class="metadata"><span class="key">tag:</span> baking</td>' in html
+    assert 'href="/embeddings/posts/-/similar.json?q=bread+recipes&amp;n=6"' in html
+    assert "6 items, embedded with <code>all-MiniLM-L6-v2</code>" in html
+
+
+def test_similar_page_without_a_query_is_a_form(ds):
+    response = request(ds, "/embeddings/posts/-/similar")
+    assert response.status_code == 200
+    assert '<input type="search" name="q"' in response.text
+    assert 'class="score"' not in response.text
+
+
+def test_row_page_links_to_similar_items(ds):
+    html = request(ds, "/embeddings/posts/3").text
+    assert 'link.href = "/embeddings/posts/-/similar?id=3";' in html
+    assert "embedkit-similar" not in request(ds, "/embeddings/notes/1").text
+
+
+def test_table_actions_offer_similar_items(ds):
+    html = request(ds, "/embeddings/posts").text
+    assert '<a href="/embeddings/posts/-/similar">Similar items</a>' in html
+    assert "Similar items" not in request(ds, "/embeddings/notes").text
+
+
+def test_bookkeeping_tables_are_hidden(ds):
+    tables = {table["name"]: table["hidden"] for table in get_json(ds, "/embeddings.json")["tables"]}
+    assert tables["posts"] is False and tables["notes"] is False
+    assert tables["_embedkit_collections"] is True and tables["_embedkit_sources"] is True
+    assert tables["_embedkit_migrations"] is True
+
+
+@pytest.mark.parametrize(
+    "query, status, message",
+    [
+        ("n=0&q=bread", 400, "n must be a whole number from 1 to 100, not '0'"),
+        ("n=101&q=bread", 400, "n must be a whole number from 1 to 100, not '101'"),
+        ("n=ten&q=bread", 400, "n must be a whole number from 1 to 100, not 'ten'"),
+        ("q=", 400, "q is empty: type some text to search for"),
+        ("q=+++", 400, "q is empty: type some text to search for"),
+        ("q=bread&id=1", 400, "give q (text to search for) or id (an item), not both"),
+        ("q=" + "a" * 2001, 400, "q is 2,001 characters; at most 2,000 are searched"),
+        ("id=nope", 404, "No item with id 'nope' in posts"),
+    ],
+)
+def test_bad_parameters(ds, query, status, message):
+    data = get_json(ds, f"/embeddings/posts/-/similar.json?{query}", status=status)
+    assert data == {"ok": False, "error": message, "status": status, "title": None}
+    page = request(ds, f"/embeddings/posts/-/similar?{query}")
+    assert page.status_code == status
+    assert message.replace("'", "&#39;") in page.text
+
+
+def test_json_needs_a_query(ds):
+    data = get_json(ds, "/embeddings/posts/-/similar.json", status=400)
+    assert data["error"] == "give q (text to search for) or id (an item)"
+
+
+@pytest.mark.parametrize(
+    "path, message",
+    [
+        ("/nope/posts/-/similar.json?q=x", "Database not found: nope"),
+        ("/embeddings/notes/-/similar.json?q=x", "notes is not an embedkit collection in embeddings"),
+        ("/embeddings/missing/-/similar.json?q=x", "missing is not an embedkit collection in embeddings"),
+    ],
+)
+def test_unknown_database_or_collection(ds, path, message):
+    assert get_json(ds, path, status=404)["error"] == message
+
+
+def test_a_collection_the_actor_may_not_view_is_not_searchable(posts_db):
+    private = Datasette(
+        [str(posts_db)],
+        metadata={"databases": {"embeddings": {"tables": {"posts": {"allow": {"id": "alice"}}}}}},
+    )
+    for path in ("/embeddings/posts", "/embeddings/posts/-/similar?q=bread", "/embeddings/posts/-/similar.json?q=bread"):
+        assert request(private, path).status_code == 403, path
+        assert request(private, path, actor={"id": "bob"}).status_code == 403, path
+        assert request(private, path, actor={"id": "alice"}).status_code == 200, path
+    assert get_json(private, "/embeddings/posts/-/similar.json?id=1", status=403) == {
+        "ok": False, "error": "You do not have permission to view this table", "status": 403, "title": None}
+
+
+def test_sql_functions_in_datasette(ds):
+    sql = "select embedkit_dims(embedkit_query('posts', :q)) as dims, embedkit_dims(embedkit_embed(:q)) as default_dims"
+    data = get_json(ds, "/embeddings.json?_shape=objects&q=hello&sql=" + _quote(sql))
+    assert data["rows"] == [{"dims": 384, "default_dims": 384}]
+    ranked = get_json(ds, "/embeddings.json?_shape=objects&q=sourdough&sql=" + _quote(
+        "select id from posts order by embedkit_cosine(embedding, embedkit_query('posts', :q)) desc limit 1"))
+    assert ranked["rows"] == [{"id": "3"}]
+
+
+def test_embedding_in_sql_is_bounded(ds, posts_db):
+    too_long = "select embedkit_embed('" + "word " * 401 + "')"
+    # Python's sqlite3 gives every function error the same message...
+    data = get_json(ds, "/embeddings.json?sql=" + _quote(too_long), status=400)
+    assert data["error"] == "user-defined function raised exception"
+
+    def reason(conn):
+        with pytest.raises(Exception) as error:
+            conn.execute(too_long)
+        return sqlfunctions.explain(error.value)
+
+    # ...the reason, on Datasette's own connections:
+    reason = asyncio.run(ds.get_database("embeddings").execute_fn(reason))
+    assert reason == "embedkit_embed: text is 2,005 characters; at most 2,000 may be embedded here"
+    # Datasette's time limit stops a query that would embed row after row
+    quick = Datasette([str(posts_db)], settings={"sql_time_limit_ms": 300})
+    sql = ("with recursive n(i) as (select 1 union all select i + 1 from n limit 100000) "
+           "select count(embedkit_embed('text number ' || i)) from n")
+    started = time.monotonic()
+    data = get_json(quick, "/embeddings.json?sql=" + _quote(sql), status=400)
+    assert "SQL query took too long" in data["error"]
+    assert time.monotonic() - started < 10
+
+
+def test_canned_query_with_q_is_a_search_form(posts_db):
+    canned = Datasette([str(posts_db)], metadata={"databases": {"embeddings": {"queries": {"search": {
+        "sql": "select id, embedkit_cosine(embedding, embedkit_query('posts', :q)) as score "
+               "from posts order by score desc limit 3"}}}}})
+    assert 'name="q"' in request(canned, "/embeddings/search").text
+    data = get_json(canned, "/embeddings/search.json?_shape=objects&q=rye+caraway+loaf")
+    assert [row["id"] for row in data["rows"]][0] == "4"
+
+
+def test_new_rows_show_while_embed_multi_writes(tmp_path):
+    """Datasette keeps answering while another connection writes, and sees each commit."""
+
+    class Slow(LettersModel):
+        model_id = "test-slow-letters"
+
+        def _embed(self, texts):
+            time.sleep(0.02)  # a write every few milliseconds, for a while
+            return super()._embed(texts)
+
+    models.register(Slow())
+    path = tmp_path / "embeddings.db"
+    with embedkit.Database(path) as db:
+        db.create_collection("notes", model="test-slow-letters")
+    live = Datasette([str(path)])
+    assert get_json(live, "/embeddings/notes.json?_shape=objects")["rows"] == []
+
+    def write():
+        with embedkit.Database(path) as db:
+            items = (embedkit.Item(f"n{i:03d}", f"note {i} " + "a e i o u"[: i % 9 + 1]) for i in range(300))
+            db.collection("notes").embed_multi(items, store=True, batch_size=5)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    counts = []
+    while writer.is_alive():
+        counts.append(get_json(live, "/embeddings.json?_shape=array&sql=select+count(*)+as+n+from+notes")[0]["n"])
+        get_json(live, "/embeddings/notes/-/similar.json?q=note+aaa&n=3")
+    writer.join()
+    assert counts == sorted(counts) and len(set(counts)) > 2, counts  # saw the rows arrive, batch by batch
+    final = get_json(live, "/embeddings/notes/-/similar.json?q=note+aaa&n=100")
+    assert len(final["rows"]) == 100
+    assert get_json(live, "/embeddings.json?_shape=array&sql=select+count(*)+as+n+from+notes")[0]["n"] == 300
+
+
+def _quote(sql):
+    from urllib.parse import quote
+
+    return quote(sql)
+
+
+def _datasette_cli(*args, cwd):
+    result = subprocess.run([sys.executable, "-m", "datasette", *args], cwd=cwd, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_installing_embedkit_activates_the_plugin(ds, posts_db):
+    plugins = [plugin for plugin in get_json(ds, "/-/plugins.json") if plugin["name"] == "embedkit"]
+    assert len(plugins) == 1 and plugins[0]["version"] == embedkit.__version__
+    assert {"register_routes", "prepare_connection", "extra_body_script", "startup"} <= set(plugins[0]["hooks"])
+    # and in a fresh `datasette` process, with no configuration
+    page = _datasette_cli(str(posts_db), "--get", "/embeddings/posts/-/similar.json?q=bread", cwd=ROOT)
+    assert json.loads(page)["rows"][0]["metadata"]["tag"] == "baking"
+
+
+def test_plugins_dir_loads_the_same_plugin_once(posts_db):
+    # The checkout's copy replaces the installed one: one plugin, so every link appears once.
+    plugins = json.loads(_datasette_cli("--plugins-dir", "plugins", str(posts_db), "--get", "/-/plugins.json", cwd=ROOT))
+    assert [plugin["name"] for plugin in plugins] == ["embedkit_datasette.py"]
+    assert "register_routes" in plugins[0]["hooks"]
