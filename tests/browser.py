@@ -1,12 +1,13 @@
 """The docs' posts collection, served by a real Datasette and looked at in headless Chromium.
 
-Shared by tests/test_browser.py and docs/screenshots.py:
+Shared by tests/test_browser.py, tests/test_widget.py and docs/screenshots.py:
 
     with serve(build_posts(directory)) as url:
-        html = chromium("--dump-dom", url + "/embeddings/posts/1")
+        page = parse(chromium("--dump-dom", url + "/embeddings/posts/1"))
 """
 
 import contextlib
+import html.parser
 import pathlib
 import shutil
 import socket
@@ -110,3 +111,58 @@ def chromium(*args, timeout=60) -> str:
     if result.returncode != 0:
         raise RuntimeError(f"chromium {' '.join(args)} exited {result.returncode}:\n{result.stderr[-3000:]}")
     return result.stdout
+
+
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+class Element:
+    def __init__(self, tag, attrs, parent=None):
+        self.tag, self.attrs, self.parent, self.children = tag, dict(attrs), parent, []
+
+    def iter(self):
+        yield self
+        for child in self.children:
+            if isinstance(child, Element):
+                yield from child.iter()
+
+    def find_all(self, tag, class_=None):
+        return [e for e in self.iter() if e.tag == tag and (class_ is None or class_ in e.attrs.get("class", "").split())]
+
+    def text(self):
+        """The text a person reads (not that of scripts and styles)."""
+        if self.tag in ("script", "style"):
+            return ""
+        return "".join(c.text() if isinstance(c, Element) else c for c in self.children).strip()
+
+
+class TreeBuilder(html.parser.HTMLParser):
+    """The DOM Chromium dumped (which closes every element) as a tree of Elements."""
+
+    def __init__(self):
+        super().__init__()
+        self.root = self.current = Element("#document", {})
+
+    def handle_starttag(self, tag, attrs):
+        element = Element(tag, attrs, self.current)
+        self.current.children.append(element)
+        if tag not in VOID:
+            self.current = element
+
+    def handle_endtag(self, tag):
+        element = self.current
+        while element.parent is not None and element.tag != tag:
+            element = element.parent
+        if element.parent is not None:
+            self.current = element.parent
+
+    def handle_data(self, data):
+        self.current.children.append(data)
+
+
+def parse(markup) -> Element:
+    """The HTML Chromium dumped as a tree of Elements; the root is "#document"."""
+    builder = TreeBuilder()
+    builder.feed(markup)
+    builder.close()
+    return builder.root

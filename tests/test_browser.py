@@ -6,58 +6,12 @@ with the real CLI and model, and served by a real `datasette serve`; see tests/b
 Chromium is required (Debian's chromium; .ci/run installs it): without it these tests fail.
 """
 
-import html.parser
 import shutil
 
 import pytest
 
 import browser
-
-VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
-
-
-class Element:
-    def __init__(self, tag, attrs, parent=None):
-        self.tag, self.attrs, self.parent, self.children = tag, dict(attrs), parent, []
-
-    def iter(self):
-        yield self
-        for child in self.children:
-            if isinstance(child, Element):
-                yield from child.iter()
-
-    def find_all(self, tag, class_=None):
-        return [e for e in self.iter() if e.tag == tag and (class_ is None or class_ in e.attrs.get("class", "").split())]
-
-    def text(self):
-        """The text a person reads (not that of scripts and styles)."""
-        if self.tag in ("script", "style"):
-            return ""
-        return "".join(c.text() if isinstance(c, Element) else c for c in self.children).strip()
-
-
-class TreeBuilder(html.parser.HTMLParser):
-    """The DOM Chromium dumped (which closes every element) as a tree of Elements."""
-
-    def __init__(self):
-        super().__init__()
-        self.root = self.current = Element("#document", {})
-
-    def handle_starttag(self, tag, attrs):
-        element = Element(tag, attrs, self.current)
-        self.current.children.append(element)
-        if tag not in VOID:
-            self.current = element
-
-    def handle_endtag(self, tag):
-        element = self.current
-        while element.parent is not None and element.tag != tag:
-            element = element.parent
-        if element.parent is not None:
-            self.current = element.parent
-
-    def handle_data(self, data):
-        self.current.children.append(data)
+from browser import Element
 
 
 def render(url) -> Element:
@@ -67,9 +21,7 @@ def render(url) -> Element:
             f"{browser.CHROMIUM} is not installed: these tests look at the pages in a real browser. "
             "Install Debian's chromium package (apt-get install chromium), as .ci/run does."
         )
-    builder = TreeBuilder()
-    builder.feed(browser.chromium("--dump-dom", url))
-    return builder.root
+    return browser.parse(browser.chromium("--dump-dom", url))
 
 
 def results(page, url):

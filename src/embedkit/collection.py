@@ -555,6 +555,31 @@ class Collection:
                 return list(best.values())[:n]
             wanted *= 4
 
+    # Related items (related.py): every item's neighbours, computed ahead for static sites
+
+    def compute_related(self, n=10, min_score=None, metadata=None, same=None, progress=None):
+        """Store every item's n most similar items in the table COLLECTION_related; a re-run
+        redoes only the lists changed items can affect. Returns a RelatedStats.
+
+        metadata (a dict) relates only items having those metadata values; same (a metadata
+        key) relates an item only to items with its value of that key.
+        """
+        from . import related
+
+        return related.compute(self, n, min_score, metadata, same, progress)
+
+    def related(self, id, fields=None) -> dict:
+        """{"id", "related": [{"id", "score", ...metadata}]}: the item's stored related list."""
+        from . import related
+
+        return related.document(self, id, fields)
+
+    def export_related(self, directory, fields=None, combined=False):
+        """Write the related lists to directory as JSON files (see related.export)."""
+        from . import related
+
+        return related.export(self, directory, fields, combined)
+
 
 def _group(entry, key):
     value = (entry.metadata or {}).get(key)

@@ -154,6 +154,10 @@ class Database:
             self.conn.execute(f"drop table {storage.quote(collection.table)}")
             self.conn.execute(f"delete from {storage.REGISTRY} where name = ?", [name])
             self.conn.execute(f"delete from {storage.SOURCES} where collection = ?", [name])
+            if self.conn.execute(f"select 1 from {storage.RELATED} where collection = ?", [name]).fetchone():
+                self.conn.execute(f"drop table if exists {storage.quote(name + '_related')}")
+            for table in (storage.RELATED, storage.RELATED_ITEMS):
+                self.conn.execute(f"delete from {table} where collection = ?", [name])
         search.forget(self.key, name)
 
     def register_functions(self):

@@ -18,6 +18,8 @@ BUSY_TIMEOUT_MS = 5000
 PAGE_SIZE = 8192
 REGISTRY = "_embedkit_collections"
 SOURCES = "_embedkit_sources"
+RELATED = "_embedkit_related"
+RELATED_ITEMS = "_embedkit_related_items"
 MIGRATIONS_TABLE = "_embedkit_migrations"
 
 _vec_unavailable_reason = None
@@ -161,6 +163,34 @@ def m002_sources(conn):
             updated text not null,
             primary key (collection, source)
         )
+        """
+    )
+
+
+@migration
+def m003_related(conn):
+    # What each collection's related lists were computed with and from, so a re-run redoes
+    # only the lists that changed items can affect.
+    conn.execute(
+        f"""
+        create table {RELATED} (
+            collection text primary key,
+            settings text not null,
+            -- the collection's version when computed: unchanged means nothing to do
+            version integer not null,
+            computed text not null
+        )
+        """
+    )
+    conn.execute(
+        f"""
+        create table {RELATED_ITEMS} (
+            collection text not null,
+            id text not null,
+            -- the item's content hash and what --same groups it by, when its list was made
+            signature text not null,
+            primary key (collection, id)
+        ) without rowid
         """
     )
 

@@ -151,7 +151,7 @@ def embed_multi(collection, inputs, input_format, files, encoding, pdf, sql, att
     target = db.get_or_create_collection(collection, model, query_prefix=query_prefix, document_prefix=document_prefix)
     split = target.chunker(chunker, chunk_size, chunk_overlap) if chunking else None
 
-    with _Progress() as progress:
+    with Progress() as progress:
         stats = target.embed_multi(
             items, store=store, batch_size=batch_size, chunker=split, sync=sync,
             progress=progress.embedding, read_progress=progress.reading,
@@ -206,8 +206,8 @@ def _expand(patterns):
     return locations
 
 
-class _Progress:
-    """Bars on stderr when it is a terminal: reading sources, then embedding their items."""
+class Progress:
+    """Bars on stderr when it is a terminal: reading sources, embedding their items, relating them."""
 
     def __init__(self):
         self.bar = None
@@ -240,3 +240,6 @@ class _Progress:
 
     def embedding(self, n, total):
         self._update("Embedding", n, total)
+
+    def relating(self, n, total):
+        self._update("Relating", n, total)

@@ -1,0 +1,370 @@
+"""Related items: every item's nearest neighbours, precomputed for static sites."""
+
+import hashlib
+import json
+import os
+import pathlib
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import storage, vectors
+from .collection import metadata_condition
+from .errors import EmbedkitError
+
+# A name is kept as it is when it only has these characters: lower case only, so that two
+# ids differing in case cannot land on one file of a case-insensitive file system.
+_PLAIN = re.compile(r"[a-z0-9_-]")
+MAX_NAME = 200
+# Names Windows keeps for devices, whatever the extension: their first letter is encoded.
+_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
+
+
+def file_name(id: str) -> str:
+    """The file (without .json) holding an item's related list: safe for any id, on any OS.
+
+    Characters other than a-z, 0-9, "_" and "-" become "~" and the two hex digits of each
+    of their UTF-8 bytes (and the first letter of a Windows device name such as "con"); a
+    name that would be longer than 200 characters is "~~" and the first 40 hex digits of the
+    id's SHA-256 instead. related.js computes the same names.
+    """
+    name = "".join(
+        char if _PLAIN.fullmatch(char) else "".join(f"~{byte:02X}" for byte in char.encode("utf-8")) for char in id
+    )
+    if len(name) > MAX_NAME:
+        return "~~" + hashlib.sha256(id.encode("utf-8")).hexdigest()[:40]
+    if name in _RESERVED:
+        return f"~{ord(name[0]):02X}{name[1:]}"
+    return name
+
+
+BLOCK_MB = int(os.environ.get("EMBEDKIT_RELATED_BLOCK_MB", "128"))
+# Scores are stored rounded, and ranked by the rounded value and then the id: the same
+# collection gives the same lists whether they were computed at once or bit by bit.
+DECIMALS = 6
+# A few more candidates than asked for, so that ties made by rounding are settled by id.
+SLACK = 4
+# Above this share of changed items one pass over everything is as cheap as patching.
+FULL_SHARE = 0.25
+
+
+@dataclass
+class RelatedStats:
+    items: int = 0
+    computed: int = 0  # lists computed against every item
+    patched: int = 0  # lists kept, with changed items merged in
+    unchanged: int = 0
+    removed: int = 0  # lists of items gone from the collection (or no longer matching the filter)
+
+    def summary(self) -> str:
+        text = (f"{self.items} items: {self.computed} lists computed, {self.patched} updated, "
+                f"{self.unchanged} unchanged")
+        return text + (f", {self.removed} removed" if self.removed else "")
+
+
+def table_name(collection) -> str:
+    return f"{collection.name}_related"
+
+
+def compute(collection, n=10, min_score=None, metadata=None, same=None, progress=None) -> RelatedStats:
+    """Every item's n most similar items into the COLLECTION_related table.
+
+    metadata (a dict) keeps only items whose metadata has those values, on both sides; same
+    (a metadata key) relates an item only to items with the same value of it.
+    """
+    if n < 1:
+        raise EmbedkitError(f"n must be at least 1, not {n}")
+    progress = progress or (lambda done, total: None)  # done: lists finished since the last call
+    conn = collection.db.conn
+    settings = json.dumps({"n": n, "min_score": min_score, "filter": metadata or {}, "same": same}, sort_keys=True)
+    table = _ensure_table(collection)
+    version = collection.version()
+    previous = conn.execute(
+        f"select settings, version from {storage.RELATED} where collection = ?", [collection.name]
+    ).fetchone()
+    if previous == (settings, version):
+        count = conn.execute(f"select count(*) from {storage.RELATED_ITEMS} where collection = ?",
+                             [collection.name]).fetchone()[0]
+        return RelatedStats(items=count, unchanged=count)
+
+    items = _Items.load(collection, metadata, same)
+    known = {} if previous is None or previous[0] != settings else dict(conn.execute(
+        f"select id, signature from {storage.RELATED_ITEMS} where collection = ?", [collection.name]))
+    changed = [i for i, id in enumerate(items.ids) if known.get(id) != items.signatures[i]]
+    gone = known.keys() - set(items.ids)
+    stats = RelatedStats(items=len(items.ids), removed=len(gone))
+
+    full = not known or len(changed) + len(gone) > FULL_SHARE * max(len(items.ids), 1)
+    if full:
+        lists = _top(items, range(len(items.ids)), n, min_score, progress)
+        stats.computed = len(lists)
+        changed = range(len(items.ids))
+    else:
+        old = _stored_lists(conn, table)
+        changed_ids = {items.ids[i] for i in changed}
+        # A list holding a changed or removed item may lose it, and then needs whatever came
+        # next: computed again. Any other list can only gain changed items: merged in.
+        redo = [i for i, id in enumerate(items.ids)
+                if id in changed_ids or any(other in changed_ids or other in gone for other, _ in old.get(id, ()))]
+        redo_set = set(redo)
+        keep = [i for i in range(len(items.ids)) if i not in redo_set]
+        lists = _top(items, redo, n, min_score, progress)
+        merged = _merge(items, keep, changed, old, n, min_score) if changed else {}
+        lists.update(merged)
+        stats.computed, stats.patched = len(redo), len(merged)
+        stats.unchanged = len(keep) - len(merged)
+
+    with storage.transaction(conn):
+        if full:
+            conn.execute(f"delete from {table}")
+            conn.execute(f"delete from {storage.RELATED_ITEMS} where collection = ?", [collection.name])
+        else:
+            for chunk in _chunks(sorted(set(lists) | gone), 500):
+                conn.execute(f"delete from {table} where id in ({','.join('?' * len(chunk))})", chunk)
+        conn.executemany(
+            f"insert into {table} (id, other_id, rank, score) values (?, ?, ?, ?)",
+            ((id, other, rank, score) for id, ranked in sorted(lists.items())
+             for rank, (other, score) in enumerate(ranked, 1)),
+        )
+        conn.executemany(f"delete from {storage.RELATED_ITEMS} where collection = ? and id = ?",
+                         [(collection.name, id) for id in sorted(gone)])
+        conn.executemany(
+            f"insert or replace into {storage.RELATED_ITEMS} (collection, id, signature) values (?, ?, ?)",
+            [(collection.name, items.ids[i], items.signatures[i]) for i in changed],
+        )
+        conn.execute(
+            f"insert or replace into {storage.RELATED} (collection, settings, version, computed) values (?, ?, ?, ?)",
+            [collection.name, settings, version, storage.now()],
+        )
+    return stats
+
+
+def _chunks(sequence, size):
+    for start in range(0, len(sequence), size):
+        yield sequence[start : start + size]
+
+
+def _ensure_table(collection) -> str:
+    name = table_name(collection)
+    conn = collection.db.conn
+    registered = conn.execute(f"select 1 from {storage.REGISTRY} where table_name = ?", [name]).fetchone()
+    columns = [row[1] for row in conn.execute(f"pragma table_info({storage.quote(name)})")]
+    if registered or (columns and columns != ["id", "other_id", "rank", "score"]):
+        raise EmbedkitError(f"{name} is already a table that embedkit did not make for related items; "
+                            f"rename it to compute related items of {collection.name!r}")
+    if not columns:
+        with storage.transaction(conn):
+            conn.execute(
+                f"""
+                create table {storage.quote(name)} (
+                    id text not null,
+                    other_id text not null,
+                    rank integer not null,
+                    score real not null,
+                    primary key (id, rank)
+                ) without rowid
+                """
+            )
+            # which lists hold an item: those must be computed again when it changes
+            conn.execute(f"create index {storage.quote(name + '_other')} on {storage.quote(name)} (other_id)")
+    return storage.quote(name)
+
+
+@dataclass
+class _Items:
+    ids: list
+    signatures: list
+    groups: np.ndarray  # an integer per distinct value of the `same` key (all 0 without one)
+    matrix: np.ndarray  # unit-length rows
+
+    @classmethod
+    def load(cls, collection, metadata, same):
+        where, params = metadata_condition(metadata) if metadata else ("1", [])
+        source = f"from {storage.quote(collection.table)} where {where}"
+        conn = collection.db.conn
+        count = conn.execute(f"select count(*) {source}", params).fetchone()[0]
+        matrix = np.empty((count, collection.dimensions or 0), dtype=np.float32)
+        ids, signatures, group_values = [], [], []
+        cursor = conn.execute(f"select id, embedding, content_hash, metadata {source} order by id", params)
+        while rows := cursor.fetchmany(10_000):
+            for id, blob, digest, meta in rows:
+                matrix[len(ids)] = vectors.check(vectors.decode(blob), collection.dimensions, f"the vector of {id!r}")
+                group = json.dumps((json.loads(meta) if meta else {}).get(same), sort_keys=True) if same else ""
+                ids.append(id)
+                group_values.append(group)
+                signatures.append(f"{digest} {group}")
+        codes = {value: code for code, value in enumerate(sorted(set(group_values)))}
+        vectors.normalize_rows(matrix)
+        return cls(ids, signatures, np.array([codes[v] for v in group_values], dtype=np.int64), matrix)
+
+
+def _ranked(items, scores, columns, n, min_score):
+    """The n best (id, score) of one row of scores over the items at columns."""
+    k = min(n + SLACK, len(columns))
+    if k == 0:
+        return []
+    best = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+    candidates = []
+    for j in best:
+        score = float(scores[j])
+        if score == -np.inf or (min_score is not None and score < min_score):
+            continue
+        candidates.append((round(score, DECIMALS), items.ids[columns[j]]))
+    candidates.sort(key=lambda pair: (-pair[0], pair[1]))
+    return [(id, score) for score, id in candidates[:n]]
+
+
+def _top(items, rows, n, min_score, progress) -> dict:
+    """id -> ranked neighbours, for the items at rows, against every item: blocks of rows at a
+    time so the score matrix stays within BLOCK_MB."""
+    rows = list(rows)
+    count = len(items.ids)
+    block = max(1, BLOCK_MB * 2**20 // (4 * max(count, 1)))
+    columns = np.arange(count)
+    lists = {}
+    for start in range(0, len(rows), block):
+        chunk = np.array(rows[start : start + block], dtype=np.int64)
+        scores = items.matrix[chunk] @ items.matrix.T
+        scores[np.arange(len(chunk)), chunk] = -np.inf  # never related to itself
+        scores[items.groups[chunk][:, None] != items.groups[None, :]] = -np.inf
+        for r, i in enumerate(chunk):
+            lists[items.ids[i]] = _ranked(items, scores[r], columns, n, min_score)
+        progress(len(chunk), len(rows))
+    return lists
+
+
+def _merge(items, keep, changed, old, n, min_score) -> dict:
+    """id -> ranked neighbours for the items at keep whose lists gain a changed item."""
+    changed = np.array(changed, dtype=np.int64)
+    block = max(1, BLOCK_MB * 2**20 // (4 * len(changed)))
+    merged = {}
+    for start in range(0, len(keep), block):
+        chunk = np.array(keep[start : start + block], dtype=np.int64)
+        scores = items.matrix[chunk] @ items.matrix[changed].T
+        scores[items.groups[chunk][:, None] != items.groups[changed][None, :]] = -np.inf
+        for r, i in enumerate(chunk):
+            new = _ranked(items, scores[r], changed, n, min_score)
+            if not new:
+                continue
+            current = old.get(items.ids[i], [])
+            ranked = sorted(set(current) | set(new), key=lambda pair: (-pair[1], pair[0]))[:n]
+            if ranked != current:
+                merged[items.ids[i]] = ranked
+    return merged
+
+
+def _stored_lists(conn, table) -> dict:
+    lists = {}
+    for id, other, score in conn.execute(f"select id, other_id, score from {table} order by id, rank"):
+        lists.setdefault(id, []).append((other, score))
+    return lists
+
+
+def _neighbours(collection, id, fields):
+    """[{"id", "score", *fields}] of one item's stored list, best first."""
+    table = storage.quote(table_name(collection))
+    rows = collection.db.conn.execute(
+        f"select r.other_id, r.score, item.metadata from {table} as r "
+        f"left join {storage.quote(collection.table)} as item on item.id = r.other_id "
+        "where r.id = ? order by r.rank",
+        [id],
+    ).fetchall()
+    return [_entry(other, score, metadata, fields) for other, score, metadata in rows]
+
+
+def _entry(id, score, metadata, fields):
+    metadata = json.loads(metadata) if metadata else {}
+    keys = sorted(metadata) if fields is None else [key for key in fields if key in metadata]
+    return {"id": id, "score": score, **{key: metadata[key] for key in keys}}
+
+
+def document(collection, id, fields=None) -> dict:
+    """The related list of one item as export-related writes it (fields: the metadata keys to
+    include for each neighbour; all of them when None)."""
+    _check_computed(collection)
+    if id not in collection:
+        raise EmbedkitError(f"no item with id {id!r} in collection {collection.name!r}")
+    return {"id": id, "related": _neighbours(collection, id, fields)}
+
+
+def _check_computed(collection):
+    if not storage.table_exists(collection.db.conn, table_name(collection)):
+        raise EmbedkitError(f"collection {collection.name!r} has no related items yet: "
+                            f"run embedkit related {collection.name} first")
+
+
+@dataclass
+class ExportStats:
+    files: int = 0
+    written: int = 0  # new or changed
+    removed: int = 0
+
+    def summary(self) -> str:
+        return (f"{self.files} files, {self.written} written, {self.files - self.written} unchanged"
+                + (f", {self.removed} removed" if self.removed else ""))
+
+
+INDEX = "index.json"
+COMBINED = "related.json"
+
+
+def export(collection, directory, fields=None, combined=False) -> ExportStats:
+    """Write the related lists as JSON: a file per item (NAME.json, see file_name) and an
+    index.json of them, or with combined one related.json. Files whose bytes would not change
+    are left alone, and files of items no longer related are removed, so a site build diffs cleanly."""
+    _check_computed(collection)
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    lists = {}
+    table = storage.quote(table_name(collection))
+    rows = collection.db.conn.execute(
+        f"select k.id, r.other_id, r.score, item.metadata from {storage.RELATED_ITEMS} as k "
+        f"left join {table} as r on r.id = k.id "
+        f"left join {storage.quote(collection.table)} as item on item.id = r.other_id "
+        "where k.collection = ? order by k.id, r.rank",
+        [collection.name],
+    )
+    for id, other, score, metadata in rows:
+        entries = lists.setdefault(id, [])
+        if other is not None:
+            entries.append(_entry(other, score, metadata, fields))
+    stats = ExportStats()
+    if combined:
+        stats.files = 1
+        stats.written = _write(directory / COMBINED, {"collection": collection.name, "items": lists})
+        return stats
+    names = {id: file_name(id) + ".json" for id in lists}
+    index_path = directory / INDEX
+    previous = _read_index(index_path)
+    for id, entries in lists.items():
+        stats.written += _write(directory / names[id], {"id": id, "related": entries})
+    for stale in sorted(set(previous.values()) - set(names.values())):
+        (directory / stale).unlink(missing_ok=True)
+        stats.removed += 1
+    _write(index_path, {"collection": collection.name, "files": names})
+    stats.files = len(names)
+    return stats
+
+
+def _read_index(path) -> dict:
+    """The files an earlier export wrote (only those are ever removed)."""
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+        files = index["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    # Never follow a name out of the directory, whoever wrote the index.
+    return {id: name for id, name in files.items()
+            if isinstance(name, str) and name == file_name(id) + ".json"}
+
+
+def _write(path, data) -> bool:
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n"
+    data = text.encode("utf-8")
+    if path.exists() and path.read_bytes() == data:
+        return False
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)  # a reader (a web server) never sees half a file
+    return True
