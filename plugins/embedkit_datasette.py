@@ -5,6 +5,8 @@ Installing embedkit registers this module through the `datasette` entry point; `
 
 - `/<db>/<collection>/-/similar?q=TEXT` and `?id=ID` (HTML, and `.json`): the top-n items with
   score, id, content and metadata; `n` (1-100) and `unique` (a metadata key) refine them.
+- `/<db>/<collection>/-/related.json?id=ID`: the item's precomputed related list (`embedkit
+  related`), the document `embedkit export-related` writes, for dynamic sites.
 - A "Similar items" link on each row page of a collection, and in the table's actions menu.
 - embedkit's tables of bookkeeping (`_embedkit_*`) are hidden.
 """
@@ -129,7 +131,10 @@ def startup(datasette):
 
 @hookimpl
 def register_routes():
-    return [(r"^/(?P<database>[^/]+)/(?P<table>[^/]+)/-/similar(?P<as_json>\.json)?$", similar)]
+    return [
+        (r"^/(?P<database>[^/]+)/(?P<table>[^/]+)/-/similar(?P<as_json>\.json)?$", similar),
+        (r"^/(?P<database>[^/]+)/(?P<table>[^/]+)/-/related\.json$", related),
+    ]
 
 
 @hookimpl
@@ -225,9 +230,36 @@ class _Failure(Exception):
 
 
 async def similar(datasette, request):
-    as_json = bool(request.url_vars.get("as_json"))
+    return await _answer(datasette, request, _similar, as_json=bool(request.url_vars.get("as_json")))
+
+
+async def related(datasette, request):
+    """An item's precomputed related list (embedkit related), as export-related writes it."""
+    return await _answer(datasette, request, _related, as_json=True)
+
+
+async def _related(datasette, request, as_json):
+    db, table = await _visible_table(datasette, request, as_json)
+    id = request.args.get("id")
+    if not id:
+        raise _Failure(400, "give id, the item whose related items to list")
+    fields = request.args.getlist("field") or None
+
+    def read(conn):
+        collection = _collection(conn, db, table)
+        if id not in collection:
+            raise _Failure(404, f"No item with id {id!r} in {table}")
+        try:
+            return collection.related(id, fields)
+        except EmbedkitError as ex:  # not computed yet
+            raise _Failure(404, str(ex))
+
+    return Response.json({"ok": True, "database": db.name, "table": table, **await db.execute_fn(read)})
+
+
+async def _answer(datasette, request, view, as_json):
     try:
-        return await _similar(datasette, request, as_json)
+        return await view(datasette, request, as_json)
     except _Failure as failure:
         # Answered here rather than raised to Datasette, which prints a traceback for each one:
         # a visitor's typo is not a server error.
@@ -238,7 +270,8 @@ async def similar(datasette, request):
                              status=failure.status)
 
 
-async def _similar(datasette, request, as_json):
+async def _visible_table(datasette, request, as_json):
+    """The Datasette database and table a request names, once the actor may view the table."""
     database, table = tilde_decode(request.url_vars["database"]), tilde_decode(request.url_vars["table"])
     try:
         db = datasette.get_database(route=database)
@@ -253,17 +286,26 @@ async def _similar(datasette, request, as_json):
         if as_json:  # Datasette's forbidden page is HTML even at .json; an API client wants JSON
             raise _Failure(403, message)
         raise Forbidden(message)  # as the table page does: plugins may offer a login instead
+    return db, table
+
+
+def _collection(conn, db, table):
+    collections = embedkit.Database(conn)
+    name = next((c.name for c in collections.collections() if c.table == table), None)
+    if name is None:
+        raise _Failure(404, f"{table} is not an embedkit collection in {db.name}")
+    return collections.collection(name)
+
+
+async def _similar(datasette, request, as_json):
+    db, table = await _visible_table(datasette, request, as_json)
     query = _Query(request.args)
     if as_json and not query.error and not query.searched:
         query.error = "give q (text to search for) or id (an item)"
 
     def search(conn):
-        collections = embedkit.Database(conn)
-        name = next((c.name for c in collections.collections() if c.table == table), None)
-        if name is None:
-            raise _Failure(404, f"{table} is not an embedkit collection in {db.name}")
-        collection = collections.collection(name)
-        info = {"collection": name, "model": collection.model_id, "count": collection.count()}
+        collection = _collection(conn, db, table)
+        info = {"collection": collection.name, "model": collection.model_id, "count": collection.count()}
         if query.error or not query.searched:
             return info, []
         if query.id is not None and query.id not in collection:

@@ -114,11 +114,31 @@ def test_table_actions_offer_similar_items(ds):
     assert "Similar items" not in request(ds, "/embeddings/notes").text
 
 
+def test_related_lists_as_json(ds, posts_db):
+    assert get_json(ds, "/embeddings/posts/-/related.json?id=3", status=404)["error"] == (
+        "collection 'posts' has no related items yet: run embedkit related posts first")
+    with embedkit.Database(posts_db) as db:
+        posts = db.collection("posts")
+        posts.compute_related(n=2)
+        expected = posts.related("3", ["tag"])
+    data = get_json(ds, "/embeddings/posts/-/related.json?id=3&field=tag")
+    assert data == {"ok": True, "database": "embeddings", "table": "posts", **expected}
+    assert [neighbour["tag"] for neighbour in data["related"]] == ["baking", "baking"]
+    assert set(get_json(ds, "/embeddings/posts/-/related.json?id=3")["related"][0]) == {"id", "score", "tag"}
+    assert get_json(ds, "/embeddings/posts/-/related.json", status=400)["error"] == (
+        "give id, the item whose related items to list")
+    assert get_json(ds, "/embeddings/posts/-/related.json?id=nope", status=404)["error"] == (
+        "No item with id 'nope' in posts")
+    assert get_json(ds, "/embeddings/notes/-/related.json?id=1", status=404)["error"] == (
+        "notes is not an embedkit collection in embeddings")
+
+
 def test_bookkeeping_tables_are_hidden(ds):
     tables = {table["name"]: table["hidden"] for table in get_json(ds, "/embeddings.json")["tables"]}
     assert tables["posts"] is False and tables["notes"] is False
     assert tables["_embedkit_collections"] is True and tables["_embedkit_sources"] is True
     assert tables["_embedkit_migrations"] is True
+    assert tables.get("_embedkit_related", True) is True
 
 
 @pytest.mark.parametrize(
@@ -160,11 +180,14 @@ def test_unknown_database_or_collection(ds, path, message):
 
 
 def test_a_collection_the_actor_may_not_view_is_not_searchable(posts_db):
+    with embedkit.Database(posts_db) as db:
+        db.collection("posts").compute_related(n=2)
     private = Datasette(
         [str(posts_db)],
         metadata={"databases": {"embeddings": {"tables": {"posts": {"allow": {"id": "alice"}}}}}},
     )
-    for path in ("/embeddings/posts", "/embeddings/posts/-/similar?q=bread", "/embeddings/posts/-/similar.json?q=bread"):
+    for path in ("/embeddings/posts", "/embeddings/posts/-/similar?q=bread", "/embeddings/posts/-/similar.json?q=bread",
+                 "/embeddings/posts/-/related.json?id=1"):
         assert request(private, path).status_code == 403, path
         assert request(private, path, actor={"id": "bob"}).status_code == 403, path
         assert request(private, path, actor={"id": "alice"}).status_code == 200, path

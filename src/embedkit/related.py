@@ -18,16 +18,18 @@ from .errors import EmbedkitError
 _PLAIN = re.compile(r"[a-z0-9_-]")
 MAX_NAME = 200
 # Names Windows keeps for devices, whatever the extension: their first letter is encoded.
-_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
+# Fix: "index" too, or an item with that id would be written to index.json and then
+# overwritten by the index export writes there (related.js needs the same entry).
+_RESERVED = {"con", "prn", "aux", "nul", "index", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
 
 
 def file_name(id: str) -> str:
     """The file (without .json) holding an item's related list: safe for any id, on any OS.
 
     Characters other than a-z, 0-9, "_" and "-" become "~" and the two hex digits of each
-    of their UTF-8 bytes (and the first letter of a Windows device name such as "con"); a
-    name that would be longer than 200 characters is "~~" and the first 40 hex digits of the
-    id's SHA-256 instead. related.js computes the same names.
+    of their UTF-8 bytes (and the first letter of a Windows device name such as "con", or of
+    "index", the index's own file); a name that would be longer than 200 characters is "~~"
+    and the first 40 hex digits of the id's SHA-256 instead. related.js computes the same names.
     """
     name = "".join(
         char if _PLAIN.fullmatch(char) else "".join(f"~{byte:02X}" for byte in char.encode("utf-8")) for char in id
@@ -168,6 +170,10 @@ def _ensure_table(collection) -> str:
             )
             # which lists hold an item: those must be computed again when it changes
             conn.execute(f"create index {storage.quote(name + '_other')} on {storage.quote(name)} (other_id)")
+            # Fix: a table made afresh (e.g. the user dropped the old one) holds no lists, so
+            # whatever state says they were computed is stale: forget it, for a full pass.
+            conn.execute(f"delete from {storage.RELATED} where collection = ?", [collection.name])
+            conn.execute(f"delete from {storage.RELATED_ITEMS} where collection = ?", [collection.name])
     return storage.quote(name)
 
 
@@ -205,6 +211,20 @@ def _ranked(items, scores, columns, n, min_score):
     if k == 0:
         return []
     best = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+    candidates = _candidates(items, scores, columns, best, min_score)
+    if len(best) < len(scores) and len(candidates) == k and candidates[n - 1][0] == candidates[-1][0]:
+        # Fix: the slack is not always enough. When the worst of the k picked still ties with
+        # the n-th (rounded), more items than the slack holds may share that score (equal
+        # content has equal vectors) and argpartition picked among them arbitrarily, not by
+        # id: take every item that can round to it. Anything not picked scores at most the
+        # worst picked, so otherwise the picked ones are all the candidates there are.
+        best = np.flatnonzero(scores >= candidates[n - 1][0] - 10.0**-DECIMALS)
+        candidates = _candidates(items, scores, columns, best, min_score)
+    return [(id, score) for score, id in candidates[:n]]
+
+
+def _candidates(items, scores, columns, best, min_score):
+    """(rounded score, id) of the items at best, best first, ties by id."""
     candidates = []
     for j in best:
         score = float(scores[j])
@@ -212,7 +232,7 @@ def _ranked(items, scores, columns, n, min_score):
             continue
         candidates.append((round(score, DECIMALS), items.ids[columns[j]]))
     candidates.sort(key=lambda pair: (-pair[0], pair[1]))
-    return [(id, score) for score, id in candidates[:n]]
+    return candidates
 
 
 def _top(items, rows, n, min_score, progress) -> dict:
@@ -332,7 +352,7 @@ def export(collection, directory, fields=None, combined=False) -> ExportStats:
     stats = ExportStats()
     if combined:
         stats.files = 1
-        stats.written = _write(directory / COMBINED, {"collection": collection.name, "items": lists})
+        stats.written = int(_write(directory / COMBINED, {"collection": collection.name, "items": lists}))
         return stats
     names = {id: file_name(id) + ".json" for id in lists}
     index_path = directory / INDEX
