@@ -29,7 +29,7 @@ POST_LINKS = [("Rye bread", "/posts/4/"), ("My sourdough starter", "/posts/3/"),
 XSS = "<img src=x onerror=\"document.body.dataset.pwned='yes'\">"
 LONG = "a" * 299  # with a last character, 300 characters: longer than 200, so the name is a hash
 TRICKY = [
-    "Post 1", "../etc/passwd", "日本語", "x.y~z", "con", LONG + "1", LONG + "2", "🍞 bread", "CON", "e\u0301",
+    "Post 1", "../etc/passwd", "日本語", "x.y~z", "con", "index", "Index", LONG + "1", LONG + "2", "🍞 bread", "CON", "e\u0301",
 ]
 # Compared with file_name one by one (the widget's fileName): all of TRICKY and more.
 NAMES = TRICKY + [

@@ -17,9 +17,8 @@ from .errors import EmbedkitError
 # ids differing in case cannot land on one file of a case-insensitive file system.
 _PLAIN = re.compile(r"[a-z0-9_-]")
 MAX_NAME = 200
-# Names Windows keeps for devices, whatever the extension: their first letter is encoded.
-# Fix: "index" too, or an item with that id would be written to index.json and then
-# overwritten by the index export writes there (related.js needs the same entry).
+# Names Windows keeps for devices, whatever the extension, and the name of export's own
+# index.json: their first letter is encoded.
 _RESERVED = {"con", "prn", "aux", "nul", "index", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
 
 
@@ -45,8 +44,6 @@ BLOCK_MB = int(os.environ.get("EMBEDKIT_RELATED_BLOCK_MB", "128"))
 # Scores are stored rounded, and ranked by the rounded value and then the id: the same
 # collection gives the same lists whether they were computed at once or bit by bit.
 DECIMALS = 6
-# A few more candidates than asked for, so that ties made by rounding are settled by id.
-SLACK = 4
 # Above this share of changed items one pass over everything is as cheap as patching.
 FULL_SHARE = 0.25
 
@@ -170,8 +167,8 @@ def _ensure_table(collection) -> str:
             )
             # which lists hold an item: those must be computed again when it changes
             conn.execute(f"create index {storage.quote(name + '_other')} on {storage.quote(name)} (other_id)")
-            # Fix: a table made afresh (e.g. the user dropped the old one) holds no lists, so
-            # whatever state says they were computed is stale: forget it, for a full pass.
+            # A table made afresh (the user dropped the old one?) holds no lists, whatever the
+            # state says was computed: forget that, for a full pass.
             conn.execute(f"delete from {storage.RELATED} where collection = ?", [collection.name])
             conn.execute(f"delete from {storage.RELATED_ITEMS} where collection = ?", [collection.name])
     return storage.quote(name)
@@ -183,6 +180,7 @@ class _Items:
     signatures: list
     groups: np.ndarray  # an integer per distinct value of the `same` key (all 0 without one)
     matrix: np.ndarray  # unit-length rows
+    grouped: bool  # related only within groups (--same)
 
     @classmethod
     def load(cls, collection, metadata, same):
@@ -202,37 +200,40 @@ class _Items:
                 signatures.append(f"{digest} {group}")
         codes = {value: code for code, value in enumerate(sorted(set(group_values)))}
         vectors.normalize_rows(matrix)
-        return cls(ids, signatures, np.array([codes[v] for v in group_values], dtype=np.int64), matrix)
+        return cls(ids, signatures, np.array([codes[v] for v in group_values], dtype=np.int64), matrix,
+                   same is not None)
 
 
-def _ranked(items, scores, columns, n, min_score):
-    """The n best (id, score) of one row of scores over the items at columns."""
-    k = min(n + SLACK, len(columns))
-    if k == 0:
+def _ranked(items, row, scores, columns, n, min_score):
+    """The n best (id, score) of the item at row against the items at columns, from its
+    float32 scores over them.
+
+    The scores kept are not the float32 ones: those come out of matrix products whose sums
+    run in an order that depends on the shape of the block, so one pair's score can differ
+    in its last bits between a full pass, a patch or another BLOCK_MB, round to a
+    neighbouring 6th decimal and rank differently. Every item the float32 scores cannot rule
+    out (within what float32 sums can be off by, of the n-th) is scored again in float64,
+    where the order of the sum no longer shows after rounding. That also takes in every item
+    of a tie, however many (equal content has equal vectors), so ties go by id.
+    """
+    if len(scores) == 0:
         return []
-    best = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-    candidates = _candidates(items, scores, columns, best, min_score)
-    if len(best) < len(scores) and len(candidates) == k and candidates[n - 1][0] == candidates[-1][0]:
-        # Fix: the slack is not always enough. When the worst of the k picked still ties with
-        # the n-th (rounded), more items than the slack holds may share that score (equal
-        # content has equal vectors) and argpartition picked among them arbitrarily, not by
-        # id: take every item that can round to it. Anything not picked scores at most the
-        # worst picked, so otherwise the picked ones are all the candidates there are.
-        best = np.flatnonzero(scores >= candidates[n - 1][0] - 10.0**-DECIMALS)
-        candidates = _candidates(items, scores, columns, best, min_score)
-    return [(id, score) for score, id in candidates[:n]]
-
-
-def _candidates(items, scores, columns, best, min_score):
-    """(rounded score, id) of the items at best, best first, ties by id."""
-    candidates = []
-    for j in best:
-        score = float(scores[j])
-        if score == -np.inf or (min_score is not None and score < min_score):
-            continue
-        candidates.append((round(score, DECIMALS), items.ids[columns[j]]))
+    k = min(n, len(scores))
+    nth = np.partition(scores, len(scores) - k)[len(scores) - k]
+    if nth == -np.inf:
+        near = np.flatnonzero(scores != -np.inf)
+    else:
+        # float32 sums of d unit-vector products are off by at most about d * 2**-24
+        near = np.flatnonzero(scores >= nth - (2.5 * items.matrix.shape[1] * 2.0**-24 + 10.0**-DECIMALS))
+    others = columns[near]
+    exact = items.matrix[others].astype(np.float64) @ items.matrix[row].astype(np.float64)
+    candidates = [
+        (round(float(score), DECIMALS), items.ids[j])
+        for score, j in zip(exact, others)
+        if min_score is None or score >= min_score
+    ]
     candidates.sort(key=lambda pair: (-pair[0], pair[1]))
-    return candidates
+    return [(id, score) for score, id in candidates[:n]]
 
 
 def _top(items, rows, n, min_score, progress) -> dict:
@@ -247,9 +248,11 @@ def _top(items, rows, n, min_score, progress) -> dict:
         chunk = np.array(rows[start : start + block], dtype=np.int64)
         scores = items.matrix[chunk] @ items.matrix.T
         scores[np.arange(len(chunk)), chunk] = -np.inf  # never related to itself
-        scores[items.groups[chunk][:, None] != items.groups[None, :]] = -np.inf
+        if items.grouped:
+            scores[items.groups[chunk][:, None] != items.groups[None, :]] = -np.inf
         for r, i in enumerate(chunk):
-            lists[items.ids[i]] = _ranked(items, scores[r], columns, n, min_score)
+            lists[items.ids[i]] = _ranked(items, i, scores[r], columns, n, min_score)
+        del scores  # before the next block is made: one block in memory, not two
         progress(len(chunk), len(rows))
     return lists
 
@@ -262,15 +265,17 @@ def _merge(items, keep, changed, old, n, min_score) -> dict:
     for start in range(0, len(keep), block):
         chunk = np.array(keep[start : start + block], dtype=np.int64)
         scores = items.matrix[chunk] @ items.matrix[changed].T
-        scores[items.groups[chunk][:, None] != items.groups[changed][None, :]] = -np.inf
+        if items.grouped:
+            scores[items.groups[chunk][:, None] != items.groups[changed][None, :]] = -np.inf
         for r, i in enumerate(chunk):
-            new = _ranked(items, scores[r], changed, n, min_score)
+            new = _ranked(items, i, scores[r], changed, n, min_score)
             if not new:
                 continue
             current = old.get(items.ids[i], [])
             ranked = sorted(set(current) | set(new), key=lambda pair: (-pair[1], pair[0]))[:n]
             if ranked != current:
                 merged[items.ids[i]] = ranked
+        del scores
     return merged
 
 

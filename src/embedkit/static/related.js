@@ -22,7 +22,7 @@
  */
 (() => {
   "use strict";
-  const RESERVED = new Set(["con", "prn", "aux", "nul"]);
+  const RESERVED = new Set(["con", "prn", "aux", "nul", "index"]); // devices; export's index.json
   for (let i = 0; i < 10; i++) RESERVED.add("com" + i).add("lpt" + i);
   const hex = (byte) => byte.toString(16).toUpperCase().padStart(2, "0");
   const utf8 = (text) => new TextEncoder().encode(text);
