@@ -8,6 +8,7 @@ import numpy as np
 
 from . import search, storage, vectors
 from .errors import EmbedkitError
+from .filters import Filter, metadata_condition
 from .items import Entry, Item, check_unique_ids, content_hash
 from .sources import Document, Known, TextSource, input_name
 from .models import get_model
@@ -16,6 +17,9 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
 RESERVED_PREFIXES = ("_embedkit", "sqlite_")
 # SQLite allows 32766 host parameters; stay well below for old builds.
 IN_CHUNK = 500
+MODES = ("dense", "keyword", "hybrid")
+# How far down each ranking hybrid search looks before fusing them.
+HYBRID_DEPTH = 100
 
 
 def validate_name(name: str):
@@ -521,39 +525,106 @@ class Collection:
 
     # Searching
 
-    def similar(self, text, n=10, unique=None) -> list:
-        """The n items most similar to text, embedded with the collection's model.
+    def similar(self, text, n=10, unique=None, metadata=None, where=None, min_score=None, mode="dense",
+                mmr=None) -> list:
+        """The n items most similar to text, embedded with the collection's model (after its
+        query prefix).
 
-        With unique (a metadata key, such as "source"), only the best item of each distinct
-        value of that key is returned; items without the key count as distinct.
+        - unique: a metadata key (such as "source"): only the best item of each distinct value
+          of it is returned; items without the key count as distinct.
+        - metadata (a dict of key/values) and where (an SQL condition on the table's columns)
+          choose the items searched, before ranking: n come back whenever n items match.
+        - min_score: leave out results scoring less.
+        - mode: "dense" (cosine similarity), "keyword" (BM25 over the stored text) or "hybrid"
+          (the two rankings fused by reciprocal rank, see fulltext.RRF_K); scores are then
+          BM25 or fused scores, not cosine similarities.
+        - mmr: a lambda from 0 to 1 for maximal marginal relevance: results chosen one by one
+          for lambda x similarity to the query - (1 - lambda) x similarity to those already
+          chosen, so that near-duplicates give way to other items (1 is plain ranking).
         """
         if not text or not text.strip():
             raise EmbedkitError("the query text is empty")
-        return self.similar_by_vector(self._embed_checked([self.query_prefix + text])[0], n, unique=unique)
+        if mode not in MODES:
+            raise EmbedkitError(f"unknown search mode {mode!r}: use one of {', '.join(MODES)}")
+        vector = None if mode == "keyword" else self._embed_checked([self.query_prefix + text])[0]
+        return self._search(vector, text, n, None, unique, Filter(metadata or {}, where), min_score, mode, mmr)
 
-    def similar_by_id(self, id, n=10, unique=None) -> list:
+    def similar_by_id(self, id, n=10, unique=None, metadata=None, where=None, min_score=None, mmr=None) -> list:
         """The n items most similar to a stored item, not counting the item itself."""
-        return self.similar_by_vector(self.vector(id), n, exclude=id, unique=unique)
+        return self._search(self.vector(id), None, n, id, unique, Filter(metadata or {}, where), min_score,
+                            "dense", mmr)
 
-    def similar_by_vector(self, vector, n=10, exclude=None, unique=None) -> list:
+    def similar_by_vector(self, vector, n=10, exclude=None, unique=None, metadata=None, where=None,
+                          min_score=None, mmr=None) -> list:
         vector = vectors.check(np.asarray(vector, dtype=np.float32), self.dimensions, "the query vector")
-        wanted = n if unique is None else n * 4
+        return self._search(vector, None, n, exclude, unique, Filter(metadata or {}, where), min_score, "dense", mmr)
+
+    def _search(self, vector, text, n, exclude, unique, filter, min_score, mode, mmr):
+        if mmr is not None and not 0 <= mmr <= 1:
+            raise EmbedkitError(f"the MMR lambda must be from 0 to 1, not {mmr}")
+        # MMR chooses among more candidates than it returns; unique may skip many.
+        wanted = n * 4 if unique is not None else max(n * 4, 20) if mmr is not None else n
         while True:
-            hits = search.top_n(self, vector, wanted, exclude)
+            try:
+                hits = self._rank(vector, text, wanted, exclude, filter, mode)
+            except Exception as ex:  # the driver's Error, or its Warning for several statements
+                if not filter.where or not type(ex).__module__.startswith(("sqlite3", "pysqlite3")):
+                    raise
+                raise EmbedkitError(f"the condition {filter.where!r} is not valid SQL here: {ex}") from None
+            if min_score is not None:
+                hits = [(id, score) for id, score in hits if score >= min_score]
             rows = {
                 id: (content, json.loads(metadata) if metadata else None)
                 for id, content, metadata in self._select_in("id, content, metadata", "id", [id for id, _ in hits])
             }
             results = [Entry(id, score, *rows.get(id, (None, None))) for id, score in hits]
-            if unique is None:
-                return results
-            best = {}
-            for entry in results:  # best first, so the first of each value is its best
-                best.setdefault(_group(entry, unique), entry)
-            # Enough distinct values, or nothing more to look at: otherwise look further down.
-            if len(best) >= n or len(hits) < wanted:
-                return list(best.values())[:n]
+            if unique is not None:
+                best = {}
+                for entry in results:  # best first, so the first of each value is its best
+                    best.setdefault(_group(entry, unique), entry)
+                results = list(best.values())
+            # Enough to choose from, or nothing more to look at: otherwise look further down.
+            if unique is None or len(results) >= n or len(hits) < wanted:
+                break
             wanted *= 4
+        if mmr is not None:
+            results = self._diversify(vector, results, n, mmr, mode)
+        return results[:n]
+
+    def _rank(self, vector, text, n, exclude, filter, mode):
+        if mode == "dense":
+            return search.top_n(self, vector, n, exclude, filter)
+        from . import fulltext
+
+        keyword = fulltext.keyword_top(self, text, n if mode == "keyword" else max(n, HYBRID_DEPTH),
+                                       *filter.condition())
+        if mode == "keyword":
+            return keyword
+        dense = search.top_n(self, vector, max(n, HYBRID_DEPTH), exclude, filter)
+        return fulltext.fuse([[id for id, _ in dense], [id for id, _ in keyword]])[:n]
+
+    def _diversify(self, query, results, n, mmr, mode):
+        if query is None:
+            raise EmbedkitError("MMR needs vectors: use it with dense or hybrid search")
+        if not results:
+            return results
+        found = {id: vectors.decode(blob) for id, blob in self._select_in("id, embedding", "id", [e.id for e in results])}
+        matrix = vectors.normalize_rows(np.stack([found[e.id] for e in results]).astype(np.float32))
+        # Dense scores are the similarity to the query already (recomputing them could reorder
+        # near-ties); fused hybrid scores are not, so those are measured here.
+        relevance = (np.array([e.score for e in results]) if mode == "dense"
+                     else matrix @ (query / np.linalg.norm(query)))
+        chosen, left = [], list(range(len(results)))
+        while left and len(chosen) < n:
+            if chosen:
+                redundancy = (matrix[left] @ matrix[chosen].T).max(axis=1)
+            else:
+                redundancy = np.zeros(len(left))
+            value = mmr * relevance[left] - (1 - mmr) * redundancy
+            best = left[int(np.argmax(value))]  # the first of equals: the better ranked
+            chosen.append(best)
+            left.remove(best)
+        return [results[i] for i in chosen]
 
     # Related items (related.py): every item's neighbours, computed ahead for static sites
 
@@ -584,38 +655,6 @@ class Collection:
 def _group(entry, key):
     value = (entry.metadata or {}).get(key)
     return ("id", entry.id) if value is None else ("value", json.dumps(value, sort_keys=True))
-
-
-def parse_filter(text: str):
-    """KEY=VALUE from the command line as (key, value)."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise EmbedkitError(f"filter {text!r} is not KEY=VALUE")
-    return key, value
-
-
-def metadata_condition(metadata: dict):
-    """SQL matching rows whose metadata has every key/value pair, and its parameters.
-
-    A value given as text also matches the number or boolean it spells (page=3 matches
-    {"page": 3}), since values from the command line are always text.
-    """
-    if not metadata:
-        raise EmbedkitError("no metadata to match")
-    clauses, params = [], []
-    for key, value in metadata.items():
-        path = "$." + json.dumps(str(key))
-        alternatives = [value]
-        if isinstance(value, str):
-            try:
-                parsed = json.loads(value)
-            except ValueError:
-                parsed = None
-            if isinstance(parsed, (int, float)):  # bool is an int: true matches JSON true (1)
-                alternatives.append(parsed)
-        clauses.append(f"json_extract(metadata, ?) in ({', '.join('?' * len(alternatives))})")
-        params += [path, *alternatives]
-    return " and ".join(clauses), params
 
 
 def _same_json(stored, new) -> bool:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import storage, vectors
-from .collection import metadata_condition
+from .filters import metadata_condition
 from .errors import EmbedkitError
 
 # A name is kept as it is when it only has these characters: lower case only, so that two

@@ -13,12 +13,13 @@ bump on every write from any client.
 
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import storage, vectors
 from .errors import EmbedkitError
+from .filters import alternatives, json_path
 
 # Total memory the cached matrices may use, in MiB.
 CACHE_MB = int(os.environ.get("EMBEDKIT_CACHE_MB", "4096"))
@@ -35,10 +36,13 @@ class _Matrix:
     ids: list
     positions: dict
     matrix: np.ndarray  # unit-length float32 rows
+    # metadata key -> {value: positions of the rows with it}, made by the first filter on it
+    values: dict = field(default_factory=dict)
 
 
-def top_n(collection, query: np.ndarray, n: int, exclude=None):
-    """[(id, score)] best first; ties broken by id so results never flicker."""
+def top_n(collection, query: np.ndarray, n: int, exclude=None, filter=None):
+    """[(id, score)] best first; ties broken by id so results never flicker. filter (a
+    filters.Filter) limits the search to the items it matches, before ranking."""
     if n <= 0:
         return []
     query = query.astype(np.float32) / np.float32(np.linalg.norm(query))
@@ -54,26 +58,72 @@ def top_n(collection, query: np.ndarray, n: int, exclude=None):
         else:
             cached = None
     if cached is not None:
-        return _best(cached.matrix @ query, cached.ids, n, cached.positions.get(exclude))
+        return _cached_top(collection, cached, query, n, exclude, filter)
     vec = storage.has_sqlite_vec(collection.db.conn)
     if vec and _searched.get(key) != version:
         _searched[key] = version
-        return _sqlite_vec_top(collection, query, n, exclude)
+        return _sqlite_vec_top(collection, query, n, exclude, filter)
     count = collection.count()
     if count == 0:
         return []
     fits = shared and count * collection.dimensions * 4 <= CACHE_MB * 2**20
     if vec and not fits:
-        return _sqlite_vec_top(collection, query, n, exclude)
+        return _sqlite_vec_top(collection, query, n, exclude, filter)
     if not vec:
         storage.notice_vec_unavailable()
     if not fits:
-        return _chunked_top(collection, query, n, exclude)
+        return _chunked_top(collection, query, n, exclude, filter)
     cached = _load(collection, version)
     with _lock:
         _cache[key] = cached
         _evict()
-    return _best(cached.matrix @ query, cached.ids, n, cached.positions.get(exclude))
+    return _cached_top(collection, cached, query, n, exclude, filter)
+
+
+def _cached_top(collection, cached, query, n, exclude, filter):
+    if not filter:
+        return _best(cached.matrix @ query, cached.ids, n, cached.positions.get(exclude))
+    rows = _matching_rows(collection, cached, filter)
+    if rows is None:  # the table changed under the cached matrix: ask SQLite instead
+        return _chunked_top(collection, query, n, exclude, filter)
+    position = cached.positions.get(exclude)
+    excluded = None
+    if position is not None:
+        at = int(np.searchsorted(rows, position))
+        excluded = at if at < len(rows) and rows[at] == position else None
+    return _best(cached.matrix[rows] @ query, [cached.ids[i] for i in rows], n, excluded)
+
+
+def _matching_rows(collection, cached, filter):
+    """Sorted positions in the cached matrix of the rows filter matches; None if the table no
+    longer has the rows the matrix was made from.
+
+    A metadata key's values are read once per version of the collection, so later filters
+    on it cost a dictionary lookup: a filter narrows a search down instead of slowing it.
+    """
+    rows = None
+    for key, value in filter.metadata.items():
+        if key not in cached.values:
+            read = collection.db.conn.execute(
+                f"select json_extract(metadata, ?) from {storage.quote(collection.table)} order by rowid",
+                [json_path(key)],
+            ).fetchall()
+            if len(read) != len(cached.ids):
+                return None
+            index = {}
+            for position, (found,) in enumerate(read):
+                index.setdefault(found, []).append(position)
+            cached.values[key] = {found: np.array(positions) for found, positions in index.items()}
+        index = cached.values[key]
+        match = np.unique(np.concatenate([index.get(v, np.empty(0, dtype=np.int64)) for v in alternatives(value)]))
+        rows = match if rows is None else np.intersect1d(rows, match)
+    if filter.where:
+        ids = collection.db.conn.execute(
+            f"select id from {storage.quote(collection.table)} where ({filter.where})"
+        ).fetchall()
+        match = np.array(sorted(cached.positions[id] for (id,) in ids if id in cached.positions), dtype=np.int64)
+        rows = match if rows is None else np.intersect1d(rows, match)
+    return rows.astype(np.int64)
 
 
 def forget(db_key, name=None):
@@ -89,10 +139,11 @@ def _evict():
         del _cache[next(iter(_cache))]
 
 
-def _rows(collection, chunk_rows):
+def _rows(collection, chunk_rows, filter=None):
     """(ids, matrix) chunks of the collection's raw vectors (read-only arrays)."""
+    condition, params = filter.condition() if filter else ("1", [])
     cursor = collection.db.conn.execute(
-        f"select id, embedding from {storage.quote(collection.table)} order by rowid"
+        f"select id, embedding from {storage.quote(collection.table)} where {condition} order by rowid", params
     )
     dims = collection.dimensions
     while rows := cursor.fetchmany(chunk_rows):
@@ -137,25 +188,26 @@ def _best(scores: np.ndarray, ids, n, exclude_position=None):
     return [(id, -negative) for negative, id in ranked]
 
 
-def _chunked_top(collection, query, n, exclude):
+def _chunked_top(collection, query, n, exclude, filter=None):
     best = []
-    for ids, matrix in _rows(collection, CHUNK_ROWS):
+    for ids, matrix in _rows(collection, CHUNK_ROWS, filter):
         position = ids.index(exclude) if exclude in ids else None
         scores = vectors.normalize_rows(matrix.copy()) @ query
         best = sorted(best + _best(scores, ids, n, position), key=lambda hit: (-hit[1], hit[0]))[:n]
     return best
 
 
-def _sqlite_vec_top(collection, query, n, exclude):
+def _sqlite_vec_top(collection, query, n, exclude, filter=None):
+    condition, params = filter.condition() if filter else ("1", [])
     rows = collection.db.conn.execute(
         f"""
         -- NULL for an all-zero row (written by another client): score 0, as with numpy
-        select id, coalesce(vec_distance_cosine(embedding, :query), 1.0) as distance
+        select id, coalesce(vec_distance_cosine(embedding, ?), 1.0) as distance
         from {storage.quote(collection.table)}
-        where :exclude is null or id != :exclude
+        where (? is null or id != ?) and {condition}
         order by distance, id
-        limit :n
+        limit ?
         """,
-        {"query": query.tobytes(), "exclude": exclude, "n": n},
+        [query.tobytes(), exclude, exclude, *params, n],
     ).fetchall()
     return [(id, 1.0 - distance) for id, distance in rows]

@@ -2,7 +2,7 @@ import json
 
 import click
 
-from ..collection import parse_filter
+from ..filters import parse_filter
 from ..errors import EmbedkitError
 from ..models import list_models
 from . import ListGroup, cli, database_option, open_database

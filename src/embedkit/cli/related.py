@@ -6,7 +6,7 @@ from importlib import resources
 
 import click
 
-from ..collection import parse_filter
+from ..filters import parse_filter
 from . import cli, database_option, open_database
 from .embed import Progress
 

@@ -4,6 +4,7 @@ import textwrap
 import click
 
 from ..errors import EmbedkitError
+from ..filters import parse_filter
 from . import cli, database_option, open_database, read_text
 
 
@@ -15,27 +16,42 @@ from . import cli, database_option, open_database, read_text
 @click.option("-n", "--number", type=click.IntRange(min=1), default=10, show_default=True, help="How many results")
 @click.option("-m", "--model", help="Must match the collection's model if given")
 @click.option("--unique", metavar="KEY", help="One result per distinct value of this metadata key (e.g. source: the best chunk of each document)")
+@click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE", help="Search only items whose metadata has KEY=VALUE (all of them, if repeated)")
+@click.option("--where", metavar="SQL", help="Search only items for which this SQL condition on the table's columns holds")
+@click.option("--min-score", type=float, help="Leave out results scoring less than this")
+@click.option("--keyword", "mode", flag_value="keyword", help="Rank by BM25 over the stored text instead of by vector")
+@click.option("--hybrid", "mode", flag_value="hybrid", help="Fuse the vector and the BM25 rankings (reciprocal rank fusion)")
+@click.option("--mmr", type=click.FloatRange(0, 1), metavar="LAMBDA", help="Diversify: maximal marginal relevance, 1 = plain ranking, 0 = most diverse (0.5 is a good start)")
 @click.option("--plain", is_flag=True, help="Readable text instead of JSON lines")
 @database_option
-def similar(collection, id, content, input_path, number, model, unique, plain, database):
+def similar(collection, id, content, input_path, number, model, unique, filters, where, min_score, mode, mmr,
+            plain, database):
     """Items of COLLECTION most similar to a text or to the stored item ID.
 
-    Prints one JSON object per line: {"id", "score", "content", "metadata"}, where
-    score is the cosine similarity (higher is more similar), best first.
+    Prints one JSON object per line: {"id", "score", "content", "metadata"}, best
+    first. score is the cosine similarity (higher is more similar); with --keyword it
+    is the BM25 score, with --hybrid the fused score.
 
     \b
     embedkit similar notes -c 'sqlite backup tools'
     embedkit similar posts 42 -n 5 --plain
     embedkit similar papers -c 'ternary weights' --unique source
+    embedkit similar posts -c 'bread' --filter tag=baking --min-score 0.3
+    embedkit similar docs -c 'FTS5 bm25' --hybrid
     """
     target = open_database(database).collection(collection)
     target.check_model(model)
+    options = {"unique": unique, "metadata": dict(parse_filter(f) for f in filters), "where": where,
+               "min_score": min_score, "mmr": mmr}
     if id is not None:
         if content is not None or input_path is not None:
             raise EmbedkitError("give ID or a text to search for (-c or -i), not both")
-        results = target.similar_by_id(id, number, unique=unique)
+        if mode is not None:
+            raise EmbedkitError(f"--{mode} searches for a text (-c or -i), not for the item ID")
+        results = target.similar_by_id(id, number, **options)
     else:
-        results = target.similar(read_text(content, input_path, "text to search for"), number, unique=unique)
+        results = target.similar(read_text(content, input_path, "text to search for"), number,
+                                 mode=mode or "dense", **options)
     for entry in results:
         if plain:
             click.echo(f"{entry.id} ({entry.score:.4f})")
