@@ -4,7 +4,8 @@ Installing embedkit registers this module through the `datasette` entry point; `
 --plugins-dir plugins` loads it straight from a checkout.
 
 - `/<db>/<collection>/-/similar?q=TEXT` and `?id=ID` (HTML, and `.json`): the top-n items with
-  score, id, content and metadata; `n` (1-100) and `unique` (a metadata key) refine them.
+  score, id, content and metadata; `n` (1-100), `unique` (a metadata key), `filter=KEY=VALUE`
+  (repeatable), `min_score` and `mode` (dense, keyword, hybrid) refine them.
 - `/<db>/<collection>/-/related.json?id=ID`: the item's precomputed related list (`embedkit
   related`), the document `embedkit export-related` writes, for dynamic sites.
 - A "Similar items" link on each row page of a collection, and in the table's actions menu.
@@ -22,7 +23,9 @@ from datasette.utils.asgi import Forbidden, Response
 
 import embedkit
 from embedkit import sqlfunctions, storage
+from embedkit.collection import MODES
 from embedkit.errors import EmbedkitError
+from embedkit.filters import parse_filter
 from embedkit.models import get_model
 
 if __name__ != "embedkit_datasette":
@@ -66,6 +69,8 @@ PAGE = """
     <input type="search" name="q" value="{{ q or '' }}" placeholder="Describe what you are looking for" aria-label="Text to search for">
     <label>n <input type="number" name="n" min="1" max="{{ max_n }}" value="{{ n }}"></label>
     <label>one per <input type="text" name="unique" value="{{ unique or '' }}" placeholder="metadata key" size="10"></label>
+    <label>only <input type="text" name="filter" value="{{ filters[0] if filters else '' }}" placeholder="key=value" size="12"></label>
+    <label><select name="mode">{% for value, label in modes %}<option value="{{ value }}"{% if value == mode %} selected{% endif %}>{{ label }}</option>{% endfor %}</select></label>
     <input type="submit" value="Search">
   </p>
 </form>
@@ -192,7 +197,7 @@ async def _collection_of(datasette, database, table):
 
 
 def _similar_url(datasette, database, table, as_json=False, **params):
-    query = urllib.parse.urlencode({k: v for k, v in params.items() if v not in (None, "")})
+    query = urllib.parse.urlencode({k: v for k, v in params.items() if v not in (None, "", [])}, doseq=True)
     return datasette.urls.table(database, table) + "/-/similar" + (".json" if as_json else "") + (
         "?" + query if query else ""
     )
@@ -205,8 +210,10 @@ class _Query:
         self.q = args.get("q")
         self.id = args.get("id")
         self.unique = args.get("unique") or None
+        self.mode = args.get("mode") or "dense"
+        self.filters = [f for f in args.getlist("filter") if f]
         self.searched = self.q is not None or self.id is not None
-        self.n, self.error = DEFAULT_N, None
+        self.n, self.min_score, self.metadata, self.error = DEFAULT_N, None, {}, None
         try:
             self.n = int(args.get("n") or DEFAULT_N)
             if not 1 <= self.n <= MAX_N:
@@ -215,7 +222,21 @@ class _Query:
             self.error = f"n must be a whole number from 1 to {MAX_N}, not {args.get('n')!r}"
             self.n = DEFAULT_N
             return
-        if self.q is not None and self.id is not None:
+        try:
+            self.min_score = float(args["min_score"]) if args.get("min_score") else None
+        except ValueError:
+            self.error = f"min_score must be a number, not {args.get('min_score')!r}"
+            return
+        try:
+            self.metadata = dict(parse_filter(f) for f in self.filters)
+        except EmbedkitError as ex:
+            self.error = str(ex)
+            return
+        if self.mode not in MODES:
+            self.error = f"mode must be one of {', '.join(MODES)}, not {self.mode!r}"
+        elif self.id is not None and self.mode != "dense":
+            self.error = f"mode={self.mode} searches for q, a text, not for an item's id"
+        elif self.q is not None and self.id is not None:
             self.error = "give q (text to search for) or id (an item), not both"
         elif self.q is not None and not self.q.strip():
             self.error = "q is empty: type some text to search for"
@@ -312,8 +333,10 @@ async def _similar(datasette, request, as_json):
             raise _Failure(404, f"No item with id {query.id!r} in {table}")
         try:
             if query.id is not None:
-                return info, collection.similar_by_id(query.id, query.n, unique=query.unique)
-            return info, collection.similar(query.q, query.n, unique=query.unique)
+                return info, collection.similar_by_id(query.id, query.n, unique=query.unique,
+                                                      metadata=query.metadata, min_score=query.min_score)
+            return info, collection.similar(query.q, query.n, unique=query.unique, metadata=query.metadata,
+                                            min_score=query.min_score, mode=query.mode)
         except EmbedkitError as ex:  # e.g. the collection's model is not installed on this server
             raise _Failure(500, f"{table}: {ex}")
 
@@ -331,6 +354,9 @@ async def _similar(datasette, request, as_json):
                 "id": query.id,
                 "n": query.n,
                 "unique": query.unique,
+                "filter": query.metadata,
+                "mode": query.mode,
+                "min_score": query.min_score,
                 "rows": [row.to_dict() for row in rows],
             }
         )
@@ -341,6 +367,9 @@ async def _similar(datasette, request, as_json):
         "item_id": query.id,
         "n": query.n,
         "unique": query.unique,
+        "filters": query.filters,
+        "mode": query.mode,
+        "modes": [("dense", "by meaning"), ("keyword", "by keywords"), ("hybrid", "both")],
         "max_n": MAX_N,
         "error": query.error,
         "searched": query.searched,
@@ -349,7 +378,8 @@ async def _similar(datasette, request, as_json):
         "count": f"{info['count']:,}",
         "action": _similar_url(datasette, db.name, table),
         "json_url": _similar_url(datasette, db.name, table, as_json=True, q=query.q, id=query.id,
-                                 n=query.n, unique=query.unique),
+                                 n=query.n, unique=query.unique, filter=query.filters,
+                                 mode=None if query.mode == "dense" else query.mode, min_score=query.min_score),
         "row_url": lambda item_id: datasette.urls.row(db.name, table, tilde_encode(item_id)),
         "snippet": _snippet,
     }

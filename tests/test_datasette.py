@@ -80,6 +80,18 @@ def test_one_result_per_metadata_value(ds):
     assert sorted(row["metadata"]["tag"] for row in data["rows"]) == ["baking", "datasette", "sqlite"]
 
 
+def test_filters_and_min_score(ds):
+    data = get_json(ds, "/embeddings/posts/-/similar.json?q=bread&filter=tag=sqlite&n=5")
+    assert [row["metadata"]["tag"] for row in data["rows"]] == ["sqlite", "sqlite"]
+    assert data["filter"] == {"tag": "sqlite"}
+    data = get_json(ds, "/embeddings/posts/-/similar.json?q=rye+bread&min_score=0.3&n=6")
+    assert data["rows"] and all(row["score"] >= 0.3 for row in data["rows"]) and len(data["rows"]) < 6
+    data = get_json(ds, "/embeddings/posts/-/similar.json?id=3&filter=tag=baking")
+    assert sorted(row["id"] for row in data["rows"]) == ["4", "6"]
+    page = request(ds, "/embeddings/posts/-/similar?q=bread&filter=tag=sqlite")
+    assert 'name="filter" value="tag=sqlite"' in page.text and page.text.count('<td class="score">') == 2
+
+
 def test_similar_page_lists_results_with_links_and_snippets(ds):
     response = request(ds, "/embeddings/posts/-/similar?q=bread+recipes&n=6")
     assert response.status_code == 200
@@ -152,6 +164,10 @@ def test_bookkeeping_tables_are_hidden(ds):
         ("q=bread&id=1", 400, "give q (text to search for) or id (an item), not both"),
         ("q=" + "a" * 2001, 400, "q is 2,001 characters; at most 2,000 are searched"),
         ("id=nope", 404, "No item with id 'nope' in posts"),
+        ("q=bread&mode=fuzzy", 400, "mode must be one of dense, keyword, hybrid, not 'fuzzy'"),
+        ("id=1&mode=keyword", 400, "mode=keyword searches for q, a text, not for an item's id"),
+        ("q=bread&filter=tag", 400, "filter 'tag' is not KEY=VALUE"),
+        ("q=bread&min_score=high", 400, "min_score must be a number, not 'high'"),
     ],
 )
 def test_bad_parameters(ds, query, status, message):
