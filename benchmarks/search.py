@@ -92,7 +92,7 @@ def numpy_from_sqlite_top(conn, table, query, k=K, chunk=100_000):
     return best_rows[np.argsort(-best_scores)]
 
 
-def build_database(path, matrix, rebuild=False):
+def build_database(path, matrix, rebuild=False, metadata_of=lambda i: {"i": i}):
     """The collection as embedkit creates it, rows written directly in one transaction."""
     n, dims = matrix.shape
     if os.path.exists(path) and not rebuild:
@@ -121,7 +121,7 @@ def build_database(path, matrix, rebuild=False):
     def rows():
         for i in range(n):
             content = f"synthetic item {i}"
-            yield (item_id(i), matrix[i].tobytes(), content, json.dumps({"i": i}), content_hash(content), updated)
+            yield (item_id(i), matrix[i].tobytes(), content, json.dumps(metadata_of(i)), content_hash(content), updated)
 
     conn.execute("begin")
     conn.executemany(
