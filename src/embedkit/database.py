@@ -2,7 +2,7 @@
 
 import os
 
-from . import models, search, sqlfunctions, storage
+from . import fulltext, models, search, sqlfunctions, storage
 from .collection import Collection, validate_name
 from .errors import EmbedkitError
 
@@ -132,6 +132,7 @@ class Database:
                     end
                     """
                 )
+            fulltext.ensure(self.conn, name, name)  # the keyword (BM25) index and its triggers
         return self.collection(name)
 
     def get_or_create_collection(self, name, model=None, **prefixes) -> Collection:
@@ -151,7 +152,10 @@ class Database:
     def delete_collection(self, name):
         collection = self.collection(name)
         with storage.transaction(self.conn):
-            self.conn.execute(f"drop table {storage.quote(collection.table)}")
+            self.conn.execute(f"drop table {storage.quote(collection.table)}")  # and its triggers
+            fulltext.drop(self.conn, name)
+            from . import quantized
+            quantized.drop_objects(self.conn, name)  # the index's tables (its triggers went with the table)
             self.conn.execute(f"delete from {storage.REGISTRY} where name = ?", [name])
             self.conn.execute(f"delete from {storage.SOURCES} where collection = ?", [name])
             if self.conn.execute(f"select 1 from {storage.RELATED} where collection = ?", [name]).fetchone():
@@ -159,6 +163,7 @@ class Database:
             for table in (storage.RELATED, storage.RELATED_ITEMS):
                 self.conn.execute(f"delete from {table} where collection = ?", [name])
         search.forget(self.key, name)
+        fulltext.forget(self.key, name)
 
     def register_functions(self):
         """Make the embedkit_* SQL functions available on this connection."""

@@ -195,6 +195,17 @@ def m003_related(conn):
     )
 
 
+@migration
+def m004_fulltext(conn):
+    # A keyword (BM25) index over each collection's stored text, kept in sync by triggers:
+    # see fulltext.py. Filled from the rows already there.
+    from . import fulltext
+
+    for name, table in conn.execute(f"select name, table_name from {REGISTRY}").fetchall():
+        if table_exists(conn, table):
+            fulltext.ensure(conn, name, table)
+
+
 def schema_version(conn) -> int:
     if not table_exists(conn, MIGRATIONS_TABLE):
         return 0

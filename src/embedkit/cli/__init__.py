@@ -85,4 +85,4 @@ def read_text(content, input_path, what="content"):
     return decode_text(read_input("-"), "stdin")
 
 
-from . import embed, similar, manage, related, sql  # noqa: E402,F401  (registers the commands)
+from . import embed, similar, manage, related, sql, evaluate, index  # noqa: E402,F401  (registers the commands)

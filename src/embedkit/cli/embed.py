@@ -243,3 +243,6 @@ class Progress:
 
     def relating(self, n, total):
         self._update("Relating", n, total)
+
+    def searching(self, n, total):
+        self._update("Searching", n, total)

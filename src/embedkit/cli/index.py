@@ -1,0 +1,52 @@
+"""index: build, drop or show a collection's quantised index."""
+
+import json
+
+import click
+
+from .. import quantized
+from ..errors import EmbedkitError
+from . import cli, database_option, open_database
+from .embed import Progress
+
+
+class _Progress(Progress):
+    def indexing(self, n, total):
+        self._update("Indexing", n, total)
+
+
+@cli.command(short_help="Build, drop or show a collection's quantised index.")
+@click.argument("collection")
+@click.option("--quantize", type=click.Choice(quantized.MODES), help="Build (or rebuild) an index of int8 or 1-bit codes")
+@click.option("--oversample", type=click.IntRange(min=1), help="With --quantize: candidates per result searches take from the index (default: 4 for int8, 10 for bit)")
+@click.option("--drop", is_flag=True, help="Drop the index")
+@database_option
+def index(collection, quantize, oversample, drop, database):
+    """Build, drop or show the quantised index of COLLECTION.
+
+    An index holds int8 or 1-bit codes of the vectors in a sqlite-vec table. Searches pick
+    candidates from it, then score those exactly, so scores stay exact cosine similarities.
+    It follows every change to the collection, whoever writes it. Without an option, print
+    the index's status as JSON.
+
+    \b
+    embedkit index papers --quantize int8
+    embedkit index papers
+    embedkit index papers --drop
+    """
+    if quantize and drop:
+        raise EmbedkitError("give --quantize to build an index or --drop to drop it, not both")
+    if oversample is not None and not quantize:
+        raise EmbedkitError("--oversample is recorded when building: use it with --quantize")
+    target = open_database(database).collection(collection)
+    if drop:
+        if not quantized.drop(target):
+            raise EmbedkitError(f"collection {collection!r} has no quantised index")
+        click.echo(f"Dropped the index of {collection}", err=True)
+        return
+    if quantize:
+        with _Progress() as progress:
+            result = quantized.build(target, quantize, oversample, progress=progress.indexing)
+    else:
+        result = quantized.status(target)
+    click.echo(json.dumps(result))
