@@ -520,3 +520,21 @@ def test_cli_errors(invoke, cli_db, args, message):
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], result.stderr
     assert dump(cli_db) == before
+
+
+def test_datasette_hides_the_index_and_still_serves_the_collection(db, coll, db_path):
+    import asyncio
+
+    from datasette.app import Datasette
+
+    quantized.build(coll, "bit")
+    plain_client(db_path, ("delete from vecs where id = 'item000'", []))  # a change pending
+    ds = Datasette([db_path])
+    response = asyncio.run(ds.client.get("/embeddings.json"))
+    assert response.status_code == 200, response.text
+    tables = {table["name"]: table["hidden"] for table in response.json()["tables"]}
+    index_tables = [name for name in tables if name.startswith("_embedkit_index_")]
+    assert len(index_tables) >= 5 and all(tables[name] for name in index_tables)
+    assert tables["vecs"] is False
+    response = asyncio.run(ds.client.get("/embeddings/vecs.json?_shape=array&_size=1"))
+    assert response.status_code == 200 and len(response.json()) == 1
