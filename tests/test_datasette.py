@@ -92,6 +92,15 @@ def test_filters_and_min_score(ds):
     assert 'name="filter" value="tag=sqlite"' in page.text and page.text.count('<td class="score">') == 2
 
 
+def test_keyword_and_hybrid_modes(ds):
+    data = get_json(ds, "/embeddings/posts/-/similar.json?q=FTS5+extension&mode=keyword")
+    assert data["mode"] == "keyword" and [row["id"] for row in data["rows"]] == ["2"]
+    data = get_json(ds, "/embeddings/posts/-/similar.json?q=rye+caraway&mode=hybrid&n=2")
+    assert data["rows"][0]["id"] == "4" and data["rows"][0]["score"] == pytest.approx(2 / 61)
+    page = request(ds, "/embeddings/posts/-/similar?q=FTS5&mode=keyword")
+    assert '<option value="keyword" selected>' in page.text
+
+
 def test_similar_page_lists_results_with_links_and_snippets(ds):
     response = request(ds, "/embeddings/posts/-/similar?q=bread+recipes&n=6")
     assert response.status_code == 200
