@@ -317,10 +317,10 @@ def main():
               rows["reference"], f"Exact references, random unit vectors ({args.timed} queries)")
         table(["size", "mode", "build", "index size", "/ float32 vectors"], rows["build"], "Building the index")
         table(["size", "mode", "oversample", "candidates", "recall@10 mean", "worst", "query median", "of which KNN",
-               "vs exact cold", "vs exact warm", "goal (bit: >=10x, >=0.95)"],
+               "speed-up vs exact cold", "vs exact warm", "goal (bit: >=10x, >=0.95)"],
               rows["random"], f"Index queries, fresh Database each (recall over {args.queries} queries, time over {args.timed})")
     if rows["knn"]:
-        table(["size", "mode", "k", "KNN alone (best of 3)", "vs exact cold"], rows["knn"], "What sqlite-vec's KNN costs per k")
+        table(["size", "mode", "k", "KNN alone (best of 3)", "speed-up vs exact cold"], rows["knn"], "What sqlite-vec's KNN costs per k")
     if rows["real"]:
         table(["set", "items", "mean cosine between items", "mode", "oversample", "recall@10 mean", "worst"],
               rows["real"], f"Real all-MiniLM-L6-v2 embeddings ({args.real_queries} held-out queries per set)")

@@ -94,7 +94,7 @@ def assert_in_sync(db, collection):
 def exact(collection, query, n, exclude=None):
     search.forget(collection.db.key)
     search._searched.clear()  # the sqlite-vec scan, not a cached matrix
-    return search.top_n(collection, query, n, exclude)
+    return search.top_n(collection, query, n, exclude, exact=True)
 
 
 def assert_same_hits(got, want):
@@ -441,6 +441,7 @@ def test_a_read_only_connection_uses_a_current_index_and_falls_back_when_behind(
         assert quantized.top_n(readable, query, 5) is None
     notices = [r.getMessage() for r in caplog.records if "quantised index" in r.getMessage()]
     assert len(notices) == 1 and "cannot apply them" in notices[0] and "searching exactly" in notices[0]
+    assert quantized.sync(readable) is None
     assert quantized.status(readable)["pending"] == 1  # nothing was half-applied
     conn.close()
     assert_in_sync(db, coll)  # a writable connection catches up
@@ -456,6 +457,7 @@ def test_without_sqlite_vec_the_index_is_not_used(db, coll, db_path, monkeypatch
     assert quantized.status(coll)["rows"] is None and quantized.status(coll)["usable"] is False
     with pytest.raises(EmbedkitError, match="need sqlite-vec"):
         quantized.build(coll, "int8")
+    assert quantized.sync(coll) is None
 
 
 def test_vectors_of_the_wrong_size_are_an_error(db, coll, db_path):
@@ -538,3 +540,25 @@ def test_datasette_hides_the_index_and_still_serves_the_collection(db, coll, db_
     assert tables["vecs"] is False
     response = asyncio.run(ds.client.get("/embeddings/vecs.json?_shape=array&_size=1"))
     assert response.status_code == 200 and len(response.json()) == 1
+
+
+def test_similar_uses_the_index_unless_exact_or_filtered(coll, monkeypatch):
+    quantized.build(coll, "int8")
+    answered = []
+    real = quantized.top_n
+
+    def spy(*args, **kwargs):
+        hits = real(*args, **kwargs)
+        answered.append(hits is not None)
+        return hits
+
+    monkeypatch.setattr(quantized, "top_n", spy)
+    query = unit_vectors(1, 21)[0]
+    search.forget(coll.db.key)
+    via_index = coll.similar_by_vector(query, 10)
+    assert answered == [True]
+    exact_results = coll.similar_by_vector(query, 10, exact=True)
+    assert answered == [True]  # not asked
+    assert [e.id for e in via_index] == [e.id for e in exact_results]
+    coll.similar_by_vector(query, 10, where="1")
+    assert answered == [True]  # filters search exactly

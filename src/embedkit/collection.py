@@ -526,7 +526,7 @@ class Collection:
     # Searching
 
     def similar(self, text, n=10, unique=None, metadata=None, where=None, min_score=None, mode="dense",
-                mmr=None) -> list:
+                mmr=None, exact=False) -> list:
         """The n items most similar to text, embedded with the collection's model (after its
         query prefix).
 
@@ -541,32 +541,36 @@ class Collection:
         - mmr: a lambda from 0 to 1 for maximal marginal relevance: results chosen one by one
           for lambda x similarity to the query - (1 - lambda) x similarity to those already
           chosen, so that near-duplicates give way to other items (1 is plain ranking).
+        - exact: never use a quantised index (embedkit index), scan every vector.
         """
         if not text or not text.strip():
             raise EmbedkitError("the query text is empty")
         if mode not in MODES:
             raise EmbedkitError(f"unknown search mode {mode!r}: use one of {', '.join(MODES)}")
         vector = None if mode == "keyword" else self._embed_checked([self.query_prefix + text])[0]
-        return self._search(vector, text, n, None, unique, Filter(metadata or {}, where), min_score, mode, mmr)
+        return self._search(vector, text, n, None, unique, Filter(metadata or {}, where), min_score, mode, mmr,
+                            exact)
 
-    def similar_by_id(self, id, n=10, unique=None, metadata=None, where=None, min_score=None, mmr=None) -> list:
+    def similar_by_id(self, id, n=10, unique=None, metadata=None, where=None, min_score=None, mmr=None,
+                      exact=False) -> list:
         """The n items most similar to a stored item, not counting the item itself."""
         return self._search(self.vector(id), None, n, id, unique, Filter(metadata or {}, where), min_score,
-                            "dense", mmr)
+                            "dense", mmr, exact)
 
     def similar_by_vector(self, vector, n=10, exclude=None, unique=None, metadata=None, where=None,
-                          min_score=None, mmr=None) -> list:
+                          min_score=None, mmr=None, exact=False) -> list:
         vector = vectors.check(np.asarray(vector, dtype=np.float32), self.dimensions, "the query vector")
-        return self._search(vector, None, n, exclude, unique, Filter(metadata or {}, where), min_score, "dense", mmr)
+        return self._search(vector, None, n, exclude, unique, Filter(metadata or {}, where), min_score, "dense",
+                            mmr, exact)
 
-    def _search(self, vector, text, n, exclude, unique, filter, min_score, mode, mmr):
+    def _search(self, vector, text, n, exclude, unique, filter, min_score, mode, mmr, exact=False):
         if mmr is not None and not 0 <= mmr <= 1:
             raise EmbedkitError(f"the MMR lambda must be from 0 to 1, not {mmr}")
         # MMR chooses among more candidates than it returns; unique may skip many.
         wanted = n * 4 if unique is not None else max(n * 4, 20) if mmr is not None else n
         while True:
             try:
-                hits = self._rank(vector, text, wanted, exclude, filter, mode)
+                hits = self._rank(vector, text, wanted, exclude, filter, mode, exact)
             except Exception as ex:  # the driver's Error, or its Warning for several statements
                 if not filter.where or not type(ex).__module__.startswith(("sqlite3", "pysqlite3")):
                     raise
@@ -591,16 +595,16 @@ class Collection:
             results = self._diversify(vector, results, n, mmr, mode)
         return results[:n]
 
-    def _rank(self, vector, text, n, exclude, filter, mode):
+    def _rank(self, vector, text, n, exclude, filter, mode, exact):
         if mode == "dense":
-            return search.top_n(self, vector, n, exclude, filter)
+            return search.top_n(self, vector, n, exclude, filter, exact)
         from . import fulltext
 
         keyword = fulltext.keyword_top(self, text, n if mode == "keyword" else max(n, HYBRID_DEPTH),
                                        *filter.condition())
         if mode == "keyword":
             return keyword
-        dense = search.top_n(self, vector, max(n, HYBRID_DEPTH), exclude, filter)
+        dense = search.top_n(self, vector, max(n, HYBRID_DEPTH), exclude, filter, exact)
         return fulltext.fuse([[id for id, _ in dense], [id for id, _ in keyword]])[:n]
 
     def _diversify(self, query, results, n, mmr, mode):

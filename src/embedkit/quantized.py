@@ -225,16 +225,25 @@ def status(collection) -> dict:
 # Keeping it in sync
 
 
-def sync(collection) -> int:
-    """Apply the changes logged since the index was last current, in one transaction; returns
-    how many ids were updated (0 without an index). Searches do this themselves; calling it
-    after a batch of writes only moves the work out of the next search."""
+def sync(collection):
+    """Apply the changes logged since the index was last current, in one transaction.
+
+    Returns how many ids were updated: 0 without an index, None when this connection cannot
+    apply them (no sqlite-vec, read-only, locked by a writer for longer than the busy timeout),
+    which leaves them for a later search or sync. Searches do this themselves; calling it after
+    a batch of writes only moves the work out of the next search, and is safe anywhere.
+    """
     index = settings(collection)
-    if index is None or not _tables_present(collection.db.conn, collection.name):
+    conn = collection.db.conn
+    if index is None or not _tables_present(conn, collection.name):
         return 0
-    _require_sqlite_vec(collection.db.conn)
-    with storage.transaction(collection.db.conn):
-        return _apply_log(collection, index)
+    if not storage.load_sqlite_vec(conn):
+        return None
+    try:
+        with storage.transaction(conn):
+            return _apply_log(collection, index)
+    except collection.db.sqlite_error:
+        return None
 
 
 def _apply_log(collection, index) -> int:
@@ -285,7 +294,7 @@ def top_n(collection, query, n, exclude=None, oversample=None):
     index = settings(collection)
     if index is None:
         return None
-    oversample = oversample or default_oversample(index)
+    oversample = default_oversample(index) if oversample is None else oversample
     if oversample < 1:
         raise EmbedkitError(f"oversample must be at least 1, not {oversample}")
     k = n * oversample

@@ -40,9 +40,10 @@ class _Matrix:
     values: dict = field(default_factory=dict)
 
 
-def top_n(collection, query: np.ndarray, n: int, exclude=None, filter=None):
+def top_n(collection, query: np.ndarray, n: int, exclude=None, filter=None, exact=False):
     """[(id, score)] best first; ties broken by id so results never flicker. filter (a
-    filters.Filter) limits the search to the items it matches, before ranking."""
+    filters.Filter) limits the search to the items it matches, before ranking. A quantised
+    index (quantized.py), when there is one, answers unless exact or filtered."""
     if n <= 0:
         return []
     query = query.astype(np.float32) / np.float32(np.linalg.norm(query))
@@ -59,6 +60,12 @@ def top_n(collection, query: np.ndarray, n: int, exclude=None, filter=None):
             cached = None
     if cached is not None:
         return _cached_top(collection, cached, query, n, exclude, filter)
+    if not exact and not filter:
+        from . import quantized
+
+        hits = quantized.top_n(collection, query, n, exclude)
+        if hits is not None:
+            return hits
     vec = storage.has_sqlite_vec(collection.db.conn)
     if vec and _searched.get(key) != version:
         _searched[key] = version

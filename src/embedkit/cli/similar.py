@@ -22,10 +22,11 @@ from . import cli, database_option, open_database, read_text
 @click.option("--keyword", "mode", flag_value="keyword", help="Rank by BM25 over the stored text instead of by vector")
 @click.option("--hybrid", "mode", flag_value="hybrid", help="Fuse the vector and the BM25 rankings (reciprocal rank fusion)")
 @click.option("--mmr", type=click.FloatRange(0, 1), metavar="LAMBDA", help="Diversify: maximal marginal relevance, 1 = plain ranking, 0 = most diverse (0.5 is a good start)")
+@click.option("--exact", is_flag=True, help="Scan every vector even when the collection has a quantised index")
 @click.option("--plain", is_flag=True, help="Readable text instead of JSON lines")
 @database_option
 def similar(collection, id, content, input_path, number, model, unique, filters, where, min_score, mode, mmr,
-            plain, database):
+            exact, plain, database):
     """Items of COLLECTION most similar to a text or to the stored item ID.
 
     Prints one JSON object per line: {"id", "score", "content", "metadata"}, best
@@ -42,7 +43,7 @@ def similar(collection, id, content, input_path, number, model, unique, filters,
     target = open_database(database).collection(collection)
     target.check_model(model)
     options = {"unique": unique, "metadata": dict(parse_filter(f) for f in filters), "where": where,
-               "min_score": min_score, "mmr": mmr}
+               "min_score": min_score, "mmr": mmr, "exact": exact}
     if id is not None:
         if content is not None or input_path is not None:
             raise EmbedkitError("give ID or a text to search for (-c or -i), not both")
