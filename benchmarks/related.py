@@ -38,17 +38,13 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _common import data_dir, environment_line, fmt_seconds, offline_env, table  # noqa: E402
+from search import COLLECTION, build_database, item_id  # noqa: E402
 
 import embedkit  # noqa: E402
 from embedkit import related, storage  # noqa: E402
 from embedkit.items import content_hash  # noqa: E402
 
-COLLECTION = "bench"
 K = 10
-
-
-def item_id(i: int) -> str:
-    return f"doc{i:07d}"
 
 
 def unit_rows(rng, count, dims) -> np.ndarray:
@@ -58,34 +54,6 @@ def unit_rows(rng, count, dims) -> np.ndarray:
         block /= np.linalg.norm(block, axis=1, keepdims=True)
         matrix[start : start + len(block)] = block
     return matrix
-
-
-def build_database(path, matrix):
-    """The collection as embedkit creates it, rows written directly in one transaction."""
-    for suffix in ("", "-wal", "-shm"):
-        if os.path.exists(path + suffix):
-            os.remove(path + suffix)
-    with embedkit.Database(path) as db:
-        db.create_collection(COLLECTION)  # default model: all-MiniLM-L6-v2, 384 dimensions
-    conn = storage.sqlite3.connect(path, isolation_level=None)
-    conn.execute("pragma journal_mode = memory")
-    conn.execute("pragma synchronous = off")
-    updated = storage.now()
-
-    def rows():
-        for i in range(len(matrix)):
-            content = f"synthetic item {i}"
-            yield item_id(i), matrix[i].tobytes(), content, json.dumps({"i": i}), content_hash(content), updated
-
-    conn.execute("begin")
-    conn.executemany(
-        f"insert into {storage.quote(COLLECTION)} (id, embedding, content, metadata, content_hash, updated) "
-        "values (?, ?, ?, ?, ?, ?)",
-        rows(),
-    )
-    conn.execute("commit")
-    conn.execute("pragma journal_mode = wal")
-    conn.close()
 
 
 def change_items(path, matrix, positions, rng):
@@ -226,7 +194,7 @@ def main():
     t0 = time.perf_counter()
     matrix = unit_rows(rng, n_items, args.dims)
     path = str(data_dir() / f"related-{n_items}-d{args.dims}-s{args.seed}.db")
-    build_database(path, matrix)
+    build_database(path, matrix, rebuild=True)  # a fresh file: no related lists from an earlier run
     print(f"{n_items:,} vectors x {args.dims} dims generated and written to {path} in {time.perf_counter() - t0:.1f}s",
           flush=True)
     sample = np.sort(rng.choice(n_items, min(args.sample, n_items), replace=False))

@@ -30,6 +30,21 @@ class LettersModel(models.EmbeddingModel):
 LETTERS = models.register(LettersModel())
 
 
+class TableModel(models.EmbeddingModel):
+    """A test model that returns the vector its table holds for each text: embed_multi
+    writes chosen vectors."""
+
+    source = "tests"
+
+    def __init__(self, model_id, dimensions):
+        super().__init__()
+        self.model_id, self.dimensions = model_id, dimensions
+        self.table = {}
+
+    def _embed(self, texts):
+        return np.array([self.table[text] for text in texts], dtype=np.float32)
+
+
 @pytest.fixture
 def letters():
     """The deterministic test model, with its call counter reset."""

@@ -10,28 +10,15 @@ import numpy as np
 import pytest
 
 import embedkit
+from conftest import TableModel
 from embedkit import EmbedkitError, models, quantized, search, storage
 from embedkit.items import Item
 
 DIMS = 64
 
 
-class TableModel(models.EmbeddingModel):
-    """Returns the vector its table holds for each text: embed_multi writes chosen vectors."""
-
-    model_id = "test-quantized-table"
-    dimensions = DIMS
-    source = "tests"
-
-    def __init__(self):
-        super().__init__()
-        self.table = {}
-
-    def _embed(self, texts):
-        return np.array([self.table[text] for text in texts], dtype=np.float32)
-
-
-TABLE = models.register(TableModel())
+# Returns the vector its table holds for each text: embed_multi writes chosen vectors.
+TABLE = models.register(TableModel("test-quantized-table", DIMS))
 
 
 def plain_client(path, *statements):
@@ -199,12 +186,7 @@ def test_indexes_of_collections_with_related_names_do_not_collide(db):
     assert quantized.status(collections["docs_info"])["rows"] == 19
 
 
-class NoDimensionsModel(TableModel):
-    model_id = "test-quantized-nodims"
-    dimensions = None
-
-
-models.register(NoDimensionsModel())
+models.register(TableModel("test-quantized-nodims", None))
 
 
 def test_build_refuses_a_collection_without_dimensions_or_a_bad_mode(db):

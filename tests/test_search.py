@@ -10,27 +10,13 @@ import numpy as np
 import pytest
 
 import embedkit
+from conftest import TableModel
 from embedkit import EmbedkitError, Item, models, search, storage
 
 DIMS = 128
 
 
-class TableModel(models.EmbeddingModel):
-    """A test model that returns the vector its table holds for each text."""
-
-    model_id = "test-search-table"
-    dimensions = DIMS
-    source = "tests"
-
-    def __init__(self):
-        super().__init__()
-        self.table = {}
-
-    def _embed(self, texts):
-        return np.array([self.table[text] for text in texts], dtype=np.float32)
-
-
-TABLE = models.register(TableModel())
+TABLE = models.register(TableModel("test-search-table", DIMS))
 
 
 class PlainClient:
