@@ -29,7 +29,7 @@ import math
 
 import numpy as np
 
-from . import storage, vectors
+from . import search, storage, vectors
 from .errors import EmbedkitError
 
 MODES = ("int8", "bit")
@@ -149,7 +149,7 @@ def build(collection, quantize, oversample=None, progress=None) -> dict:
         total = conn.execute(f"select count(*) from {table}").fetchone()[0]
         cursor = conn.execute(f"select id, embedding from {table}")
         while rows := cursor.fetchmany(BUILD_ROWS):
-            ids, matrix = _matrix(collection, rows, dims)
+            ids, matrix = search.decode_rows(collection, rows, dims)
             _insert(conn, found["vec"], index, ids, matrix)
             if progress is not None:
                 progress(len(rows), total)
@@ -263,7 +263,7 @@ def _apply_log(collection, index) -> int:
             chunk,
         ).fetchall()
         if rows:
-            _insert(conn, found["vec"], index, *_matrix(collection, rows, index["dimensions"]))
+            _insert(conn, found["vec"], index, *search.decode_rows(collection, rows, index["dimensions"]))
     conn.execute(f"delete from {log_table} where seq <= ?", [last])
     return len(ids)
 
@@ -364,22 +364,12 @@ def _knn(collection, index, query, k) -> list:
 
 
 def _rescore(collection, query, ids, n, exclude):
-    ids = [id for id in ids if id != exclude]
-    if not ids:
-        return []
-    rows = []
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        rows += collection.db.conn.execute(
-            f"select id, embedding from {storage.quote(collection.table)} where id in ({','.join('?' * len(chunk))})",
-            chunk,
-        ).fetchall()
+    rows = list(collection._select_in("id, embedding", "id", [id for id in ids if id != exclude]))
     if not rows:
         return []
-    found, matrix = _matrix(collection, rows, len(query))
+    found, matrix = search.decode_rows(collection, rows, len(query))
     scores = vectors.normalize_rows(matrix.copy()) @ query  # as search.py scores: float32, unit rows
-    ranked = sorted(zip((-float(s) for s in scores), found))[:n]
-    return [(id, -negative) for negative, id in ranked]
+    return search._best(scores, found, n)
 
 
 # Codes
@@ -426,18 +416,6 @@ def _sample_scale(conn, table, dims) -> float:
             return 127.0 / top
     # Nothing to learn from: unit vectors with independent components, clipped beyond 4.5 sigma.
     return 127.0 * math.sqrt(dims) / 4.5
-
-
-def _matrix(collection, rows, dims):
-    """(ids, float32 matrix) of (id, embedding) rows."""
-    ids = [row[0] for row in rows]
-    joined = b"".join(row[1] if isinstance(row[1], bytes) else b"" for row in rows)
-    if len(joined) != len(rows) * dims * 4:
-        raise EmbedkitError(
-            f"collection {collection.name!r} holds vectors that are not {dims}-dimensional float32 "
-            "(written by another program?)"
-        )
-    return ids, np.frombuffer(joined, dtype=vectors.DTYPE).reshape(len(rows), dims)
 
 
 def _insert(conn, vec_name, index, ids, matrix):

@@ -152,15 +152,19 @@ def _rows(collection, chunk_rows, filter=None):
     cursor = collection.db.conn.execute(
         f"select id, embedding from {storage.quote(collection.table)} where {condition} order by rowid", params
     )
-    dims = collection.dimensions
     while rows := cursor.fetchmany(chunk_rows):
-        joined = b"".join(row[1] for row in rows)
-        if len(joined) != len(rows) * dims * 4:
-            raise EmbedkitError(
-                f"collection {collection.name!r} holds vectors that are not {dims}-dimensional "
-                "float32 (written by another program?)"
-            )
-        yield [row[0] for row in rows], np.frombuffer(joined, dtype=vectors.DTYPE).reshape(len(rows), dims)
+        yield decode_rows(collection, rows, collection.dimensions)
+
+
+def decode_rows(collection, rows, dims):
+    """(ids, read-only float32 matrix) of (id, embedding) rows, checked to be dims wide."""
+    joined = b"".join(row[1] if isinstance(row[1], bytes) else b"" for row in rows)
+    if len(joined) != len(rows) * dims * 4:
+        raise EmbedkitError(
+            f"collection {collection.name!r} holds vectors that are not {dims}-dimensional "
+            "float32 (written by another program?)"
+        )
+    return [row[0] for row in rows], np.frombuffer(joined, dtype=vectors.DTYPE).reshape(len(rows), dims)
 
 
 def _load(collection, version) -> _Matrix:
