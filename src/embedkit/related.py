@@ -10,8 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import storage, vectors
-from .filters import metadata_condition
+from .collection import IN_CHUNK, _chunks
 from .errors import EmbedkitError
+from .filters import Filter
 
 # A name is kept as it is when it only has these characters: lower case only, so that two
 # ids differing in case cannot land on one file of a case-insensitive file system.
@@ -119,7 +120,7 @@ def compute(collection, n=10, min_score=None, metadata=None, same=None, progress
             conn.execute(f"delete from {table}")
             conn.execute(f"delete from {storage.RELATED_ITEMS} where collection = ?", [collection.name])
         else:
-            for chunk in _chunks(sorted(set(lists) | gone), 500):
+            for chunk in _chunks(sorted(set(lists) | gone), IN_CHUNK):
                 conn.execute(f"delete from {table} where id in ({','.join('?' * len(chunk))})", chunk)
         conn.executemany(
             f"insert into {table} (id, other_id, rank, score) values (?, ?, ?, ?)",
@@ -137,11 +138,6 @@ def compute(collection, n=10, min_score=None, metadata=None, same=None, progress
             [collection.name, settings, version, storage.now()],
         )
     return stats
-
-
-def _chunks(sequence, size):
-    for start in range(0, len(sequence), size):
-        yield sequence[start : start + size]
 
 
 def _ensure_table(collection) -> str:
@@ -184,7 +180,7 @@ class _Items:
 
     @classmethod
     def load(cls, collection, metadata, same):
-        where, params = metadata_condition(metadata) if metadata else ("1", [])
+        where, params = Filter(metadata or {}).condition()
         source = f"from {storage.quote(collection.table)} where {where}"
         conn = collection.db.conn
         count = conn.execute(f"select count(*) {source}", params).fetchone()[0]
@@ -286,16 +282,23 @@ def _stored_lists(conn, table) -> dict:
     return lists
 
 
-def _neighbours(collection, id, fields):
-    """[{"id", "score", *fields}] of one item's stored list, best first."""
+def _lists(collection, fields, id=None) -> dict:
+    """id -> [{"id", "score", *fields}] of the stored lists (of every item, or of one), best
+    first; an item whose list is empty has []."""
     table = storage.quote(table_name(collection))
     rows = collection.db.conn.execute(
-        f"select r.other_id, r.score, item.metadata from {table} as r "
+        f"select k.id, r.other_id, r.score, item.metadata from {storage.RELATED_ITEMS} as k "
+        f"left join {table} as r on r.id = k.id "
         f"left join {storage.quote(collection.table)} as item on item.id = r.other_id "
-        "where r.id = ? order by r.rank",
-        [id],
-    ).fetchall()
-    return [_entry(other, score, metadata, fields) for other, score, metadata in rows]
+        "where k.collection = ? and (? is null or k.id = ?) order by k.id, r.rank",
+        [collection.name, id, id],
+    )
+    lists = {}
+    for item, other, score, metadata in rows:
+        entries = lists.setdefault(item, [])
+        if other is not None:
+            entries.append(_entry(other, score, metadata, fields))
+    return lists
 
 
 def _entry(id, score, metadata, fields):
@@ -310,7 +313,7 @@ def document(collection, id, fields=None) -> dict:
     _check_computed(collection)
     if id not in collection:
         raise EmbedkitError(f"no item with id {id!r} in collection {collection.name!r}")
-    return {"id": id, "related": _neighbours(collection, id, fields)}
+    return {"id": id, "related": _lists(collection, fields, id).get(id, [])}
 
 
 def _check_computed(collection):
@@ -341,19 +344,7 @@ def export(collection, directory, fields=None, combined=False) -> ExportStats:
     _check_computed(collection)
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    lists = {}
-    table = storage.quote(table_name(collection))
-    rows = collection.db.conn.execute(
-        f"select k.id, r.other_id, r.score, item.metadata from {storage.RELATED_ITEMS} as k "
-        f"left join {table} as r on r.id = k.id "
-        f"left join {storage.quote(collection.table)} as item on item.id = r.other_id "
-        "where k.collection = ? order by k.id, r.rank",
-        [collection.name],
-    )
-    for id, other, score, metadata in rows:
-        entries = lists.setdefault(id, [])
-        if other is not None:
-            entries.append(_entry(other, score, metadata, fields))
+    lists = _lists(collection, fields)
     stats = ExportStats()
     if combined:
         stats.files = 1
