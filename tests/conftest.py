@@ -52,6 +52,16 @@ def letters():
     return LETTERS
 
 
+@pytest.fixture(autouse=True)
+def user_dir(tmp_path_factory, monkeypatch):
+    """Each test's own keys.json and models.json, never the real user's."""
+    path = tmp_path_factory.mktemp("user")
+    monkeypatch.setenv("EMBEDKIT_USER_DIR", str(path))
+    for variable in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OLLAMA_HOST"):
+        monkeypatch.delenv(variable, raising=False)
+    return path
+
+
 @pytest.fixture(scope="session")
 def minilm():
     """The real default model (loaded once per test session)."""

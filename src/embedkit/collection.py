@@ -11,7 +11,7 @@ from .errors import EmbedkitError
 from .filters import Filter, metadata_condition
 from .items import Entry, Item, check_unique_ids, content_hash
 from .sources import Document, Known, TextSource, input_name
-from .models import get_model
+from .models import PartialEmbedding, get_model
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
 RESERVED_PREFIXES = ("_embedkit", "sqlite_")
@@ -124,13 +124,16 @@ class Collection:
         self.dimensions = row["dimensions"]
         self.query_prefix = row["query_prefix"]
         self.document_prefix = row["document_prefix"]
+        # How many dimensions the model was asked to keep (Matryoshka), or None for all of them.
+        self.model_dimensions = json.loads(row.get("settings") or "{}").get("dimensions")
 
     def __repr__(self):
         return f"<Collection {self.name} model={self.model_id} dimensions={self.dimensions}>"
 
     @property
     def model(self):
-        return get_model(self.model_id)
+        model = get_model(self.model_id)
+        return model.truncated(self.model_dimensions) if self.model_dimensions else model
 
     def check_model(self, model):
         """Raise unless model (an id or alias) is the collection's own."""
@@ -214,7 +217,7 @@ class Collection:
         """Embed and store one item (re-embedding only if its content changed)."""
         return self.embed_multi([Item(str(id), content, metadata)], store=store)
 
-    def embed_multi(self, inputs, store=False, batch_size=100, progress=None, chunker=None, sync=False,
+    def embed_multi(self, inputs, store=False, batch_size=None, progress=None, chunker=None, sync=False,
                     read_progress=None) -> EmbedStats:
         """Embed and store many items, calling the model only for content not stored yet.
 
@@ -237,6 +240,8 @@ class Collection:
         from .chunking import Chunker
 
         chunker_given, chunker = chunker, chunker or Chunker()
+        if batch_size is None:
+            batch_size = self.model.texts_per_call
         if batch_size < 1:
             raise EmbedkitError("batch size must be at least 1")
         progress, read_progress = progress or _ignore, read_progress or _ignore
@@ -348,17 +353,26 @@ class Collection:
 
         for batch in _chunks(sorted(groups.values(), key=order), batch_size):
             texts = [self.document_prefix + group[0][1].item.content for group in batch]
-            embeddings = self._embed_checked(texts)
+            try:
+                embeddings, failure = dict(enumerate(self.model.embed(texts))), None
+            except PartialEmbedding as ex:
+                # Keep what the model did return (documents it completes are written), then stop.
+                embeddings, failure = {k: np.asarray(v, dtype=np.float32) for k, v in ex.vectors.items()}, ex
+            for position, embedding in embeddings.items():
+                vectors.check(embedding, self.dimensions, f"the vector for {texts[position][:40]!r}")
             stats.truncated += self.model.count_truncated(texts)
             ready = {}
-            for group, embedding in zip(batch, embeddings):
+            for position, embedding in embeddings.items():
                 blob = vectors.encode(embedding)
-                for number, (plan, entry) in enumerate(group):
+                for number, (plan, entry) in enumerate(batch[position]):
                     entry.blob, entry.how = blob, "reused" if number else "embedded"
                     plan.missing -= 1
                     if not plan.missing:
                         ready[plan.position] = plan
-            self._write([ready[k] for k in sorted(ready)], stats, records, chunker, progress, embeddings.shape[1])
+            dimensions = len(next(iter(embeddings.values()))) if embeddings else None
+            self._write([ready[k] for k in sorted(ready)], stats, records, chunker, progress, dimensions)
+            if failure is not None:
+                raise failure
 
     def _write(self, plans, stats, records, chunker, progress, dimensions=None):
         """Write whole documents in one transaction: their rows, stale items and source records."""

@@ -74,11 +74,14 @@ def query(conn, collection, text, max_chars=None) -> bytes:
     row = None
     if storage.table_exists(conn, storage.REGISTRY):
         row = conn.execute(
-            f"select model, query_prefix from {storage.REGISTRY} where name = ?", [collection]
+            f"select model, query_prefix, json_extract(settings, '$.dimensions') from {storage.REGISTRY} "
+            "where name = ?",
+            [collection],
         ).fetchone()
     if row is None:
         raise EmbedkitError(f"no collection named {collection!r}")
-    return vectors.encode(get_model(row[0]).embed([row[1] + text])[0])
+    model = get_model(row[0]).truncated(row[2]) if row[2] else get_model(row[0])
+    return vectors.encode(model.embed([row[1] + text])[0])
 
 
 class Centroid:

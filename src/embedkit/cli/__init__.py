@@ -70,6 +70,13 @@ def open_database(path, create=False) -> Database:
     return Database(path)
 
 
+def print_table(rows, headers):
+    """Columns left-aligned, two spaces apart."""
+    widths = [max(len(str(v)) for v in column) for column in zip(headers, *rows)]
+    for row in (headers, *rows):
+        click.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+
+
 def read_text(content, input_path, what="content"):
     """Text from -c, -i FILE (or -i -) or standard input."""
     from ..sources.tabular import decode_text, read_input
@@ -85,4 +92,4 @@ def read_text(content, input_path, what="content"):
     return decode_text(read_input("-"), "stdin")
 
 
-from . import embed, similar, manage, related, sql, evaluate, index  # noqa: E402,F401  (registers the commands)
+from . import embed, similar, manage, models, related, sql, evaluate, index  # noqa: E402,F401  (registers the commands)

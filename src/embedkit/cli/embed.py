@@ -22,7 +22,9 @@ def model_option(fn):
     return click.option("-m", "--model", help="Model id, alias or local path (see 'embedkit models')")(fn)
 
 
-def prefix_options(fn):
+def collection_options(fn):
+    """How a new collection embeds; an existing one must have been created the same way."""
+    fn = click.option("--dimensions", type=click.IntRange(min=1), help="Keep only the first N dimensions of each vector, renormalised (Matryoshka models; new collections)")(fn)
     fn = click.option("--document-prefix", default="", help="Text put before each document when embedding (new collections)")(fn)
     return click.option("--query-prefix", default="", help="Text put before each query when searching (new collections)")(fn)
 
@@ -40,9 +42,10 @@ def prefix_options(fn):
     type=click.Choice(["json", "blob", "hex", "base64"]),
     help="Print the vector in this format (when no collection is given; default json)",
 )
-@prefix_options
+@collection_options
 @database_option
-def embed(collection, id, content, input_path, model, store, metadata, output_format, query_prefix, document_prefix, database):
+def embed(collection, id, content, input_path, model, store, metadata, output_format, query_prefix, document_prefix,
+          dimensions, database):
     """Embed one text: print its vector, or store it as ID in COLLECTION.
 
     \b
@@ -59,13 +62,16 @@ def embed(collection, id, content, input_path, model, store, metadata, output_fo
     if not text.strip():
         raise EmbedkitError("the content to embed is empty")
     if collection is None:
-        vector = get_model(model).embed([text])[0]
+        embedder = get_model(model).truncated(dimensions) if dimensions else get_model(model)
+        vector = embedder.embed([text])[0]
         _print_vector(vector, output_format or "json")
         return
     metadata = parse_metadata(metadata, "--metadata")
     _check_target(collection, model)
     db = open_database(database, create=True)
-    target = db.get_or_create_collection(collection, model, query_prefix=query_prefix, document_prefix=document_prefix)
+    target = db.get_or_create_collection(
+        collection, model, dimensions, query_prefix=query_prefix, document_prefix=document_prefix
+    )
     target.embed(id, text, metadata, store=store)
 
 
@@ -102,16 +108,16 @@ def _print_vector(vector, output_format):
 @model_option
 @click.option("--store", is_flag=True, help="Store the text in the collection")
 @click.option("--prefix", default="", help="Prefix added to every id")
-@click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True, help="Items per model call")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Items per model call, and per commit  [default: 100; for HTTP models their batch size times concurrency]")
 @click.option("--chunk-size", type=click.IntRange(min=1), help="Split each input into chunks of at most this many characters (tokens with --chunker tokens) [default: 1000; tokens: what the model reads]")
 @click.option("--chunk-overlap", type=click.IntRange(min=0), help="How much of each chunk starts the next  [default: a tenth of --chunk-size]")
 @click.option("--chunker", type=click.Choice(METHODS), help="How to split: fixed 'chars' windows, 'recursive' at paragraph and sentence breaks, or 'tokens' to fit the model  [default: recursive]")
 @click.option("--sync", is_flag=True, help="Delete the items of sources (ids, files, PDFs) that are no longer in the input")
-@prefix_options
+@collection_options
 @database_option
 def embed_multi(collection, inputs, input_format, files, encoding, pdf, sql, attach, id_column, content_column,
                 metadata_column, model, store, prefix, batch_size, chunk_size, chunk_overlap, chunker, sync,
-                query_prefix, document_prefix, database):
+                query_prefix, document_prefix, dimensions, database):
     """Embed many items into COLLECTION from CSV/TSV/JSON/NL-JSON files (or - for stdin),
     PDF files and URLs, files matching a glob, or a SQL query.
 
@@ -148,7 +154,9 @@ def embed_multi(collection, inputs, input_format, files, encoding, pdf, sql, att
         Chunker("chars", chunk_size or 1000, 0 if chunk_overlap is None else chunk_overlap)
     _check_target(collection, model)
     db = open_database(database, create=True)
-    target = db.get_or_create_collection(collection, model, query_prefix=query_prefix, document_prefix=document_prefix)
+    target = db.get_or_create_collection(
+        collection, model, dimensions, query_prefix=query_prefix, document_prefix=document_prefix
+    )
     split = target.chunker(chunker, chunk_size, chunk_overlap) if chunking else None
 
     with Progress() as progress:

@@ -6,7 +6,7 @@ import click
 
 from .. import evaluate as evaluation
 from ..errors import EmbedkitError
-from . import cli, database_option, open_database
+from . import cli, database_option, open_database, print_table
 from .embed import Progress
 
 
@@ -57,7 +57,7 @@ def evaluate(collection, queries_path, qrels_path, modes, depth, as_json, databa
             [metric, *("-" if mode in unavailable else f"{report[mode][metric]:.4f}" for mode in ran)]
             for metric in evaluation.METRICS
         ]
-        _table(rows, ["metric", *ran])
+        print_table(rows, ["metric", *ran])
     for mode, reason in unavailable.items():
         click.echo(f"{mode} search is unavailable: {reason}", err=True)
     skipped = report["skipped"]
@@ -67,9 +67,3 @@ def evaluate(collection, queries_path, qrels_path, modes, depth, as_json, databa
         err=True,
     )
 
-
-def _table(rows, headers):
-    """Columns left-aligned, two spaces apart (as `embedkit collections` prints them)."""
-    widths = [max(len(str(v)) for v in column) for column in zip(headers, *rows)]
-    for row in (headers, *rows):
-        click.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())

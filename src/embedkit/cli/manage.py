@@ -4,14 +4,7 @@ import click
 
 from ..filters import parse_filter
 from ..errors import EmbedkitError
-from ..models import list_models
-from . import ListGroup, cli, database_option, open_database
-
-
-def _table(rows, headers):
-    widths = [max(len(str(v)) for v in column) for column in zip(headers, *rows)]
-    for row in (headers, *rows):
-        click.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+from . import ListGroup, cli, database_option, open_database, print_table
 
 
 @cli.group(cls=ListGroup)
@@ -32,7 +25,7 @@ def list_collections(as_json, database):
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     elif rows:
-        _table([list(r.values()) for r in rows], ["name", "model", "dimensions", "count"])
+        print_table([list(r.values()) for r in rows], ["name", "model", "dimensions", "count"])
 
 
 @collections.command(name="delete")
@@ -70,23 +63,3 @@ def delete(collection, ids, filters, database):
         if not deleted:
             raise EmbedkitError(f"no item in collection {collection!r} matches {' '.join(filters)}")
     click.echo(f"Deleted {deleted} item{'s' * (deleted != 1)}", err=True)
-
-
-@cli.group(cls=ListGroup)
-def models():
-    """List the embedding models embedkit can use."""
-
-
-@models.command(name="list")
-@click.option("--json", "as_json", is_flag=True, help="Output a JSON array")
-def list_models_command(as_json):
-    """Model id, dimensions, aliases and where each model comes from."""
-    rows = [
-        {"id": m.model_id, "dimensions": m.dimensions, "aliases": list(m.aliases), "source": m.source}
-        for m in list_models()
-    ]
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-    else:
-        _table([[r["id"], r["dimensions"] or "?", ", ".join(r["aliases"]), r["source"]] for r in rows],
-               ["model", "dimensions", "aliases", "source"])

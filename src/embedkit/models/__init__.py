@@ -1,12 +1,26 @@
 """Embedding models: a small base class and the registry `embedkit models` lists."""
 
+import json
 import os
 
 import numpy as np
 
+from .. import config
 from ..errors import EmbedkitError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+
+class PartialEmbedding(EmbedkitError):
+    """A model call that failed after some of its texts were embedded.
+
+    vectors maps positions in the texts to their vectors: embed_multi stores those before
+    reporting the error, so what was paid for is kept and a re-run embeds only the rest.
+    """
+
+    def __init__(self, message, vectors: dict):
+        super().__init__(message)
+        self.vectors = vectors
 
 
 class EmbeddingModel:
@@ -17,6 +31,9 @@ class EmbeddingModel:
     dimensions = None
     aliases: tuple = ()
     source = "built-in"
+    # How many texts embed_multi hands to one embed() call unless told otherwise; a remote
+    # model raises it so that it can keep several requests in flight.
+    texts_per_call = 100
 
     def __init__(self):
         # How many times the model was asked for vectors: the re-run tests count these.
@@ -55,33 +72,187 @@ class EmbeddingModel:
     def loaded(self) -> bool:
         return True
 
+    def truncated(self, dimensions) -> "EmbeddingModel":
+        """This model giving the first `dimensions` of each vector, renormalised.
+
+        Matryoshka-trained models keep most of their quality in a prefix of the vector;
+        for others it is a lossy shortcut. Models whose service truncates by itself override this.
+        """
+        if self.dimensions is not None and dimensions > self.dimensions:
+            raise EmbedkitError(
+                f"model {self.model_id} gives {self.dimensions} dimensions; cannot keep {dimensions}"
+            )
+        cache = self.__dict__.setdefault("_truncations", {})
+        if dimensions not in cache:
+            cache[dimensions] = Truncated(self, dimensions)
+        return cache[dimensions]
+
+
+class Truncated(EmbeddingModel):
+    """The first dimensions of another model's vectors, scaled back to unit length."""
+
+    def __init__(self, base: EmbeddingModel, dimensions: int):
+        super().__init__()
+        self.base = base
+        self.model_id, self.aliases, self.source = base.model_id, base.aliases, base.source
+        self.dimensions = dimensions
+        self.texts_per_call = base.texts_per_call
+
+    def _embed(self, texts):
+        try:
+            return self._keep(self.base.embed(texts))
+        except PartialEmbedding as ex:
+            if not ex.vectors:
+                raise
+            kept = self._keep(np.array(list(ex.vectors.values()), dtype=np.float32).reshape(len(ex.vectors), -1))
+            raise PartialEmbedding(str(ex), dict(zip(ex.vectors, kept))) from None
+
+    def _keep(self, full):
+        if full.shape[1] < self.dimensions:
+            raise EmbedkitError(
+                f"model {self.model_id} gives {full.shape[1]} dimensions; cannot keep {self.dimensions}"
+            )
+        kept = full[:, : self.dimensions]
+        norms = np.linalg.norm(kept, axis=1, keepdims=True)
+        return kept / np.where(norms == 0, 1, norms)
+
+    @property
+    def max_tokens(self):
+        return self.base.max_tokens
+
+    def count_tokens(self, texts) -> list:
+        return self.base.count_tokens(texts)
+
+    @property
+    def loaded(self) -> bool:
+        return self.base.loaded
+
 
 _registry = {}
+# Models made when first named, not listed by name: configured ones (keyed by their settings
+# too, so an edit takes effect), services and local directories.
+_made = {}
+PLUGIN_GROUP = "embedkit.models"
+_plugins_loaded = False
+plugin_errors = []
 
 
-def register(model: EmbeddingModel):
-    """Make a model available by its id and aliases (built-ins register this way too)."""
+def register(model: EmbeddingModel, aliases=()):
+    """Make a model available by its id and aliases (built-ins and plugins register this way too)."""
+    if aliases:
+        model.aliases = (*model.aliases, *aliases)
     for name in (model.model_id, *model.aliases):
         _registry[name] = model
     return model
 
 
+def load_plugins():
+    """Let every installed package with an `embedkit.models` entry point register its models.
+
+    The entry point names a function taking `register`. Done once, and only when a model is
+    looked up that is not built in, so plugins cost nothing to commands that never need them.
+    A plugin that fails is reported by `embedkit models`, and the others still load.
+    """
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    from importlib.metadata import entry_points
+
+    for entry_point in entry_points(group=PLUGIN_GROUP):
+        package = entry_point.dist.name if entry_point.dist else entry_point.value
+
+        def register_from_plugin(model, aliases=(), package=package):
+            if model.source == EmbeddingModel.source:
+                model.source = f"plugin {package}"
+            return register(model, aliases)
+
+        try:
+            entry_point.load()(register_from_plugin)
+        except Exception as ex:  # a broken plugin must not take embedkit down with it
+            plugin_errors.append(f"plugin {package} ({entry_point.value}) failed to load: {ex}")
+
+
+def aliases() -> dict:
+    """The user's aliases from models.json: alias -> model id."""
+    return _mapping(config.read(config.MODELS), "aliases")
+
+
+def configured() -> dict:
+    """The models defined in the user's models.json: id -> settings."""
+    return _mapping(config.read(config.MODELS), "models")
+
+
+def _mapping(settings, key) -> dict:
+    value = settings.get(key, {})
+    if not isinstance(value, dict):
+        raise EmbedkitError(f"{config.path(config.MODELS)}: {key!r} should be a JSON object")
+    return value
+
+
 def get_model(name=None) -> EmbeddingModel:
-    """A registered model by id or alias, or a sentence-transformers model by local path."""
+    """A model by id or alias: built in, from a plugin, configured in models.json, an
+    `openai/NAME` or `ollama/NAME` service, or a sentence-transformers model by local path."""
     name = name or DEFAULT_MODEL
     if name in _registry:
         return _registry[name]
+    user_aliases = aliases()
+    if name in user_aliases:
+        # One step only: aliases of aliases (and loops) are refused.
+        return get_model(user_aliases[name]) if user_aliases[name] not in user_aliases else _unknown(name)
+    load_plugins()
+    if name in _registry:
+        return _registry[name]
+    settings = configured().get(name)
+    if settings is not None:
+        return _made_once((name, json.dumps(settings, sort_keys=True)), lambda: _from_settings(name, settings))
+    from . import http
+
+    service = _made.get(name) or http.from_prefix(name)
+    if service is not None:
+        return _made.setdefault(name, service)
     if os.path.isdir(name):
         from .sentence_transformers import SentenceTransformerModel
 
         model_id = os.path.abspath(name)
-        if model_id not in _registry:
-            _registry[model_id] = SentenceTransformerModel(model_id, model_id, source="local path")
-        return _registry[model_id]
+        return _made_once(model_id, lambda: SentenceTransformerModel(model_id, model_id, source="local path"))
+    return _unknown(name)
+
+
+def _made_once(key, make):
+    if key not in _made:
+        _made[key] = make()
+    return _made[key]
+
+
+def _unknown(name):
     raise EmbedkitError(
-        f"unknown model {name!r}: use a name from 'embedkit models' or a local "
-        "sentence-transformers model directory"
+        f"unknown model {name!r}: use a name from 'embedkit models', a local "
+        "sentence-transformers model directory, openai/NAME or ollama/NAME"
     )
+
+
+def check_settings(model_id, settings: dict) -> dict:
+    """settings for a model in models.json, checked, with defaults filled in."""
+    api = settings.get("api")
+    if api == "sentence-transformers":
+        from .sentence_transformers import check_settings as check
+    elif api in ("openai", "ollama"):
+        from .http import check_settings as check
+    else:
+        raise EmbedkitError(
+            f"model {model_id}: api should be 'sentence-transformers', 'openai' or 'ollama', not {api!r}"
+        )
+    return check(model_id, settings)
+
+
+def _from_settings(model_id, settings) -> EmbeddingModel:
+    settings = check_settings(model_id, settings)
+    if settings["api"] == "sentence-transformers":
+        from .sentence_transformers import from_settings
+    else:
+        from .http import from_settings
+    return from_settings(model_id, settings)
 
 
 def canonical_id(name=None) -> str:
@@ -90,11 +261,18 @@ def canonical_id(name=None) -> str:
 
 
 def list_models():
+    """Every model embedkit knows by name: built in, from plugins, then configured ones."""
+    load_plugins()
     seen = []
     for model in _registry.values():
         if model not in seen:
             seen.append(model)
-    return seen
+    for name in configured():
+        model = get_model(name)
+        if model not in seen:
+            seen.append(model)
+    user_aliases = aliases()
+    return [(model, [a for a, target in user_aliases.items() if target == model.model_id]) for model in seen]
 
 
 def _register_builtins():

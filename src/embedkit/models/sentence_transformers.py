@@ -3,6 +3,7 @@
 import os
 import threading
 
+from ..errors import EmbedkitError
 from . import EmbeddingModel
 
 # Loading takes seconds: a server warming a model up and a first request must not both load it.
@@ -10,13 +11,18 @@ _load_lock = threading.Lock()
 
 
 class SentenceTransformerModel(EmbeddingModel):
-    def __init__(self, model_id, path, dimensions=None, aliases=(), source="built-in"):
+    """A sentence-transformers model directory. device (e.g. "cpu", "cuda", "mps") and
+    batch_size only change how fast vectors come; normalize and max_length change the vectors."""
+
+    def __init__(self, model_id, path, dimensions=None, aliases=(), source="built-in",
+                 device=None, batch_size=32, normalize=False, max_length=None):
         super().__init__()
         self.model_id = model_id
         self.path = path
         self.dimensions = dimensions
         self.aliases = tuple(aliases)
         self.source = source
+        self.device, self.batch_size, self.normalize, self.max_length = device, batch_size, normalize, max_length
         self._model = None
 
     @property
@@ -40,7 +46,13 @@ class SentenceTransformerModel(EmbeddingModel):
             transformers_logging.set_verbosity_error()
             from sentence_transformers import SentenceTransformer
 
-            self._model = SentenceTransformer(str(self.path() if callable(self.path) else self.path))
+            try:
+                model = SentenceTransformer(str(self.path() if callable(self.path) else self.path), device=self.device)
+            except (OSError, ValueError, RuntimeError) as ex:
+                raise EmbedkitError(f"cannot load model {self.model_id}: {_first_line(ex)}") from None
+            if self.max_length is not None:
+                model.max_seq_length = self.max_length
+            self._model = model
             dimension = getattr(self._model, "get_embedding_dimension", None) or getattr(
                 self._model, "get_sentence_embedding_dimension"
             )  # renamed in sentence-transformers 5
@@ -56,7 +68,44 @@ class SentenceTransformerModel(EmbeddingModel):
         return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]]
 
     def _embed(self, texts):
-        return self.load().encode(texts, convert_to_numpy=True, show_progress_bar=False)
+        return self.load().encode(
+            texts, convert_to_numpy=True, show_progress_bar=False, batch_size=self.batch_size,
+            normalize_embeddings=self.normalize,
+        )
+
+
+def _first_line(ex):
+    return (str(ex).strip().splitlines() or [type(ex).__name__])[0]
+
+
+# What models.json may say of a sentence-transformers model, with the defaults.
+SETTINGS = {"api": None, "path": None, "device": None, "batch_size": 32, "normalize": False, "max_length": None}
+
+
+def check_settings(model_id, settings: dict) -> dict:
+    unknown = set(settings) - set(SETTINGS)
+    if unknown:
+        raise EmbedkitError(f"model {model_id}: unknown setting {sorted(unknown)[0]!r} for a sentence-transformers model")
+    checked = {**SETTINGS, **settings}
+    if not isinstance(checked["path"], str) or not os.path.isdir(checked["path"]):
+        raise EmbedkitError(f"model {model_id}: path {checked['path']!r} is not a model directory")
+    checked["path"] = os.path.abspath(checked["path"])
+    for name in ("batch_size", "max_length"):
+        value = checked[name]
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise EmbedkitError(f"model {model_id}: {name} should be a positive whole number, not {value!r}")
+    if checked["batch_size"] is None:
+        raise EmbedkitError(f"model {model_id}: batch_size should be a positive whole number, not None")
+    if not isinstance(checked["normalize"], bool):
+        raise EmbedkitError(f"model {model_id}: normalize should be true or false, not {checked['normalize']!r}")
+    if checked["device"] is not None and not isinstance(checked["device"], str):
+        raise EmbedkitError(f"model {model_id}: device should be a name such as 'cpu' or 'cuda'")
+    return checked
+
+
+def from_settings(model_id, settings) -> SentenceTransformerModel:
+    options = {k: settings[k] for k in ("device", "batch_size", "normalize", "max_length")}
+    return SentenceTransformerModel(model_id, settings["path"], source=f"sentence-transformers at {settings['path']}", **options)
 
 
 def default_model():

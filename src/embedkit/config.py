@@ -1,0 +1,80 @@
+"""The user's own settings, kept outside any database: API keys, configured models, aliases.
+
+They live in one directory, EMBEDKIT_USER_DIR or the platform's config directory, as small
+JSON files a person can read and edit: keys.json (name -> key) and models.json
+({"models": {id: settings}, "aliases": {alias: model id}}).
+"""
+
+import json
+import os
+import sys
+import tempfile
+
+from .errors import EmbedkitError
+
+
+def user_dir() -> str:
+    if os.environ.get("EMBEDKIT_USER_DIR"):
+        return os.environ["EMBEDKIT_USER_DIR"]
+    if sys.platform == "win32":
+        base = os.environ.get("APPDATA") or os.path.expanduser("~")
+    elif sys.platform == "darwin":
+        base = os.path.expanduser("~/Library/Application Support")
+    else:
+        base = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+    return os.path.join(base, "embedkit")
+
+
+def path(name) -> str:
+    return os.path.join(user_dir(), name)
+
+
+def read(name) -> dict:
+    """The JSON object in the user directory's file name ({} when there is none)."""
+    file = path(name)
+    try:
+        with open(file, encoding="utf-8") as f:
+            value = json.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as ex:
+        raise EmbedkitError(f"{file}: cannot read it as JSON: {ex}") from None
+    if not isinstance(value, dict):
+        raise EmbedkitError(f"{file}: should hold a JSON object")
+    return value
+
+
+def write(name, value: dict, private=False):
+    """Replace the file name with value, atomically; private files are readable by the user only."""
+    os.makedirs(user_dir(), exist_ok=True)
+    file = path(name)
+    handle, temporary = tempfile.mkstemp(dir=user_dir(), prefix=f".{name}.")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as f:
+            json.dump(value, f, indent=2, ensure_ascii=False)
+            f.write("\n")
+        if not private and os.name == "posix":
+            # mkstemp makes files 0600; only keys need that.
+            os.chmod(temporary, 0o644)
+        os.replace(temporary, file)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+KEYS = "keys.json"
+MODELS = "models.json"
+
+
+def get_key(name, env_var=None):
+    """The API key called name: from env_var when that is set, else from keys.json, else None."""
+    if env_var and os.environ.get(env_var):
+        return os.environ[env_var]
+    key = read(KEYS).get(name)
+    return key if isinstance(key, str) and key else None
+
+
+def set_key(name, value):
+    keys = read(KEYS)
+    keys[name] = value
+    write(KEYS, keys, private=True)
