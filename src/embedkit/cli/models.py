@@ -42,8 +42,8 @@ def list_models(as_json):
               help="How the model is reached: an OpenAI-compatible /v1/embeddings service, Ollama, or a local directory")
 @click.option("--base-url", help="The service's URL, e.g. http://localhost:8080/v1 (openai, ollama)")
 @click.option("--model-name", help="The model's name at the service (openai, ollama)  [default: NAME]")
-@click.option("--key-name", help="Name of the API key in keys.json, see 'embedkit keys set' (openai)")
-@click.option("--key-env", help="Environment variable holding the API key; used before keys.json (openai)")
+@click.option("--key-name", help="Name of the API key in keys.json, see 'embedkit keys set' (openai, ollama)")
+@click.option("--key-env", help="Environment variable holding the API key; used before keys.json (openai, ollama)")
 @click.option("--path", help="The model's directory (sentence-transformers)")
 @click.option("--device", help="Where to run it: cpu, cuda, mps... (sentence-transformers)  [default: the best there is]")
 @click.option("--max-length", type=click.IntRange(min=1), help="Tokens of each text the model reads (sentence-transformers)")
@@ -52,7 +52,7 @@ def list_models(as_json):
 @click.option("--concurrency", type=click.IntRange(min=1), help="Requests in flight at once (openai, ollama)")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds to wait for a response (openai, ollama)")
 @click.option("--retries", type=click.IntRange(min=0), help="Attempts after the first on 429, 5xx, timeouts and dropped connections (openai, ollama)")
-@click.option("--dimensions", type=click.IntRange(min=1), help="Ask the service for this many dimensions (openai)")
+@click.option("--dimensions", type=click.IntRange(min=1), help="Ask the service for this many dimensions (openai), or cut vectors to them (ollama)")
 def add_model(name, api, **options):
     """Add (or replace) model NAME in models.json, for use as -m NAME.
 

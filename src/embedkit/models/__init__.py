@@ -48,7 +48,7 @@ class EmbeddingModel:
             raise EmbedkitError(
                 f"model {self.model_id} returned {vectors.shape} for {len(texts)} texts"
             )
-        if self.dimensions is None:
+        if self.dimensions is None and len(texts):
             self.dimensions = vectors.shape[1]
         return vectors
 

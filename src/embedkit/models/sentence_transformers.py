@@ -48,9 +48,18 @@ class SentenceTransformerModel(EmbeddingModel):
 
             try:
                 model = SentenceTransformer(str(self.path() if callable(self.path) else self.path), device=self.device)
-            except (OSError, ValueError, RuntimeError) as ex:
+            # AssertionError: torch's own "not compiled with CUDA" when asked for device cuda.
+            except (OSError, ValueError, RuntimeError, AssertionError) as ex:
                 raise EmbedkitError(f"cannot load model {self.model_id}: {_first_line(ex)}") from None
             if self.max_length is not None:
+                # Past its position embeddings a transformer fails inside torch, text by text.
+                config = getattr(getattr(model[0], "auto_model", None), "config", None)
+                limit = getattr(config, "max_position_embeddings", None)
+                if limit and self.max_length > limit:
+                    raise EmbedkitError(
+                        f"model {self.model_id}: max_length {self.max_length} is more than the {limit} "
+                        "tokens it can read"
+                    )
                 model.max_seq_length = self.max_length
             self._model = model
             dimension = getattr(self._model, "get_embedding_dimension", None) or getattr(
