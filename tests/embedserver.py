@@ -27,7 +27,6 @@ matches through; `match` limits it to requests with a text containing that strin
 
 import collections
 import dataclasses
-import http.server
 import json
 import re
 import socket
@@ -37,7 +36,7 @@ import time
 import zlib
 
 import numpy as np
-from httpserver import Headers, _HTTPServer
+from httpserver import Headers, Served, TrackedHandler
 
 DIMENSIONS = 256  # of the vectors the fake models give (few hash collisions among test words)
 
@@ -87,7 +86,7 @@ class Call:
     finished: float = None
 
 
-class EmbedServer:
+class EmbedServer(Served):
     def __init__(self, keys=("sk-test",), latency=0.0, reverse=True):
         self.url = None
         self.keys = set(keys) if keys is not None else None  # accepted OpenAI keys; None: no check
@@ -134,28 +133,6 @@ class EmbedServer:
     def outcomes(self) -> list:
         return [call.outcome for call in self.calls]
 
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    def __enter__(self):
-        self._httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
-        self._httpd.owner = self
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        httpd = self._httpd
-        httpd.shutdown()
-        httpd.closing.set()  # wakes stalled and slow handlers
-        for sock in list(httpd.connections):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        httpd.server_close()
-        self._thread.join()
-
     # -- deciding -----------------------------------------------------------------------------
 
     def _fault_for(self, texts):
@@ -171,22 +148,7 @@ class EmbedServer:
         return None
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def setup(self):
-        super().setup()
-        self.server.connections.add(self.connection)
-
-    def finish(self):
-        self.server.connections.discard(self.connection)
-        try:
-            super().finish()
-        except OSError:  # the socket was reset or closed on purpose
-            pass
-
-    def log_message(self, format, *args):
-        pass
+class _Handler(TrackedHandler):
 
     def do_POST(self):
         owner = self.server.owner
@@ -306,3 +268,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+
+
+EmbedServer.handler_class = _Handler

@@ -57,7 +57,55 @@ class _Route:
     chunked: bool
 
 
-class Server:
+class Served:
+    """A server on 127.0.0.1 answering with handler_class on a thread, as a context manager.
+    Handlers reach their Served as self.server.owner."""
+
+    handler_class = None
+
+    def __enter__(self):
+        self._httpd = _HTTPServer(("127.0.0.1", 0), self.handler_class)
+        self._httpd.owner = self
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        httpd = self._httpd
+        httpd.shutdown()
+        httpd.closing.set()  # wakes handlers sleeping in delays and stalls
+        # Keep-alive connections would otherwise leave handler threads blocked reading the next request.
+        for sock in list(httpd.connections):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        httpd.server_close()
+        self._thread.join()
+
+
+class TrackedHandler(http.server.BaseHTTPRequestHandler):
+    """Keeps its connection in server.connections, so shutting down can close it."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive and chunked transfer, as real servers do
+
+    def setup(self):
+        super().setup()
+        self.server.connections.add(self.connection)
+
+    def finish(self):
+        self.server.connections.discard(self.connection)
+        try:
+            super().finish()
+        except OSError:  # the socket was reset or closed on purpose
+            pass
+
+    def log_message(self, format, *args):
+        pass
+
+
+class Server(Served):
     def __init__(self):
         self.url = None
         self.requests = []
@@ -87,30 +135,6 @@ class Server:
     def count(self, path):
         return sum(1 for r in self.requests if path in (r.path, r.path.partition("?")[0]))
 
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    def __enter__(self):
-        self._httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
-        self._httpd.owner = self
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        httpd = self._httpd
-        httpd.shutdown()
-        httpd.closing.set()  # wakes handlers sleeping in delay / chunk_delay
-        # Keep-alive connections would otherwise leave handler threads blocked reading the next request.
-        for sock in list(httpd.connections):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        httpd.server_close()
-        self._thread.join()
-
-
 class _HTTPServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # never wait on a handler that is stalled mid-delay
@@ -127,19 +151,7 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive and chunked transfer, as real servers do
-
-    def setup(self):
-        super().setup()
-        self.server.connections.add(self.connection)
-
-    def finish(self):
-        self.server.connections.discard(self.connection)
-        super().finish()
-
-    def log_message(self, format, *args):
-        pass
+class _Handler(TrackedHandler):
 
     def _dispatch(self):
         owner = self.server.owner
@@ -225,3 +237,6 @@ def http_server():
     """A started Server; shut down after the test."""
     with Server() as server:
         yield server
+
+
+Server.handler_class = _Handler

@@ -14,15 +14,28 @@ from .errors import EmbedkitError
 
 
 def user_dir() -> str:
-    if os.environ.get("EMBEDKIT_USER_DIR"):
-        return os.environ["EMBEDKIT_USER_DIR"]
+    """EMBEDKIT_USER_DIR, else the platform's per-user config directory plus embedkit."""
+    return os.environ.get("EMBEDKIT_USER_DIR") or _platform_dir(
+        windows=("APPDATA", "embedkit"), mac="~/Library/Application Support/embedkit", xdg=("XDG_CONFIG_HOME", "~/.config")
+    )
+
+
+def cache_dir() -> str:
+    """EMBEDKIT_CACHE_DIR, else the platform's per-user cache directory plus embedkit: files
+    embedkit can make again (prepared models)."""
+    return os.environ.get("EMBEDKIT_CACHE_DIR") or _platform_dir(
+        windows=("LOCALAPPDATA", "embedkit/Cache"), mac="~/Library/Caches/embedkit", xdg=("XDG_CACHE_HOME", "~/.cache")
+    )
+
+
+def _platform_dir(windows, mac, xdg) -> str:
     if sys.platform == "win32":
-        base = os.environ.get("APPDATA") or os.path.expanduser("~")
-    elif sys.platform == "darwin":
-        base = os.path.expanduser("~/Library/Application Support")
-    else:
-        base = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
-    return os.path.join(base, "embedkit")
+        variable, below = windows
+        return os.path.join(os.environ.get(variable) or os.path.expanduser("~"), *below.split("/"))
+    if sys.platform == "darwin":
+        return os.path.expanduser(mac)
+    variable, default = xdg
+    return os.path.join(os.environ.get(variable) or os.path.expanduser(default), "embedkit")
 
 
 def path(name) -> str:

@@ -61,15 +61,10 @@ def add_model(name, api, **options):
     embedkit models add nomic --api ollama --model-name nomic-embed-text
     embedkit models add e5 --api sentence-transformers --path ./multilingual-e5-small --max-length 512
     """
-    if not name.strip() or name in models._registry and name not in models.configured():
-        raise EmbedkitError(f"{name!r} is already the name of a built-in or plugin model; choose another")
     settings = {"api": api, **{key: value for key, value in options.items() if value is not None}}
     if api != "sentence-transformers":
         settings.setdefault("model_name", name)
-    models.check_settings(name, settings)
-    stored = config.read(config.MODELS)
-    stored.setdefault("models", {})[name] = settings
-    config.write(config.MODELS, stored)
+    models.add(name, settings)
     click.echo(f"Added model {name} to {config.path(config.MODELS)}", err=True)
 
 
@@ -77,12 +72,7 @@ def add_model(name, api, **options):
 @click.argument("name")
 def remove_model(name):
     """Remove model NAME from models.json, with the aliases naming it."""
-    stored = config.read(config.MODELS)
-    if name not in stored.get("models", {}):
-        raise EmbedkitError(f"no model {name!r} in {config.path(config.MODELS)}")
-    del stored["models"][name]
-    stored["aliases"] = {a: target for a, target in stored.get("aliases", {}).items() if target != name}
-    config.write(config.MODELS, stored)
+    models.remove(name)
 
 
 @cli.group(cls=ListGroup)
@@ -110,23 +100,14 @@ def set_alias(alias, model):
     \b
     embedkit aliases set mini all-MiniLM-L6-v2
     """
-    target = models.get_model(model).model_id
-    if alias in models._registry or alias in models.configured():
-        raise EmbedkitError(f"{alias!r} is already the name of a model")
-    stored = config.read(config.MODELS)
-    stored.setdefault("aliases", {})[alias] = target
-    config.write(config.MODELS, stored)
+    models.set_alias(alias, model)
 
 
 @aliases.command(name="remove")
 @click.argument("alias")
 def remove_alias(alias):
     """Remove ALIAS."""
-    stored = config.read(config.MODELS)
-    if alias not in stored.get("aliases", {}):
-        raise EmbedkitError(f"no alias {alias!r} in {config.path(config.MODELS)}")
-    del stored["aliases"][alias]
-    config.write(config.MODELS, stored)
+    models.remove_alias(alias)
 
 
 @cli.group(cls=ListGroup)

@@ -255,6 +255,53 @@ def _from_settings(model_id, settings) -> EmbeddingModel:
     return from_settings(model_id, settings)
 
 
+def add(name, settings: dict):
+    """Add (or replace) model name in models.json, after checking its settings."""
+    load_plugins()
+    if not name.strip() or name in _registry:
+        raise EmbedkitError(f"{name!r} is already the name of a built-in or plugin model; choose another")
+    check_settings(name, settings)
+    _update(lambda stored: _section(stored, "models").__setitem__(name, settings))
+
+
+def remove(name):
+    """Remove model name from models.json, with the aliases naming it."""
+
+    def drop(stored):
+        _pop(stored, "models", name, "model")
+        stored["aliases"] = {alias: target for alias, target in _section(stored, "aliases").items() if target != name}
+
+    _update(drop)
+
+
+def set_alias(alias, model):
+    """Make alias another name for model (recorded as the model's own id)."""
+    target = get_model(model).model_id
+    if alias in _registry or alias in configured():
+        raise EmbedkitError(f"{alias!r} is already the name of a model")
+    _update(lambda stored: _section(stored, "aliases").__setitem__(alias, target))
+
+
+def remove_alias(alias):
+    _update(lambda stored: _pop(stored, "aliases", alias, "alias"))
+
+
+def _update(change):
+    stored = config.read(config.MODELS)
+    change(stored)
+    config.write(config.MODELS, stored)
+
+
+def _section(stored, key) -> dict:
+    return stored.setdefault(key, _mapping(stored, key))
+
+
+def _pop(stored, key, name, what):
+    if name not in _mapping(stored, key):
+        raise EmbedkitError(f"no {what} {name!r} in {config.path(config.MODELS)}")
+    del stored[key][name]
+
+
 def canonical_id(name=None) -> str:
     """The id a collection records for name, without loading the model."""
     return get_model(name).model_id
@@ -276,9 +323,11 @@ def list_models():
 
 
 def _register_builtins():
+    from .onnx_int8 import int8_model
     from .sentence_transformers import default_model
 
     register(default_model())
+    register(int8_model())
 
 
 _register_builtins()

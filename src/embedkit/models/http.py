@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 from .. import config
-from ..errors import EmbedkitError
+from ..errors import EmbedkitError, first_line
 from . import EmbeddingModel, PartialEmbedding
 
 APIS = ("openai", "ollama")
@@ -334,13 +334,13 @@ class HTTPModel(EmbeddingModel):
             except httpx.TimeoutException:
                 reason = f"no answer within {self.timeout:g} s"
             except httpx.ConnectError as ex:
-                reason = f"cannot connect ({_first_line(ex)})"
+                reason = f"cannot connect ({first_line(ex)})"
                 if not self._shared.reached:  # a wrong URL or a server that is not running
-                    raise _Failure(f"cannot connect to {url}: {_first_line(ex)}", attempts=attempt) from None
+                    raise _Failure(f"cannot connect to {url}: {first_line(ex)}", attempts=attempt) from None
             except (httpx.RemoteProtocolError, httpx.NetworkError):
                 reason = "the connection was closed without an answer"
             except (httpx.HTTPError, httpx.InvalidURL) as ex:
-                raise _Failure(f"POST {url} failed: {_first_line(ex)}", attempts=attempt) from None
+                raise _Failure(f"POST {url} failed: {first_line(ex)}", attempts=attempt) from None
             else:
                 self._shared.reached = True
                 status = response.status_code
@@ -538,7 +538,7 @@ def _run(work, batches, workers, stop):
             batch, result, error = item
             if error is not None and not isinstance(error, (_Failure, _Stopped)):
                 # A bug or something unforeseen: report it as this batch's failure, in one line.
-                error = _Failure(f"{type(error).__name__}: {_first_line(error)}", 1)
+                error = _Failure(f"{type(error).__name__}: {first_line(error)}", 1)
             yield batch, result, error
 
 
@@ -583,10 +583,6 @@ def _error_detail(response):
 def _snippet(text, limit=200) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _first_line(ex) -> str:
-    return (str(ex).strip().splitlines() or [type(ex).__name__])[0]
 
 
 def _shown(url) -> str:

@@ -3,7 +3,7 @@
 import os
 import threading
 
-from ..errors import EmbedkitError
+from ..errors import EmbedkitError, first_line
 from . import EmbeddingModel
 
 # Loading takes seconds: a server warming a model up and a first request must not both load it.
@@ -50,7 +50,7 @@ class SentenceTransformerModel(EmbeddingModel):
                 model = SentenceTransformer(str(self.path() if callable(self.path) else self.path), device=self.device)
             # AssertionError: torch's own "not compiled with CUDA" when asked for device cuda.
             except (OSError, ValueError, RuntimeError, AssertionError) as ex:
-                raise EmbedkitError(f"cannot load model {self.model_id}: {_first_line(ex)}") from None
+                raise EmbedkitError(f"cannot load model {self.model_id}: {first_line(ex)}") from None
             if self.max_length is not None:
                 # Past its position embeddings a transformer fails inside torch, text by text.
                 config = getattr(getattr(model[0], "auto_model", None), "config", None)
@@ -81,10 +81,6 @@ class SentenceTransformerModel(EmbeddingModel):
             texts, convert_to_numpy=True, show_progress_bar=False, batch_size=self.batch_size,
             normalize_embeddings=self.normalize,
         )
-
-
-def _first_line(ex):
-    return (str(ex).strip().splitlines() or [type(ex).__name__])[0]
 
 
 # What models.json may say of a sentence-transformers model, with the defaults.
