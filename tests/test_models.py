@@ -252,3 +252,52 @@ def test_keys_are_stored_privately_and_never_printed(invoke, runner):
     finally:
         del os.environ["EMBEDKIT_TEST_KEY"]
     assert "the key 'x' is empty" in single_error(invoke("keys", "set", "x", "--value", "  "))
+
+
+# A model failing part-way
+
+
+class GivesUpAfter(models.EmbeddingModel):
+    """Embeds (with LETTERS) the first `budget` texts it is ever asked for, then fails,
+    handing back the vectors of that call it did make."""
+
+    model_id = "test-gives-up"
+    dimensions = LETTERS.dimensions
+    source = "tests"
+
+    def __init__(self):
+        super().__init__()
+        self.budget, self.seen = 0, []
+
+    def _embed(self, texts):
+        done = texts[: max(self.budget, 0)]
+        self.budget -= len(texts)
+        self.seen += done
+        vectors = LETTERS._embed(done) if done else []
+        if len(done) < len(texts):
+            raise models.PartialEmbedding("the service gave up", dict(enumerate(vectors)))
+        return vectors
+
+
+def test_a_partial_failure_stores_whole_documents_only_and_a_rerun_finishes(db):
+    from embedkit.chunking import Chunker
+
+    model = models.register(GivesUpAfter())
+    collection = db.create_collection("docs", model=model.model_id)
+    paragraphs = {name: "\n\n".join(f"{name} paragraph {i} " + "words " * 5 for i in range(3)) for name in "abc"}
+    documents = [embedkit.Item(name, text) for name, text in paragraphs.items()]
+    chunker = Chunker("recursive", 60, 0)
+    model.budget = 4  # all three chunks of the first document, one of the second
+    with pytest.raises(embedkit.EmbedkitError, match="the service gave up"):
+        collection.embed_multi(documents, chunker=chunker, batch_size=100, store=True)
+    stored = sorted(entry.id for entry in collection)
+    assert len(stored) == 3 and all(id.startswith("a") for id in stored)  # a whole; b not half-written
+    assert len(model.seen) == 4
+
+    model.budget, model.seen = 100, []
+    stats = collection.embed_multi(documents, chunker=chunker, batch_size=100, store=True)
+    assert (stats.embedded, stats.unchanged) == (6, 3)
+    assert len(model.seen) == 6 and not any(text.startswith("a paragraph") for text in model.seen)
+    assert collection.count() == 9
+    for entry in collection:
+        np.testing.assert_allclose(collection.vector(entry.id), LETTERS._embed([entry.content])[0])
