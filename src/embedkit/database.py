@@ -85,8 +85,6 @@ class Database:
         validate_name(name)
         model = models.get_model(model)
         if dimensions is not None:
-            if isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1:
-                raise EmbedkitError(f"dimensions should be a positive whole number, not {dimensions!r}")
             model = model.truncated(dimensions)
         storage.migrate(self.conn)
         with storage.transaction(self.conn):

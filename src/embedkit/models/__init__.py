@@ -7,6 +7,7 @@ import numpy as np
 
 from .. import config
 from ..errors import EmbedkitError
+from ..vectors import normalize_rows
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
@@ -76,16 +77,21 @@ class EmbeddingModel:
         """This model giving the first `dimensions` of each vector, renormalised.
 
         Matryoshka-trained models keep most of their quality in a prefix of the vector;
-        for others it is a lossy shortcut. Models whose service truncates by itself override this.
+        for others it is a lossy shortcut. Models whose service truncates by itself override _truncate.
         """
+        if isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1:
+            raise EmbedkitError(f"dimensions should be a positive whole number, not {dimensions!r}")
         if self.dimensions is not None and dimensions > self.dimensions:
             raise EmbedkitError(
                 f"model {self.model_id} gives {self.dimensions} dimensions; cannot keep {dimensions}"
             )
         cache = self.__dict__.setdefault("_truncations", {})
         if dimensions not in cache:
-            cache[dimensions] = Truncated(self, dimensions)
+            cache[dimensions] = self._truncate(dimensions)
         return cache[dimensions]
+
+    def _truncate(self, dimensions) -> "EmbeddingModel":
+        return Truncated(self, dimensions)
 
 
 class Truncated(EmbeddingModel):
@@ -112,9 +118,7 @@ class Truncated(EmbeddingModel):
             raise EmbedkitError(
                 f"model {self.model_id} gives {full.shape[1]} dimensions; cannot keep {self.dimensions}"
             )
-        kept = full[:, : self.dimensions]
-        norms = np.linalg.norm(kept, axis=1, keepdims=True)
-        return kept / np.where(norms == 0, 1, norms)
+        return normalize_rows(np.array(full[:, : self.dimensions], dtype=np.float32))
 
     @property
     def max_tokens(self):

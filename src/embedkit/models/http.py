@@ -27,6 +27,7 @@ import numpy as np
 
 from .. import config
 from ..errors import EmbedkitError, first_line
+from ..vectors import normalize_rows
 from . import EmbeddingModel, PartialEmbedding
 
 APIS = ("openai", "ollama")
@@ -428,24 +429,17 @@ class OpenAIModel(HTTPModel):
             data = sorted(data, key=lambda entry: entry["index"])
         return [entry["embedding"] for entry in data]
 
-    def truncated(self, dimensions) -> "OpenAIModel":
+    def _truncate(self, dimensions) -> "OpenAIModel":
         """This model asking the service for `dimensions` dimensions (text-embedding-3 and other
         Matryoshka models shorten and renormalise the vector themselves)."""
-        if not _whole(dimensions, 1):
-            raise EmbedkitError(f"dimensions should be a positive whole number, not {dimensions!r}")
-        if self.dimensions is not None and dimensions > self.dimensions:
-            raise EmbedkitError(f"model {self.model_id} gives {self.dimensions} dimensions; cannot keep {dimensions}")
         if dimensions == self.settings["dimensions"]:
             return self
-        cache = self.__dict__.setdefault("_truncations", {})
-        if dimensions not in cache:
-            model = copy.copy(self)  # shares the HTTP client
-            model.settings = {**self.settings, "dimensions": dimensions}
-            model.dimensions = dimensions
-            model.calls = 0
-            model.__dict__.pop("_truncations", None)
-            cache[dimensions] = model
-        return cache[dimensions]
+        model = copy.copy(self)  # shares the HTTP client
+        model.settings = {**self.settings, "dimensions": dimensions}
+        model.dimensions = dimensions
+        model.calls = 0
+        model.__dict__.pop("_truncations", None)
+        return model
 
 
 class OllamaModel(HTTPModel):
@@ -475,9 +469,7 @@ class OllamaModel(HTTPModel):
             raise _Failure(
                 f"{_shown(self.url)} returned vectors of {vectors.shape[1]} dimensions; cannot keep {wanted}", 1
             )
-        kept = vectors[:, :wanted]
-        norms = np.linalg.norm(kept, axis=1, keepdims=True)
-        return kept / np.where(norms == 0, 1, norms)
+        return normalize_rows(np.array(vectors[:, :wanted], dtype=np.float32))
 
 
 # Running requests
