@@ -351,16 +351,17 @@ class Collection:
             split = plan.document.digest is not None
             return split, plan.position if split else 0, -len(entry.item.content)
 
+        model = self.model
         for batch in _chunks(sorted(groups.values(), key=order), batch_size):
             texts = [self.document_prefix + group[0][1].item.content for group in batch]
             try:
-                embeddings, failure = dict(enumerate(self.model.embed(texts))), None
+                embeddings, failure = dict(enumerate(model.embed(texts))), None
             except PartialEmbedding as ex:
                 # Keep what the model did return (documents it completes are written), then stop.
                 embeddings, failure = {k: np.asarray(v, dtype=np.float32) for k, v in ex.vectors.items()}, ex
             for position, embedding in embeddings.items():
                 vectors.check(embedding, self.dimensions, f"the vector for {texts[position][:40]!r}")
-            stats.truncated += self.model.count_truncated(texts)
+            stats.truncated += model.count_truncated(texts)
             ready = {}
             for position, embedding in embeddings.items():
                 blob = vectors.encode(embedding)

@@ -200,14 +200,15 @@ def get_model(name=None) -> EmbeddingModel:
     name = name or DEFAULT_MODEL
     if name in _registry:
         return _registry[name]
-    user_aliases = aliases()
+    stored = config.read(config.MODELS)  # read once: an HTTP model is looked up for every batch
+    user_aliases = _mapping(stored, "aliases")
     if name in user_aliases:
         # One step only: aliases of aliases (and loops) are refused.
         return get_model(user_aliases[name]) if user_aliases[name] not in user_aliases else _unknown(name)
     load_plugins()
     if name in _registry:
         return _registry[name]
-    settings = configured().get(name)
+    settings = _mapping(stored, "models").get(name)
     if settings is not None:
         return _made_once((name, json.dumps(settings, sort_keys=True)), lambda: _from_settings(name, settings))
     from . import http
