@@ -281,7 +281,7 @@ def test_chunking_applies_to_files_rows_and_sql(invoke, letters, tmp_path, db_pa
     assert table(db_path, "rows")["r1#chunk=1"]["metadata"] == {"tag": "x", "source": "r1", "chunk": 1}
 
 
-def test_a_shorter_file_loses_its_extra_chunks_and_unchunked_replaces_chunked(invoke, letters, tmp_path, db_path):
+def test_a_shorter_file_loses_its_extra_chunks_and_later_runs_split_it_the_same_way(invoke, letters, tmp_path, db_path):
     (tmp_path / "notes").mkdir()
     note = tmp_path / "notes" / "a.md"
     note.write_text(SPACES)
@@ -291,14 +291,14 @@ def test_a_shorter_file_loses_its_extra_chunks_and_unchunked_replaces_chunked(in
     note.write_text(SPACES[:150])
     result = invoke("embed-multi", "notes", "--files", "notes", "*.md", *chunk)
     assert set(table(db_path, "notes")) == {"a.md#chunk=1"}
-    # The same file without chunking: one item, its chunks gone, its source record too.
+    # The same command without the chunking options: the collection splits as it recorded.
     result = invoke("embed-multi", "notes", "--files", "notes", "*.md", "-m", "test-letters")
-    assert result.exit_code == 0
-    assert set(table(db_path, "notes")) == {"a.md"}
-    assert sources(db_path, "notes") == {}
+    assert summary(result) == "0 embedded, 0 reused, 0 updated, 1 unchanged, 0 failed"
+    assert set(table(db_path, "notes")) == {"a.md#chunk=1"}
+    assert sources(db_path, "notes")["a.md"]["split"] == "recursive:200:20"
 
 
-def test_changing_the_chunk_size_splits_again(invoke, letters, tmp_path, db_path):
+def test_chunking_is_remembered_and_a_change_is_announced(invoke, letters, tmp_path, db_path):
     path = papers(tmp_path, paper=[ROUTING])["paper"]
     invoke("embed-multi", "papers", path, "-m", "test-letters")
     first = set(table(db_path))
@@ -308,8 +308,17 @@ def test_changing_the_chunk_size_splits_again(invoke, letters, tmp_path, db_path
     assert first < set(second)  # chunk=1… again, and more of them
     assert summary(result) == f"2 embedded, {len(second) - 2} reused, 0 updated, 0 unchanged, 0 failed"
     assert sources(db_path)[path]["split"] == "recursive:500:50"
-    # And back: the chunks past the third go.
+    assert result.stderr.splitlines()[0] == (
+        "Chunking of 'papers' changes from recursive chunks of at most 1000 characters (overlap 100) to recursive "
+        "chunks of at most 500 characters (overlap 50): documents are split again and chunks that change are "
+        "embedded. Rows and text files are split too from now on."
+    )
+    # The plain command again: the collection remembers its chunking, nothing changes.
     result = invoke("embed-multi", "papers", path, "-m", "test-letters")
+    assert result.stderr.splitlines() == [f"0 embedded, 0 reused, 0 updated, {len(second)} unchanged, 0 failed"]
+    assert set(table(db_path)) == set(second)
+    # Told otherwise: the chunks past the third go.
+    result = invoke("embed-multi", "papers", path, "--chunk-size", "1000", "-m", "test-letters")
     assert set(table(db_path)) == first
     assert summary(result).endswith(f", {len(second) - len(first)} removed")
 

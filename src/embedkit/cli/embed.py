@@ -2,21 +2,23 @@ import base64
 import glob
 import json
 import os
+import signal
 import sys
 
 import click
 
 from .. import extras
-from ..chunking import METHODS, Chunker
+from ..chunking import METHODS, Chunker, describe, for_model
 from ..collection import validate_name
 from ..errors import EmbedkitError
+from ..ingest import Interrupted
 from ..items import Item, RowMapping, check_unique_ids, parse_metadata
 from ..models import get_model
 from ..sources import input_name
 from ..sources.pdf import PdfSource, looks_like_pdf
 from ..sources.tabular import FORMATS
 from ..sources.url import is_url
-from .base import Progress, cli, database_option, open_database, read_text
+from .base import Progress, cli, database_option, interruptible, open_database, read_text
 
 
 def model_option(fn):
@@ -157,21 +159,26 @@ def embed_multi(collection, inputs, input_format, files, encoding, pdf, sql, att
     if any(isinstance(item, PdfSource) for item in items):
         extras.check("pypdf", "pdf", "reading PDFs")
     check_unique_ids(Item(input_name(i), None) for i in items)  # before a collection is made for them
-    chunking = chunker or chunk_size or chunk_overlap is not None
-    if chunking and (chunk_size or chunker != "tokens"):  # a size known without loading a model
-        Chunker("chars", chunk_size or 1000, 0 if chunk_overlap is None else chunk_overlap)
     _check_target(collection, model, database)
+    # Checked before a database or collection is made for it.
+    split, change = _chunking(collection, model, database, document_prefix, chunker, chunk_size, chunk_overlap)
     db = open_database(database, create=True)
     target = db.get_or_create_collection(
         collection, model, dimensions, query_prefix=query_prefix, document_prefix=document_prefix
     )
-    split = target.chunker(chunker, chunk_size, chunk_overlap) if chunking else None
+    if change:
+        click.echo(change, err=True)
 
-    with Progress() as progress:
-        stats = target.embed_multi(
-            items, store=store, batch_size=batch_size, chunker=split, sync=sync,
-            progress=progress.embedding, read_progress=progress.reading,
-        )
+    with Progress() as progress, interruptible() as signals:
+        try:
+            stats = target.embed_multi(
+                items, store=store, batch_size=batch_size, chunker=split, sync=sync,
+                progress=progress.embedding, read_progress=progress.reading, document_progress=progress.documents,
+            )
+        except Interrupted as ex:
+            progress.close()
+            click.echo(f"interrupted: {ex.kept()} kept; re-run to continue", err=True)
+            sys.exit(128 + (signals.received or signal.SIGINT))
     for id, reason in stats.failures:
         click.echo(f"Failed: {id}: {reason}", err=True)
     if stats.truncated:
@@ -185,6 +192,32 @@ def embed_multi(collection, inputs, input_format, files, encoding, pdf, sql, att
     click.echo(stats.summary(), err=True)
     if stats.failed:
         sys.exit(1)
+
+
+def _chunking(collection, model, database, document_prefix, method, size, overlap):
+    """(the Chunker that --chunker, --chunk-size and --chunk-overlap ask for, or None without
+    them; what that changes for an existing collection, in words, or None)."""
+    if method is None and size is None and overlap is None:
+        return None, None
+    if size is not None and overlap is not None:
+        Chunker("chars", size, overlap)  # checked before loading a model to count tokens
+    if os.path.isfile(database):
+        with open_database(database) as db:
+            if db.has_collection(collection):
+                target = db.collection(collection)
+                split = target.chunker(method, size, overlap)
+                return split, _chunking_change(collection, target.chunking, split)
+    return for_model(get_model(model), document_prefix, None, method, size, overlap), None
+
+
+def _chunking_change(collection, recorded, split):
+    if recorded is None or (split.settings.items() <= recorded.items() and recorded["texts"]):
+        return None
+    texts = "" if recorded["texts"] else " Rows and text files are split too from now on."
+    return (
+        f"Chunking of {collection!r} changes from {describe(recorded)} to {describe(split.settings)}: documents "
+        f"are split again and chunks that change are embedded.{texts}"
+    )
 
 
 def _is_pdf(location) -> bool:
