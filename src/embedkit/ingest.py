@@ -151,7 +151,8 @@ def embed_multi(collection, inputs, store=False, batch_size=None, progress=None,
 
         failed_sources = stats.failed
         plans = writer.plan(documents, store, current, stats)
-        writer.items_done(stats.unchanged + stats.failed - failed_sources)
+        ready = sum(len(plan.rewrites) + len(plan.new) - plan.missing for plan in plans)
+        writer.items_done(stats.unchanged + stats.failed - failed_sources + ready)
         writer.write([plan for plan in plans if not plan.missing], stats, records, chunker)
         writer.embed_missing(plans, batch_size, stats, records, chunker)
     except KeyboardInterrupt:
@@ -185,6 +186,8 @@ class _Writer:
         """A Document for each input that may need writing; unchanged and failed sources are counted."""
         documents = []
         sources = sum(not isinstance(i, Item) for i in inputs)
+        if sources:
+            read_progress(0, sources)
         for source in inputs:
             if isinstance(source, Item):
                 documents.append(Document(source.id, [source], None))
@@ -280,6 +283,7 @@ class _Writer:
             for position, embedding in embeddings.items():
                 vectors.check(embedding, self.collection.dimensions, f"the vector for {texts[position][:40]!r}")
             stats.truncated += model.count_truncated(texts)
+            self.items_done(sum(len(batch[position]) for position in embeddings))
             ready = {}
             for position, embedding in embeddings.items():
                 blob = vectors.encode(embedding)
@@ -298,7 +302,6 @@ class _Writer:
         if not plans:
             return
         conn = self.conn
-        done = 0
         # Counted before a signal held during the commit takes effect: what was committed is kept.
         with _uninterrupted():
             with storage.transaction(conn):
@@ -326,7 +329,6 @@ class _Writer:
                             f"delete from {storage.SOURCES} where collection = ? and source = ?",
                             [self.collection.name, document.source],
                         )
-                    done += len(plan.rewrites) + len(plan.new)
             written = sum(plan.document.digest is not None for plan in plans)
             stats.documents += written
             for plan in plans:
@@ -335,7 +337,6 @@ class _Writer:
                 stats.reused += sum(entry.how == "reused" for entry in plan.new)
                 stats.removed += len(plan.stale)
             self.documents_done(written)
-            self.items_done(done)
 
     def sync(self, names) -> int:
         """Delete the items of every source not named: what an input no longer has."""

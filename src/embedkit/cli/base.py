@@ -157,6 +157,7 @@ class Progress:
             self.label = label
             self.bar = click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True,
                                          item_show_func=self._documents)
+            self.bar.render_progress()  # at once: the first step may take a while (loading a model)
         self.bar.length = total
         self.bar.update(n)
 
@@ -172,9 +173,10 @@ class Progress:
         self._update("Embedding", n, total)
 
     def documents(self, n, total):
-        # Shown with the next update of the embedding bar, which follows at once.
         self.documents_done += n
         self.documents_total = total
+        if self.bar is not None and self.label == "Embedding":
+            self.bar.render_progress()
 
     def relating(self, n, total):
         self._update("Relating", n, total)
