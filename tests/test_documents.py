@@ -513,6 +513,28 @@ def test_deleting_a_collection_forgets_its_sources(db, letters, tmp_path):
     assert stats.embedded > 0 and stats.unchanged == 0
 
 
+def test_a_pdf_without_a_title_gets_one_from_its_first_page(invoke, letters, tmp_path, db_path):
+    from embedkit.sources.pdf import extract
+
+    paper = pdfs.paper_pdf(tmp_path / "paper.pdf", "Ternary Weights for Large Language Models",
+                           "Published as a conference paper at ICLR 2025", TERNARY * 3,
+                           "arXiv:2402.17764v1 [cs.CL] 27 Feb 2024")
+    title, pages = extract(paper.read_bytes())
+    assert title == "Ternary Weights for Large Language Models"  # the largest upright type
+    assert "arXiv:2402.17764v1" in pages[0] and "Published as a conference paper" in pages[0]
+    # All in one size: the first line of the first page.
+    plain = pdfs.text_pdf(tmp_path / "plain.pdf", ["Notes on routing\n\n" + ROUTING, "Page two."])
+    assert extract(plain.read_bytes())[0] == "Notes on routing"
+    # The PDF's own title comes first.
+    titled = pdfs.text_pdf(tmp_path / "titled.pdf", ["Notes on routing\n\n" + ROUTING], title="Routing")
+    assert extract(titled.read_bytes())[0] == "Routing"
+    # Every chunk carries it.
+    assert invoke("embed-multi", "papers", str(paper), "-m", "test-letters").exit_code == 0
+    chunks = table(db_path).values()
+    assert len(chunks) > 1
+    assert {row["metadata"]["title"] for row in chunks} == {"Ternary Weights for Large Language Models"}
+
+
 def test_extract_reports_pages_and_title(tmp_path):
     from embedkit.sources.pdf import extract
 

@@ -3,10 +3,8 @@ on Ctrl-C or SIGTERM it keeps the documents it finished and says so; on a termin
 
 import json
 import os
-import pty
 import random
 import re
-import select
 import signal
 import sqlite3
 import subprocess
@@ -18,6 +16,7 @@ import pytest
 
 import pdfs
 from embedserver import EmbedServer
+from terminal import run_on_a_terminal
 
 EMBEDKIT = os.path.join(os.path.dirname(sys.executable), "embedkit")
 ITEMS = 1500
@@ -211,36 +210,6 @@ def test_an_interrupted_pdf_run_keeps_whole_documents_and_a_re_run_continues(pap
 
 
 # ---------------------------------------------------------------- progress
-
-
-def run_on_a_terminal(command, env, timeout=120):
-    """(exit status, what the terminal showed) for command run with a pseudo-terminal as its
-    standard input, output and error."""
-    controller, terminal = pty.openpty()
-    process = subprocess.Popen(command, env={**env, "COLUMNS": "160", "TERM": "xterm"}, stdin=terminal,
-                               stdout=terminal, stderr=terminal)
-    os.close(terminal)
-    shown = b""
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([controller], [], [], 0.1)
-            if ready:
-                try:
-                    data = os.read(controller, 65536)
-                except OSError:  # the process closed the terminal
-                    break
-                if not data:
-                    break
-                shown += data
-            elif process.poll() is not None:
-                break
-        return process.wait(timeout=10), shown.decode()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        os.close(controller)
 
 
 def test_progress_by_document_and_chunk_on_a_terminal_and_none_when_piped(papers, tmp_path):

@@ -148,6 +148,7 @@ def embed_multi(collection, inputs, input_format, files, encoding, pdf, sql, att
         raise EmbedkitError("give something to embed: INPUT, --files DIR GLOB, --pdf PATH|URL or --sql QUERY")
     if attach and not sql:
         raise EmbedkitError("--attach is for --sql")
+    _check_shell_expansion(files, inputs)
     mapping = RowMapping(id_column, list(content_column), list(metadata_column), prefix)
     # Read and check all input tables before writing anything: bad input leaves the database
     # as it was (and creates none). PDFs are read later, each failing on its own.
@@ -218,6 +219,22 @@ def _chunking_change(collection, recorded, split):
         f"Chunking of {collection!r} changes from {describe(recorded)} to {describe(split.settings)}: documents "
         f"are split again and chunks that change are embedded.{texts}"
     )
+
+
+def _check_shell_expansion(files, inputs):
+    """Refuse `--files DIR *.md` unquoted: the shell passes `--files DIR a.md b.md c.md`, and
+    b.md and c.md would be read as tables of items."""
+    for directory, pattern in files:
+        suffix = os.path.splitext(pattern)[1]
+        if glob.has_magic(pattern) or "{" in pattern or not suffix:
+            continue
+        extra = [path for path in inputs if os.path.splitext(path)[1] == suffix]
+        if extra:
+            wanted = ("**/*" if "/" in pattern else "*") + suffix
+            raise EmbedkitError(
+                f"--files {directory} {pattern}: {', '.join(extra[:3])}{' …' if len(extra) > 3 else ''} came as "
+                f"INPUT too: did your shell expand an unquoted glob? Quote it: --files {directory} '{wanted}'"
+            )
 
 
 def _is_pdf(location) -> bool:

@@ -1,4 +1,5 @@
 import json
+import sys
 
 import click
 
@@ -26,14 +27,31 @@ def list_collections(as_json, database):
         click.echo(json.dumps(rows, indent=2))
     elif rows:
         print_table([list(r.values()) for r in rows], ["name", "model", "dimensions", "count"])
+    else:
+        click.echo(f"No collections in {database}", err=True)
 
 
 @collections.command(name="delete")
 @click.argument("name")
+@click.option("-y", "--yes", is_flag=True, help="Delete without asking")
 @database_option
-def delete_collection(name, database):
-    """Delete collection NAME and everything in it."""
-    open_database(database).delete_collection(name)
+def delete_collection(name, yes, database):
+    """Delete collection NAME and everything in it, once you confirm (or with --yes).
+
+    \b
+    embedkit collections delete notes
+    embedkit collections delete notes --yes
+    """
+    db = open_database(database)
+    count = db.collection(name).count()
+    items = f"{count} item{'s' * (count != 1)}"
+    if not yes:
+        if not sys.stdin.isatty():  # nobody to ask
+            raise EmbedkitError(f"collection {name!r} not deleted: pass --yes to delete it without asking")
+        if not click.confirm(f"Delete collection {name!r} and its {items} from {database}?", err=True):
+            raise EmbedkitError(f"collection {name!r} not deleted")
+    db.delete_collection(name)
+    click.echo(f"Deleted collection {name!r} ({items})", err=True)
 
 
 @cli.command()

@@ -1,4 +1,5 @@
 import json
+import sys
 import textwrap
 
 import click
@@ -6,6 +7,9 @@ import click
 from ..errors import EmbedkitError
 from ..filters import parse_filter
 from .base import cli, database_option, open_database, read_text
+
+NOTHING_TO_SEARCH = ("give a text to search for (-c TEXT, -i FILE or on standard input) "
+                     "or the ID of a stored item to find items like it")
 
 
 @cli.command(short_help="Find the items most similar to a text or to a stored item.")
@@ -19,14 +23,14 @@ from .base import cli, database_option, open_database, read_text
 @click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE", help="Search only items whose metadata has KEY=VALUE (all of them, if repeated)")
 @click.option("--where", metavar="SQL", help="Search only items for which this SQL condition on the table's columns holds")
 @click.option("--min-score", type=float, help="Leave out results scoring less than this")
-@click.option("--keyword", "mode", flag_value="keyword", help="Rank by BM25 over the stored text instead of by vector")
-@click.option("--hybrid", "mode", flag_value="hybrid", help="Fuse the vector and the BM25 rankings (reciprocal rank fusion)")
+@click.option("--keyword", is_flag=True, help="Rank by BM25 over the stored text instead of by vector")
+@click.option("--hybrid", is_flag=True, help="Fuse the vector and the BM25 rankings (reciprocal rank fusion)")
 @click.option("--mmr", type=click.FloatRange(0, 1), metavar="LAMBDA", help="Diversify: maximal marginal relevance, 1 = plain ranking, 0 = most diverse (0.5 is a good start)")
 @click.option("--exact", is_flag=True, help="Scan every vector even when the collection has a quantised index")
 @click.option("--plain", is_flag=True, help="Readable text instead of JSON lines")
 @database_option
-def similar(collection, id, content, input_path, number, model, unique, filters, where, min_score, mode, mmr,
-            exact, plain, database):
+def similar(collection, id, content, input_path, number, model, unique, filters, where, min_score, keyword, hybrid,
+            mmr, exact, plain, database):
     """Items of COLLECTION most similar to a text or to the stored item ID.
 
     Prints one JSON object per line: {"id", "score", "content", "metadata"}, best
@@ -40,6 +44,12 @@ def similar(collection, id, content, input_path, number, model, unique, filters,
     embedkit similar posts -c 'bread' --filter tag=baking --min-score 0.3
     embedkit similar docs -c 'FTS5 bm25' --hybrid
     """
+    if keyword and hybrid:
+        raise EmbedkitError("--keyword and --hybrid cannot be used together: --hybrid already includes the keyword ranking")
+    mode = "keyword" if keyword else "hybrid" if hybrid else None
+    no_text = content is None and input_path is None
+    if id is None and no_text and sys.stdin.isatty():
+        raise EmbedkitError(NOTHING_TO_SEARCH)
     target = open_database(database).collection(collection)
     target.check_model(model)
     options = {"unique": unique, "metadata": dict(parse_filter(f) for f in filters), "where": where,
@@ -51,8 +61,10 @@ def similar(collection, id, content, input_path, number, model, unique, filters,
             raise EmbedkitError(f"--{mode} searches for a text (-c or -i), not for the item ID")
         results = target.similar_by_id(id, number, **options)
     else:
-        results = target.similar(read_text(content, input_path, "text to search for"), number,
-                                 mode=mode or "dense", **options)
+        text = read_text(content, input_path, "text to search for")
+        if no_text and not text.strip():  # nothing on standard input either
+            raise EmbedkitError(NOTHING_TO_SEARCH)
+        results = target.similar(text, number, mode=mode or "dense", **options)
     for entry in results:
         if plain:
             click.echo(f"{entry.id} ({entry.score:.4f})")
