@@ -358,6 +358,52 @@ def test_token_chunks_fit_the_model_and_long_texts_are_warned_about(invoke, mini
     assert sources(db_path, "fitted")["long"]["split"] == "tokens:256:25"
 
 
+# Technical text, as in papers: identifiers, numbers and symbols are many word pieces each.
+DENSE = " ".join(
+    f"Table {n}: BitNet-b1.58 at {n * 7}B params reaches ppl={n / 3 + 9:.2f} (Δ={n % 5 - 2:+d}.{n % 10}), "
+    f"W1.58A8 vs FP16 on GPU-{n % 4}; see arXiv:2402.{17764 + n}v{n % 3 + 1}."
+    for n in range(60)
+)
+
+
+def test_the_default_chunks_of_documents_fit_the_model(invoke, minilm, tmp_path, db_path):
+    # The old default, 1000-character chunks, overflows the model's 256 word pieces on such text.
+    old = Chunker("recursive", 1000, 100).split(DENSE)
+    assert max(minilm.count_tokens(old)) > 256
+    path = pdfs.text_pdf(tmp_path / "dense.pdf", [DENSE, DENSE[::-1]])
+    result = invoke("embed-multi", "papers", str(path), "--store")
+    assert result.exit_code == 0 and "Warning" not in result.stderr
+    rows = table(db_path)
+    counts = minilm.count_tokens([row["content"] for row in rows.values()])
+    assert max(counts) <= 256 and len(rows) >= 2 * len(old)
+    assert sources(db_path)[str(path)]["split"] == "tokens:256:25"
+    with embedkit.Database(db_path) as db:
+        assert db.collection("papers").chunking == {"method": "tokens", "size": 256, "overlap": 25, "texts": False}
+
+
+def test_a_collection_made_before_chunking_was_recorded_keeps_its_split(db, minilm, tmp_path):
+    from embedkit import migrations
+    from embedkit.sources.pdf import PdfSource
+
+    path = str(pdfs.text_pdf(tmp_path / "dense.pdf", [DENSE]))
+    papers, notes = db.create_collection("papers"), db.create_collection("notes")
+    papers.embed_multi([PdfSource(path)], chunker=Chunker("recursive", 1000, 100))
+    notes.embed_multi([embedkit.Item("a", DENSE)], chunker=Chunker("chars", 600, 60))
+    # As an older embedkit left them: no chunking recorded, migration 5 not applied.
+    db.conn.execute("update _embedkit_collections set settings = json_remove(settings, '$.chunking')")
+    db.conn.execute("delete from _embedkit_migrations where name = 'm005_chunking'")
+    db.close()
+    with embedkit.Database(db.path) as reopened:
+        assert "m005_chunking" in migrations.applied(reopened.conn)
+        papers, notes = reopened.collection("papers"), reopened.collection("notes")
+        assert papers.chunking == {"method": "recursive", "size": 1000, "overlap": 100, "texts": False}
+        assert notes.chunking == {"method": "chars", "size": 600, "overlap": 60, "texts": True}
+        calls = minilm.calls
+        assert papers.embed_multi([PdfSource(path)]).unchanged == len(papers)
+        assert notes.embed_multi([embedkit.Item("a", DENSE)]).unchanged == len(notes)
+        assert minilm.calls == calls  # nothing split again, nothing embedded
+
+
 # ---------------------------------------------------------------- files, HTML, mixed inputs
 
 
