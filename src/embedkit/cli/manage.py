@@ -17,16 +17,18 @@ def collections():
 @click.option("--json", "as_json", is_flag=True, help="Output a JSON array")
 @database_option
 def list_collections(as_json, database):
-    """Name, model, dimensions and item count of every collection."""
+    """Name, model, dimensions and item count of every collection (with --json, also how it
+    splits documents into chunks: method, size, overlap and whether texts are split too)."""
     db = open_database(database)
-    rows = [
-        {"name": c.name, "model": c.model_id, "dimensions": c.dimensions, "count": c.count()}
-        for c in db.collections()
-    ]
+    collections = db.collections()
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
-    elif rows:
-        print_table([list(r.values()) for r in rows], ["name", "model", "dimensions", "count"])
+        click.echo(json.dumps([
+            {"name": c.name, "model": c.model_id, "dimensions": c.dimensions, "count": c.count(), "chunking": c.chunking}
+            for c in collections
+        ], indent=2))
+    elif collections:
+        print_table([[c.name, c.model_id, c.dimensions, c.count()] for c in collections],
+                    ["name", "model", "dimensions", "count"])
     else:
         click.echo(f"No collections in {database}", err=True)
 
