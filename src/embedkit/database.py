@@ -8,7 +8,7 @@ from . import fulltext, migrations, models, quantized, search, sqlfunctions, sto
 from .collection import Collection, validate_name
 from .errors import EmbedkitError
 
-DEFAULT_PATH = "embeddings.db"
+DEFAULT_PATH = storage.DEFAULT_PATH
 
 
 class Database:
