@@ -52,21 +52,18 @@ def committed_rows(database):
         conn.close()
 
 
-def interrupt_part_way(command, env, database, sig):
+def interrupt_part_way(command, env, sig, started, timeout=45):
+    """(exit status, stderr) of command sent sig once started() says it has committed something."""
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 45
+    deadline = time.monotonic() + timeout
     try:
-        while time.monotonic() < deadline:
-            count = committed_rows(database)
-            if count:
-                break
+        while not started():
             assert process.poll() is None, "embed-multi finished before it could be interrupted"
+            assert time.monotonic() < deadline, "nothing was committed in time"
             time.sleep(0.01)
-        else:
-            pytest.fail("no rows were committed in time")
         assert process.poll() is None, "embed-multi finished before it could be interrupted"
         process.send_signal(sig)
-        _, stderr = process.communicate(timeout=30)
+        _, stderr = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
@@ -100,7 +97,7 @@ def summary(stderr):
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM], ids=["kill-9", "ctrl-c", "sigterm"])
 def test_an_interrupted_run_is_completed_by_a_re_run(job, sig):
     command, database, env = job
-    returncode, stderr = interrupt_part_way(command, env, database, sig)
+    returncode, stderr = interrupt_part_way(command, env, sig, lambda: committed_rows(database))
     done = check_consistent(database)
     assert 0 < done < ITEMS
     if sig == signal.SIGKILL:
@@ -180,23 +177,11 @@ def test_an_interrupted_pdf_run_keeps_whole_documents_and_a_re_run_continues(pap
     command = [EMBEDKIT, "embed-multi", "papers", *papers, "--batch-size", "8", "-d", database]
     env = {k: v for k, v in os.environ.items() if k != "EMBEDKIT_DATABASE"}
     env.setdefault("OMP_NUM_THREADS", "1")
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 180
-        while not documents_committed(database):
-            assert process.poll() is None, process.stderr.read().decode()
-            assert time.monotonic() < deadline, "no document was committed in time"
-            time.sleep(0.01)
-        process.send_signal(sig)
-        _, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    returncode, stderr = interrupt_part_way(command, env, sig, lambda: documents_committed(database), timeout=180)
     kept = whole_documents(database)
     assert 0 < len(kept) < len(papers)
-    assert process.returncode == 128 + sig
-    assert stderr.decode().splitlines() == [
+    assert returncode == 128 + sig
+    assert stderr.splitlines() == [
         f"interrupted: {len(kept)} document{'s' * (len(kept) > 1)} kept; re-run to continue"
     ]
 
