@@ -940,6 +940,17 @@ def test_rerun_over_unchanged_input_does_not_import_torch(minilm_db, db_path, tm
     assert dump(db_path) == before
 
 
+def test_rerun_over_unchanged_pdfs_does_not_import_torch(invoke, minilm, db_path, tmp_path):
+    """The default chunking counts tokens: a re-run reads it from the collection, never the model."""
+    import pdfs
+
+    paper = str(pdfs.text_pdf(tmp_path / "paper.pdf", ["Ternary weights need no multiplications.", "Page two."]))
+    ok(invoke("embed-multi", "papers", paper), "2 embedded, 0 reused, 0 updated, 0 unchanged, 0 failed")
+    process, heavy = run_isolated(tmp_path, "embed-multi", "papers", paper)
+    assert process.stderr == "0 embedded, 0 reused, 0 updated, 2 unchanged, 0 failed\n"
+    assert heavy == []
+
+
 def test_embedding_does_import_torch(minilm_db, tmp_path):
     """The check above can fail: a command that needs the model does import torch."""
     process, heavy = run_isolated(tmp_path, "similar", "docs", "-c", "dessert", "-n", "1")

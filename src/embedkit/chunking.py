@@ -144,15 +144,18 @@ def for_model(model, prefix: str = "", recorded: dict | None = None, method: str
     method = method or base.get("method") or ("tokens" if model.max_tokens is not None else "recursive")
     length = None
     if method == "tokens":
-        limit = model.max_tokens
-        if limit is None:
-            model.count_tokens([""])  # says why this model cannot count tokens
-        if size is not None and size > limit:
-            raise EmbedkitError(
-                f"--chunk-size ({size}) is more tokens than the {limit} {model.model_id} reads: "
-                f"use at most {limit}, or --chunker recursive to count characters"
-            )
-        size = size or limit
+        # A recorded size was checked when recorded: asking the model (loading it, for some)
+        # would make a re-run over unchanged documents slow.
+        if size is None or size != base.get("size"):
+            limit = model.max_tokens
+            if limit is None:
+                model.count_tokens([""])  # says why this model cannot count tokens
+            if size is not None and size > limit:
+                raise EmbedkitError(
+                    f"--chunk-size ({size}) is more tokens than the {limit} {model.model_id} reads: "
+                    f"use at most {limit}, or --chunker recursive to count characters"
+                )
+            size = size or limit
         length = lambda text: model.count_tokens([prefix + text])[0]  # noqa: E731
     size = size or DEFAULT_CHARS
     return Chunker(method, size, size // 10 if overlap is None else overlap, length)
