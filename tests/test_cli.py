@@ -715,8 +715,8 @@ def test_collections_list(invoke, two_collections, args):
 @pytest.mark.parametrize("args", [["--json"], ["list", "--json"]])
 def test_collections_json(invoke, two_collections, args):
     assert json.loads(ok(invoke("collections", *args)).stdout) == [
-        {"name": "alpha", "model": "test-letters", "dimensions": 8, "count": 1},
-        {"name": "fruit", "model": "test-letters", "dimensions": 8, "count": 3},
+        {"name": "alpha", "model": "test-letters", "dimensions": 8, "count": 1, "chunking": None},
+        {"name": "fruit", "model": "test-letters", "dimensions": 8, "count": 3, "chunking": None},
     ]
 
 
