@@ -117,9 +117,9 @@ def _print_vector(vector, output_format):
 @click.option("--store", is_flag=True, help="Store the text in the collection")
 @click.option("--prefix", default="", help="Prefix added to every id")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Items per model call, and per commit  [default: 100; for HTTP models their batch size times concurrency]")
-@click.option("--chunk-size", type=click.IntRange(min=1), help="Split each input into chunks of at most this many characters (tokens with --chunker tokens) [default: 1000; tokens: what the model reads]")
+@click.option("--chunk-size", type=click.IntRange(min=1), help="Split each input into chunks of at most this many tokens (characters with --chunker recursive or chars)  [default: as the collection recorded; else all the model reads, or 1000 characters]")
 @click.option("--chunk-overlap", type=click.IntRange(min=0), help="How much of each chunk starts the next  [default: a tenth of --chunk-size]")
-@click.option("--chunker", type=click.Choice(METHODS), help="How to split: fixed 'chars' windows, 'recursive' at paragraph and sentence breaks, or 'tokens' to fit the model  [default: recursive]")
+@click.option("--chunker", type=click.Choice(METHODS), help="How to split: 'tokens' to fit the model, 'recursive' at paragraph and sentence breaks, or fixed 'chars' windows  [default: as the collection recorded; else tokens, or recursive for a model without a tokenizer]")
 @click.option("--sync", is_flag=True, help="Delete the items of sources (ids, files, PDFs) that are no longer in the input")
 @collection_options
 @database_option
@@ -130,17 +130,19 @@ def embed_multi(collection, inputs, input_format, files, encoding, pdf, sql, att
     PDF files and URLs, files matching a glob, or a SQL query.
 
     PDFs are split into chunks (as are other inputs with --chunk-size or --chunker); each
-    chunk's metadata names its source, page and chunk. Only new or changed content is
-    embedded: re-running over unchanged input makes no model calls, and a changed source
-    has its chunks replaced in one transaction. A summary goes to stderr; the exit status
-    is 1 if any item or source failed, and the rest are still stored.
+    chunk's metadata names its source, page and chunk. The collection records how it
+    splits, and later runs split the same way unless given other options. Only new or
+    changed content is embedded: re-running over unchanged input makes no model calls, and
+    a changed source has its chunks replaced in one transaction. A summary goes to stderr;
+    the exit status is 1 if any item or source failed, and the rest are still stored. On
+    Ctrl-C or SIGTERM the documents finished are kept, and a re-run does the rest.
 
     \b
     embedkit embed-multi posts blog.csv --store
     embedkit embed-multi notes --files ~/notes '**/*.md' --store
     embedkit embed-multi posts --sql 'select id, title, body from posts' --attach blog blog.db
     embedkit embed-multi papers --pdf https://arxiv.org/pdf/2402.17764 --pdf 'pdfs/*.pdf' --store
-    embedkit embed-multi docs --files site '**/*.{md,html,pdf}' --chunk-size 800 --store --sync
+    embedkit embed-multi docs --files site '**/*.{md,html,pdf}' --chunk-size 200 --store --sync
     """
     from ..sources.files import file_inputs
 
