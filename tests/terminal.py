@@ -17,10 +17,12 @@ def run_on_a_terminal(command, env, timeout=120, typed=None):
     os.close(terminal)
     shown = b""
     deadline = time.monotonic() + timeout
+    # poll, not select: a long test session has file descriptors past select's 1024
+    waiting = select.poll()
+    waiting.register(controller, select.POLLIN)
     try:
         while time.monotonic() < deadline:
-            ready, _, _ = select.select([controller], [], [], 0.1)
-            if ready:
+            if waiting.poll(100):
                 try:
                     data = os.read(controller, 65536)
                 except OSError:  # the process closed the terminal

@@ -107,7 +107,7 @@ def test_an_interrupted_run_is_completed_by_a_re_run(job, sig):
         assert returncode == 128 + sig
         assert stderr.splitlines() == [f"interrupted: {done} items kept; re-run to continue"]
 
-    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert summary(rerun.stderr) == f"{ITEMS - done} embedded, 0 reused, 0 updated, {done} unchanged, 0 failed"
     assert check_consistent(database) == ITEMS
