@@ -254,3 +254,6 @@ class Progress:
 
     def searching(self, n, total):
         self._update("Searching", n, total)
+
+    def clustering(self, n, total):
+        self._update("Clustering", n, total)

@@ -2,6 +2,7 @@
 or an HTML table."""
 
 import html
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,7 +14,7 @@ from ..extras import require
 MAX_ENTRIES = 50
 LABEL_CHARS = 40
 DECIMALS = 4
-# Viridis at 0, 0.25, 0.5, 0.75 and 1: readable in grey and by most colour-blind readers.
+# Viridis at 0, 0.25, 0.5, 0.75 and 1: readable in grey and by most color-blind readers.
 STOPS = [(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)]
 
 
@@ -51,16 +52,29 @@ def _short(text) -> str:
 
 
 def _range(heatmap):
-    """The colour scale: from the least similarity (0 if none is less) to 1."""
+    """The color scale: from the least similarity (0 if none is less) to 1."""
     return min(0.0, float(heatmap.matrix.min())), 1.0
 
 
-def colour(value, low, high) -> str:
-    """The viridis colour of value on the scale low..high, as #rrggbb."""
+def color(value, low, high) -> str:
+    """The viridis color of value on the scale low..high, as #rrggbb."""
     t = 0.0 if high == low else min(max((value - low) / (high - low), 0.0), 1.0) * (len(STOPS) - 1)
     i = min(int(t), len(STOPS) - 2)
     mix = [round(a + (b - a) * (t - i)) for a, b in zip(STOPS[i], STOPS[i + 1])]
     return "#" + "".join(f"{c:02x}" for c in mix)
+
+
+def save(heatmap, path, title):
+    """Write the heatmap to path: a PNG (.png), an HTML table (.html) or JSON (.json)."""
+    suffix = str(path).lower().rsplit(".", 1)[-1]
+    if suffix == "png":
+        png(heatmap, path, title)
+    elif suffix in ("html", "htm", "json"):
+        text = html_page(heatmap, title) if suffix != "json" else json.dumps(heatmap.to_dict(), ensure_ascii=False) + "\n"
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        raise EmbedkitError(f"{path}: a heatmap is written as .png, .html or .json")
 
 
 def png(heatmap, path, title=None):
@@ -120,13 +134,13 @@ table.embedkit-heatmap {{ border-collapse: collapse; }}
 
 
 def html_page(heatmap, title) -> str:
-    """One self-contained page: a table whose cells are coloured by similarity."""
+    """One self-contained page: a table whose cells are colored by similarity."""
     low, high = _range(heatmap)
     columns = "".join(f"<th>{html.escape(label)}</th>" for label in heatmap.labels)
     rows = []
     for label, values in zip(heatmap.labels, heatmap.matrix):
         cells = "".join(
-            f'<td style="background:{colour(v, low, high)};color:{"#000" if (v - low) / (high - low or 1) > 0.6 else "#fff"}"'
+            f'<td style="background:{color(v, low, high)};color:{"#000" if (v - low) / (high - low or 1) > 0.6 else "#fff"}"'
             f' title="{v:.4f}">{v:.2f}</td>'
             for v in values
         )

@@ -1,5 +1,5 @@
 """A map of a collection: every item (or a sample of them) placed by a 2-D projection of its
-vector and coloured by cluster or by a metadata value, as one offline HTML page or a PNG."""
+vector and colored by cluster or by a metadata value, as one offline HTML page or a PNG."""
 
 import html
 import json
@@ -15,11 +15,11 @@ from ..filters import Filter
 from . import cluster, projection, tables
 from .loading import load
 
-# Tableau's 10 colours and their light variants: told apart by most people, also in print.
+# Tableau's 10 colors and their light variants: told apart by most people, also in print.
 PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
            "#bab0ac", "#a0cbe8", "#ffbe7d", "#ff9d9a", "#86bcb6", "#8cd17d", "#f1ce63", "#d4a6c8", "#fabfd2",
            "#d7b5a6", "#79706e"]
-OTHER_COLOUR = "#c8c8c8"
+OTHER_COLOR = "#c8c8c8"
 SNIPPET_CHARS = 240
 METHODS = ("pca",)
 
@@ -30,8 +30,8 @@ class Map:
 
     title: str
     total: int  # items matched; shown are len(ids)
-    colour_by: "str | None"
-    groups: list  # [{"name", "colour", "count"}]
+    color_by: "str | None"
+    groups: list  # [{"name", "color", "count"}]
     ids: list
     xy: np.ndarray  # (shown, 2)
     group: list  # index into groups, per point
@@ -41,7 +41,7 @@ class Map:
     def to_dict(self, link=None) -> dict:
         """What the HTML page draws: link is a URL template with {id}, or None."""
         return {
-            "title": self.title, "total": self.total, "colour_by": self.colour_by, "link": link,
+            "title": self.title, "total": self.total, "color_by": self.color_by, "link": link,
             "groups": self.groups,
             "points": {"id": self.ids, "x": np.round(self.xy[:, 0], 5).tolist(),
                        "y": np.round(self.xy[:, 1], 5).tolist(), "group": self.group, "title": self.titles,
@@ -49,9 +49,9 @@ class Map:
         }
 
 
-def build(collection, colour_by=None, title_key="title", max_points=projection.MAX_POINTS, metadata=None,
+def build(collection, color_by=None, title_key="title", max_points=projection.MAX_POINTS, metadata=None,
           where=None, method="pca") -> Map:
-    """The map of the items metadata and where choose. colour_by: "cluster" (the clusters of
+    """The map of the items metadata and where choose. color_by: "cluster" (the clusters of
     embedkit cluster, the default when there are some), a metadata key, or None."""
     if method not in METHODS:
         raise EmbedkitError(f"unknown projection {method!r}: use one of {', '.join(METHODS)}")
@@ -65,27 +65,27 @@ def build(collection, colour_by=None, title_key="title", max_points=projection.M
     ids = [items.ids[i] for i in rows]
     shown = load(collection, ids=ids, texts=True, metadata=True)  # text of the shown items only
     details = dict(zip(shown.ids, zip(shown.texts, shown.metadata)))
-    if colour_by is None and tables.record(collection, cluster.KIND) is not None:
-        colour_by = "cluster"
-    values = _values(collection, colour_by, ids, details)
-    groups, group = _groups(values, colour_by)
+    if color_by is None and tables.record(collection, cluster.KIND) is not None:
+        color_by = "cluster"
+    values = _values(collection, color_by, ids, details)
+    groups, group = _groups(values, color_by)
     titles, snippets = [], []
     for id in ids:
         text, meta = details[id]
         title = (meta or {}).get(title_key)
         titles.append(None if title is None else str(title))
         snippets.append(_snippet(text))
-    return Map(collection.name, len(items.ids), colour_by, groups, ids, xy, group, titles, snippets)
+    return Map(collection.name, len(items.ids), color_by, groups, ids, xy, group, titles, snippets)
 
 
-def _values(collection, colour_by, ids, details) -> list:
+def _values(collection, color_by, ids, details) -> list:
     """Each item's group name (sortable (order, name) pairs)."""
-    if colour_by is None:
+    if color_by is None:
         return [(0, collection.name)] * len(ids)
-    if colour_by == "cluster":
+    if color_by == "cluster":
         items_table, info_table = cluster.table_names(collection)
         if tables.record(collection, cluster.KIND) is None:
-            raise EmbedkitError(f"collection {collection.name!r} has no clusters to colour by: "
+            raise EmbedkitError(f"collection {collection.name!r} has no clusters to color by: "
                                 f"run embedkit cluster {collection.name} first")
         names = dict(collection.db.conn.execute(
             f"select i.id, c.cluster || ': ' || c.name from {storage.quote(items_table)} as i "
@@ -94,26 +94,26 @@ def _values(collection, colour_by, ids, details) -> list:
         return [(order[names[id]], names[id]) if id in names else (len(order), "not clustered") for id in ids]
     found = []
     for id in ids:
-        value = (details[id][1] or {}).get(colour_by)
+        value = (details[id][1] or {}).get(color_by)
         found.append((0, "(none)" if value is None else value if isinstance(value, str) else json.dumps(value)))
     return found
 
 
-def _groups(values, colour_by):
-    """([{"name", "colour", "count"}], index per value): clusters in their order, other values
-    most frequent first; past the palette's colours, the rest share one grey group."""
+def _groups(values, color_by):
+    """([{"name", "color", "count"}], index per value): clusters in their order, other values
+    most frequent first; past the palette's colors, the rest share one grey group."""
     counts = {}
     for value in values:
         counts[value] = counts.get(value, 0) + 1
-    if colour_by == "cluster":
+    if color_by == "cluster":
         ordered = sorted(counts)
     else:
         ordered = sorted(counts, key=lambda v: (-counts[v], v[1]))
-    groups = [{"name": v[1], "colour": PALETTE[i], "count": counts[v]} for i, v in enumerate(ordered[:len(PALETTE)])]
+    groups = [{"name": v[1], "color": PALETTE[i], "count": counts[v]} for i, v in enumerate(ordered[:len(PALETTE)])]
     index = {v: i for i, v in enumerate(ordered[:len(PALETTE)])}
     if len(ordered) > len(PALETTE):
         rest = ordered[len(PALETTE):]
-        groups.append({"name": f"{len(rest)} others", "colour": OTHER_COLOUR, "count": sum(counts[v] for v in rest)})
+        groups.append({"name": f"{len(rest)} others", "color": OTHER_COLOR, "count": sum(counts[v] for v in rest)})
     return groups, [index.get(v, len(PALETTE)) for v in values]
 
 
@@ -162,14 +162,26 @@ header p {{ display: inline; margin-left: 1em; color: #555; }}
 def caption(result: Map) -> str:
     shown = len(result.ids)
     sampled = f"{shown:,} of {result.total:,} items (sampled)" if shown < result.total else f"{shown:,} items"
-    coloured = f", coloured by {result.colour_by}" if result.colour_by else ""
-    return f"{sampled}{coloured}. Scroll to zoom, drag to move, double-click to reset; hover for an item."
+    colored = f", colored by {result.color_by}" if result.color_by else ""
+    return f"{sampled}{colored}. Scroll to zoom, drag to move, double-click to reset; hover for an item."
 
 
 def html_page(result: Map, link=None) -> str:
     """One self-contained page: the data, the script and the styles inline, nothing fetched."""
     return PAGE.format(title=html.escape(f"Map of {result.title}"), caption=html.escape(caption(result)),
                        data=json_for_script(result.to_dict(link)), script=script())
+
+
+def save(result: Map, path, link=None):
+    """Write the map to path: an HTML page (.html) or a PNG picture (.png)."""
+    suffix = str(path).lower().rsplit(".", 1)[-1]
+    if suffix in ("html", "htm"):
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(html_page(result, link))
+    elif suffix == "png":
+        png(result, path)
+    else:
+        raise EmbedkitError(f"{path}: a map is written as .html or .png")
 
 
 def png(result: Map, path):
@@ -185,14 +197,14 @@ def png(result: Map, path):
         for index, group in enumerate(result.groups):
             chosen = groups == index
             if chosen.any():
-                axes.scatter(result.xy[chosen, 0], result.xy[chosen, 1], s=size, c=group["colour"], linewidths=0,
+                axes.scatter(result.xy[chosen, 0], result.xy[chosen, 1], s=size, c=group["color"], linewidths=0,
                              label=_short(group["name"]) + f" ({group['count']})")
         axes.set_title(f"Map of {result.title}: " + caption(result).split(".")[0])
         axes.set_xticks([])
         axes.set_yticks([])
         axes.set_xlabel("first principal axis")
         axes.set_ylabel("second principal axis")
-        if result.colour_by:
+        if result.color_by:
             axes.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False, markerscale=2)
         figure.tight_layout()
         figure.savefig(path, format="png", metadata={"Software": None})

@@ -1,6 +1,6 @@
 /* embedkit map: draws the points of `embedkit map` (or Datasette's /-/map page) on a canvas.
  * No dependencies, nothing fetched. Each element with data-embedkit-map="ID" gets the map of the
- * JSON in the script element ID: {title, total, link, groups: [{name, colour, count}],
+ * JSON in the script element ID: {title, total, link, groups: [{name, color, count}],
  * points: {id, x, y, group, title, text}}. Scroll zooms, dragging moves, double-click resets,
  * hovering shows an item, clicking opens its link (or keeps it shown); the legend hides groups.
  */
@@ -38,7 +38,7 @@
     canvas.setAttribute("aria-label", "Map of " + count + " items of " + data.title);
     root.appendChild(reset);
     root.appendChild(canvas);
-    if (data.groups.length > 1 || data.colour_by) root.appendChild(legend);
+    if (data.groups.length > 1 || data.color_by) root.appendChild(legend);
     root.appendChild(tip);
 
     var minX = Infinity, maxX = -Infinity, minY = Infinity, maxY = -Infinity;
@@ -77,7 +77,7 @@
         if (hidden[group]) continue;
         var at = toScreen(k);
         if (at[0] < -r || at[1] < -r || at[0] > width + r || at[1] > height + r) continue;
-        context.fillStyle = data.groups[group].colour;
+        context.fillStyle = data.groups[group].color;
         context.beginPath();
         context.arc(at[0], at[1], r, 0, 2 * Math.PI);
         context.fill();
@@ -119,7 +119,7 @@
         var heading = element("b", "embedkit-map-title", points.title[k] || points.id[k]);
         tip.appendChild(heading);
         if (points.title[k]) tip.appendChild(element("small", "embedkit-map-id", points.id[k]));
-        if (data.groups.length > 1 || data.colour_by) {
+        if (data.groups.length > 1 || data.color_by) {
           tip.appendChild(element("small", "embedkit-map-group", data.groups[points.group[k]].name));
         }
         if (points.text[k]) tip.appendChild(element("div", "embedkit-map-text", points.text[k]));
@@ -196,7 +196,7 @@
 
     data.groups.forEach(function (group, index) {
       var item = element("li"), swatch = element("span");
-      swatch.style.background = group.colour;
+      swatch.style.background = group.color;
       item.appendChild(swatch);
       item.appendChild(document.createTextNode(group.name + " (" + group.count + ")"));
       item.title = "Show or hide";
