@@ -1,6 +1,7 @@
 """Clusters, maps, heatmaps and classification by example, with the real default model."""
 
 import csv
+import importlib.util
 import json
 import sqlite3
 
@@ -9,10 +10,12 @@ import pytest
 
 import browser
 import embedkit
+import test_docs
 from embedkit import Item
 from embedkit.errors import EmbedkitError
 from embedkit.explore import cluster, projection
 from embedkit.explore.classify import Example
+from test_docs import page_env  # noqa: F401  (the fixture docs pages run in)
 
 # Three topics anyone can tell apart: clusters of them must be the topics.
 TOPICS = {
@@ -410,3 +413,21 @@ def test_cli(topics, db_path, invoke, tmp_path):
     assert missing.exit_code == 1 and missing.output.strip().endswith("nope.csv: No such file or directory")
     with sqlite3.connect(db_path) as conn:
         assert conn.execute("select count(*) from notes_labels where label is null").fetchone() == (15,)
+
+
+# The pictures of docs/explore.md
+
+
+def test_docs_pictures_are_those_the_page_draws(page_env):
+    """docs/images/explore-*.png are what docs/explore.md's commands draw (regenerate them with
+    python docs/explore_pictures.py)."""
+    from matplotlib import image
+
+    pictures = importlib.util.spec_from_file_location("explore_pictures", test_docs.DOCS / "explore_pictures.py")
+    module = importlib.util.module_from_spec(pictures)
+    pictures.loader.exec_module(module)
+    test_docs.run_page("explore.md", page_env)
+    for made, kept in module.PICTURES.items():
+        drawn, shown = image.imread(page_env / made), image.imread(test_docs.DOCS / "images" / kept)
+        assert drawn.shape == shown.shape, f"{kept} is not what docs/explore.md draws: run python docs/explore_pictures.py"
+        assert np.abs(drawn - shown).mean() < 0.01, f"{kept} differs from what docs/explore.md draws"

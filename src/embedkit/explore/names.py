@@ -14,9 +14,11 @@ TOKEN = r"(?u)\b[^\W\d_][\w+#]*[\w+#]"
 def distinctive_terms(texts, labels, k, n=TERMS) -> list:
     """[[term, ...] best first] for clusters 0..k-1 of texts (None for no text).
 
-    Class-based TF-IDF: a term's weight in a cluster is its share of the cluster's words times
-    log(1 + A / f), f being its count in all clusters and A the average number of words per
-    cluster: frequent in this cluster and rare elsewhere. Single words and pairs of words.
+    Class-based TF-IDF against the other clusters: a term's weight in a cluster is its share of
+    the cluster's words times log(1 + A / (1 + f)), f being its count in the other clusters and
+    A the average number of words per cluster: frequent in this cluster and rare in the others.
+    (Counting it in all clusters, as c-TF-IDF usually does, let words common everywhere, like
+    "return" in docstrings, name more clusters.) Single words and pairs of words.
     """
     feature_extraction = require("sklearn.feature_extraction.text", "explore", "naming clusters")
     texts = [text or "" for text in texts]
@@ -39,9 +41,9 @@ def distinctive_terms(texts, labels, k, n=TERMS) -> list:
     for cluster in range(k):
         by_cluster[cluster] = np.asarray(counts[labels == cluster].sum(axis=0)).ravel()
     per_cluster = by_cluster.sum(axis=1, keepdims=True)
-    total = by_cluster.sum(axis=0)
+    elsewhere = by_cluster.sum(axis=0) - by_cluster
     average = by_cluster.sum() / k
-    weights = by_cluster / np.maximum(per_cluster, 1) * np.log1p(average / np.maximum(total, 1))
+    weights = by_cluster / np.maximum(per_cluster, 1) * np.log1p(average / (1 + elsewhere))
     terms = []
     for row in weights:
         # Best first, equal weights alphabetically: the same text always gives the same name.
