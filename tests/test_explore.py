@@ -13,7 +13,7 @@ import embedkit
 import test_docs
 from embedkit import Item
 from embedkit.errors import EmbedkitError
-from embedkit.explore import cluster, projection
+from embedkit.explore import projection
 from embedkit.explore.classify import Example
 from test_docs import page_env  # noqa: F401  (the fixture docs pages run in)
 
@@ -208,7 +208,7 @@ def test_classify_by_example_ids_and_texts(topics, db):
     centroids = {"baking": (topics.vector("bread-0") + topics.vector("bread-1")) / 2,
                  "cycling": topics.vector("bicycle-2"),
                  "databases": topics.model.embed(["storing data in SQL tables"])[0]}
-    for id, (label, score, margin) in found.items():
+    for id, (_, score, margin) in found.items():
         vector = topics.vector(id)
         cosines = sorted((float(vector @ c / np.linalg.norm(vector) / np.linalg.norm(c)) for c in centroids.values()),
                          reverse=True)
@@ -356,6 +356,32 @@ def test_html_map_in_a_browser(topics, tmp_path):
         page.mouse("mouseReleased", x, y)
         page.wait_for("location.href.startsWith('https://example.com/') || location.href.startsWith('chrome-error')")
         assert page.evaluate("document.querySelector('.embedkit-map') === null")
+
+
+def test_datasette_map_page(tmp_path):
+    """/<db>/<collection>/-/map in a real Datasette and browser: points drawn, hover shows an
+    item, clicking opens its row page; an unknown color key is a clear error."""
+    db_path = browser.build_posts(tmp_path)
+    with embedkit.Database(db_path) as db:
+        db.collection("posts").cluster(k=2, seed=0)
+        names = [f"{c.cluster}: {c.name}" for c in db.collection("posts").clusters()]
+    with browser.serve(db_path) as url:
+        with browser.Page(url + "/embeddings/posts/-/map") as page:
+            assert page.evaluate("document.querySelector('h1').textContent") == "Map of posts"
+            assert drawn(page) == 5
+            legend = page.evaluate("Array.from(document.querySelectorAll('.embedkit-map-legend li')).map(li => li.textContent)")
+            assert [entry.rsplit(" (", 1)[0] for entry in legend] == names
+            x, y = screen(page, "4")
+            page.mouse("mouseMoved", x, y)
+            assert "A dense loaf of rye flour" in tip(page)
+            page.mouse("mousePressed", x, y)
+            page.mouse("mouseReleased", x, y)
+            page.wait_for("location.pathname === '/embeddings/posts/4'")
+        with browser.Page(url + "/embeddings/posts/-/map?color=tag") as page:
+            legend = page.evaluate("Array.from(document.querySelectorAll('.embedkit-map-legend li')).map(li => li.textContent)")
+            assert sorted(legend) == ["baking (2)", "datasette (1)", "sqlite (2)"]
+        page = browser.parse(browser.chromium("--dump-dom", url + "/embeddings/notes/-/map"))
+        assert "notes is not an embedkit collection in embeddings" in page.text()
 
 
 # Heatmaps

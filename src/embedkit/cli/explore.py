@@ -6,8 +6,7 @@ import click
 
 from ..errors import EmbedkitError
 from ..filters import parse_filter
-from . import cli, database_option, open_database, print_table
-from .embed import Progress
+from .base import Progress, cli, database_option, open_database, print_table
 
 
 def filter_options(fn):

@@ -23,7 +23,7 @@ EXAMPLES = "temp._embedkit_examples"
 
 
 def table_name(collection) -> str:
-    return f"{collection.name}_labels"
+    return tables.names(collection.name, KIND)[0]
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,8 @@ class Example:
     """A labelled example: a stored item (id) or a text embedded with the collection's model."""
 
     label: str
-    id: str = None
-    text: str = None
+    id: str | None = None
+    text: str | None = None
 
 
 @dataclass

@@ -36,7 +36,7 @@ DECIMALS = 6  # distances are stored rounded: equal on every machine and thread 
 
 
 def table_names(collection) -> tuple:
-    return f"{collection.name}_clusters", f"{collection.name}_cluster_info"
+    return tables.names(collection.name, KIND)
 
 
 @dataclass
@@ -47,7 +47,7 @@ class Cluster:
     terms: list  # most distinctive first
     central: list  # ids, most central first
     centroid: np.ndarray  # the mean of its items' unit vectors
-    summary: str = None
+    summary: str | None = None
 
     def to_dict(self) -> dict:
         return {"cluster": self.cluster, "size": self.size, "name": self.name, "terms": self.terms,
@@ -193,11 +193,17 @@ def _write(collection, ids, labels, distances, clusters, settings, version):
     )
 
 
-def stored(collection) -> list:
-    """The clusters as the last cluster() or assign() left them."""
-    if tables.record(collection, KIND) is None:
+def _record(collection) -> tables.Record:
+    record = tables.record(collection, KIND)
+    if record is None:
         raise EmbedkitError(f"collection {collection.name!r} has no clusters yet: "
                             f"run embedkit cluster {collection.name} first")
+    return record
+
+
+def stored(collection) -> list:
+    """The clusters as the last cluster() or assign() left them."""
+    _record(collection)
     _, info_table = table_names(collection)
     rows = collection.db.conn.execute(
         f'select cluster, size, name, terms, central, summary, centroid from "{info_table}" order by cluster'
@@ -211,9 +217,8 @@ def assign(collection) -> Clustering:
     centroid, without clustering again: new items join, deleted ones leave, and the
     clusters (centroids, names) stay as they were computed. A later cluster() with the same
     settings computes them again, since the items have changed."""
-    record = tables.record(collection, KIND)
+    settings = _record(collection).settings
     clusters = stored(collection)
-    settings = record.settings
     items = load(collection, Filter(settings["filter"], settings["where"]))
     centroids = np.stack([c.centroid for c in clusters]).astype(np.float32)
     labels = nearest(items.matrix, centroids) if items.ids else np.empty(0, dtype=np.int64)

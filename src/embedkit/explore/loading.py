@@ -20,7 +20,7 @@ class Loaded:
     metadata: list  # dicts (or None), when asked for
 
 
-def load(collection, filter: Filter = None, texts=False, metadata=False, ids=None) -> Loaded:
+def load(collection, filter: Filter | None = None, texts=False, metadata=False, ids=None) -> Loaded:
     """The items filter matches (all of them without one), or those of ids, in id order."""
     filter = filter or Filter()
     condition, params = filter.condition()
@@ -36,7 +36,9 @@ def load(collection, filter: Filter = None, texts=False, metadata=False, ids=Non
     try:
         count = conn.execute(f"select count(*) {source}", params).fetchone()[0]
         matrix = np.empty((count, collection.dimensions or 0), dtype=np.float32)
-        found_ids, found_texts, found_metadata = [], [], []
+        found_ids: list[str] = []
+        found_texts: list[str | None] = []
+        found_metadata: list[dict | None] = []
         cursor = conn.execute(f"select {columns} {source} order by id", params)
         while rows := cursor.fetchmany(READ_ROWS):
             for row in rows:

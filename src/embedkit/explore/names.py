@@ -54,7 +54,8 @@ def distinctive_terms(texts, labels, k, n=TERMS) -> list:
 
 def _distinct(ranked, n) -> list:
     """The first n terms that say something new: none repeats a word of a term before it."""
-    chosen, used = [], set()
+    chosen: list[str] = []
+    used: set[str] = set()
     for term in ranked:
         words = set(term.split())
         if words & used:

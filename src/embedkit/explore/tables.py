@@ -3,16 +3,15 @@
 import json
 from dataclasses import dataclass
 
-from .. import storage
+from .. import migrations, storage
 from ..errors import EmbedkitError
 
-EXPLORE = "_embedkit_explore"
+# kind -> the tables it writes, by collection name
+TABLES = {"clusters": ("{}_clusters", "{}_cluster_info"), "labels": ("{}_labels",)}
 
 
-def _ensure(conn):  # TEMPORARY until the migration lands
-    conn.execute(f"create table if not exists {EXPLORE} (collection text not null, kind text not null, "
-                 "settings text not null, version integer not null, computed text not null, "
-                 "primary key (collection, kind))")
+def names(collection_name, kind) -> tuple:
+    return tuple(pattern.format(collection_name) for pattern in TABLES[kind])
 
 
 @dataclass
@@ -25,10 +24,10 @@ class Record:
 def record(collection, kind) -> "Record | None":
     """What the collection's tables of kind ("clusters", "labels") were last made with."""
     conn = collection.db.conn
-    if not storage.table_exists(conn, EXPLORE):
+    if not storage.table_exists(conn, storage.EXPLORE):
         return None
     row = conn.execute(
-        f"select settings, version, computed from {EXPLORE} where collection = ? and kind = ?",
+        f"select settings, version, computed from {storage.EXPLORE} where collection = ? and kind = ?",
         [collection.name, kind],
     ).fetchone()
     return None if row is None else Record(json.loads(row[0]), row[1], row[2])
@@ -49,8 +48,7 @@ def replace(collection, kind, tables, settings, version):
     """Write tables ({name: (create statement, rows)}) afresh and record settings, in one transaction."""
     check_free(collection, kind, tables)
     conn = collection.db.conn
-    storage.migrate(conn)
-    _ensure(conn)
+    migrations.migrate(conn)
     with storage.transaction(conn):
         for name, (create, rows) in tables.items():
             conn.execute(f"drop table if exists {storage.quote(name)}")
@@ -64,7 +62,18 @@ def replace(collection, kind, tables, settings, version):
 
 def save(collection, kind, settings, version):
     collection.db.conn.execute(
-        f"insert or replace into {EXPLORE} (collection, kind, settings, version, computed) "
+        f"insert or replace into {storage.EXPLORE} (collection, kind, settings, version, computed) "
         "values (?, ?, ?, ?, ?)",
         [collection.name, kind, json.dumps(settings, sort_keys=True), version, storage.now()],
     )
+
+
+def drop(conn, collection_name):
+    """Drop the tables explore made for a collection (being deleted) and forget them."""
+    if not storage.table_exists(conn, storage.EXPLORE):
+        return
+    kinds = conn.execute(f"select kind from {storage.EXPLORE} where collection = ?", [collection_name]).fetchall()
+    for (kind,) in kinds:
+        for name in names(collection_name, kind):
+            conn.execute(f"drop table if exists {storage.quote(name)}")
+    conn.execute(f"delete from {storage.EXPLORE} where collection = ?", [collection_name])

@@ -1,7 +1,8 @@
 /* embedkit map: draws the points of `embedkit map` (or Datasette's /-/map page) on a canvas.
  * No dependencies, nothing fetched. Each element with data-embedkit-map="ID" gets the map of the
  * JSON in the script element ID: {title, total, link, groups: [{name, color, count}],
- * points: {id, x, y, group, title, text}}. Scroll zooms, dragging moves, double-click resets,
+ * points: {id, x, y, group, title, text, and optionally href: each item's URL}}; link is a
+ * URL with {id} in it. Scroll zooms, dragging moves, double-click resets,
  * hovering shows an item, clicking opens its link (or keeps it shown); the legend hides groups.
  */
 (function () {
@@ -105,6 +106,7 @@
     }
 
     function link(k) {
+      if (points.href) return points.href[k];  // each item's own URL (Datasette's row pages)
       return data.link ? data.link.split("{id}").join(encodeURIComponent(points.id[k])) : null;
     }
 
