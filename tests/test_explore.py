@@ -13,8 +13,8 @@ import embedkit
 import test_docs
 from embedkit import Item
 from embedkit.errors import EmbedkitError
-from embedkit.explore import projection
 from embedkit.explore.classify import Example
+from embedkit.explore.loading import sample
 from test_docs import page_env  # noqa: F401  (the fixture docs pages run in)
 
 # Three topics anyone can tell apart: clusters of them must be the topics.
@@ -172,6 +172,14 @@ def test_missing_extra_is_named_in_one_line(topics, monkeypatch):
         topics.cluster(k=2)
 
 
+def test_deleting_a_collection_drops_its_explore_tables(topics, db):
+    topics.cluster(k=3, seed=0)
+    topics.classify([Example("baking", id="bread-0"), Example("cycling", id="bicycle-0")])
+    db.delete_collection("notes")
+    left = {row[0] for row in db.conn.execute("select name from sqlite_master where name like 'notes%'")}
+    assert left == set() and db.conn.execute("select count(*) from _embedkit_explore").fetchone() == (0,)
+
+
 def test_names_without_stored_text(db, minilm):
     """Titles in the metadata stand in for the text; with neither, the most central items name a cluster."""
     titled = db.create_collection("titled")
@@ -273,14 +281,14 @@ def test_classify_errors(topics, tmp_path):
 
 def test_map_sampling_rule_is_stable():
     ids = [f"item-{i}" for i in range(1000)]
-    chosen = {ids[i] for i in projection.sample(ids, 100)}
+    chosen = {ids[i] for i in sample(ids, 100)}
     reordered = list(reversed(ids))
-    assert len(chosen) == 100 and chosen == {reordered[i] for i in projection.sample(reordered, 100)}
+    assert len(chosen) == 100 and chosen == {reordered[i] for i in sample(reordered, 100)}
     grown = ids + [f"new-{i}" for i in range(100)]
-    kept = {grown[i] for i in projection.sample(grown, 100)}
+    kept = {grown[i] for i in sample(grown, 100)}
     # An item shown stays shown unless a new item took its place.
     assert len(kept) == 100 and kept - chosen == kept - set(ids) and 0 < len(kept - set(ids)) < 100
-    assert list(projection.sample(ids[:50], 100)) == list(range(50))
+    assert list(sample(ids[:50], 100)) == list(range(50))
 
 
 def test_map_png_and_html_are_written(topics, tmp_path):

@@ -21,7 +21,7 @@ from ..errors import EmbedkitError
 from ..extras import require
 from ..filters import Filter
 from . import names, tables
-from .loading import load
+from .loading import load, sample
 
 KIND = "clusters"
 # k-means++ starts (scikit-learn's default for k-means++): three tripled the time at 100,000
@@ -32,6 +32,9 @@ N_INIT = 1
 AUTO_SAMPLE = 2000
 AUTO_K = (2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30)
 CENTRAL = 3  # most central items kept per cluster
+# A cluster's name is made from the text of at most this many of its items (loading.sample):
+# bigram counts over all 100,000 texts of the benchmark took 76 s.
+NAMING_TEXTS = 1000
 DECIMALS = 6  # distances are stored rounded: equal on every machine and thread count
 
 
@@ -90,8 +93,8 @@ def cluster(collection, k=8, seed=0, metadata=None, where=None, progress=None) -
         return Clustering(clusters, sum(c.size for c in clusters), "unchanged", len(clusters),
                           {int(key): value for key, value in previous.settings.get("silhouettes", {}).items()})
     tables.check_free(collection, KIND, table_names(collection))
-    cluster_module = require("sklearn.cluster", "explore", "clustering")
-    items = load(collection, filter, texts=True, metadata=True)
+    require("sklearn.cluster", "explore", "clustering")
+    items = load(collection, filter)
     count = len(items.ids)
     if count < 2 or (k != "auto" and count < k):
         raise EmbedkitError(f"cannot make {k} clusters of {count} item{'s' * (count != 1)} in {collection.name!r}")
@@ -100,11 +103,11 @@ def cluster(collection, k=8, seed=0, metadata=None, where=None, progress=None) -
     if k == "auto":
         silhouettes = choose_k(items.matrix, seed, lambda: progress(1, steps))
         k = max(silhouettes, key=lambda candidate: (silhouettes[candidate], -candidate))
-    model = cluster_module.KMeans(n_clusters=k, n_init=N_INIT, random_state=seed).fit(items.matrix)
+    model = _KMeans(k, seed, N_INIT).fit(items.matrix)
     progress(1, steps)
     labels, centroids = _canonical(model.labels_, model.cluster_centers_.astype(np.float32), items.ids, k)
     distances = _distances(items.matrix, labels, centroids)
-    clusters = _describe(items, labels, centroids, distances, k)
+    clusters = _describe(collection, items, labels, centroids, distances, k)
     progress(1, steps)
     _write(collection, items.ids, labels, distances, clusters, settings | {"silhouettes": silhouettes}, version)
     return Clustering(clusters, count, "computed", k, silhouettes)
@@ -118,7 +121,6 @@ def choose_k(matrix, seed, tick) -> dict:
     """{k: silhouette} over the candidates, on a seeded sample: k-means of the sample for each k,
     scored by the mean silhouette (cosine distance), which is high when items are much closer
     to their own cluster than to the next one."""
-    cluster_module = require("sklearn.cluster", "explore", "clustering")
     metrics = require("sklearn.metrics", "explore", "clustering")
     rng = np.random.default_rng(seed)
     sample = matrix[np.sort(rng.choice(len(matrix), min(len(matrix), AUTO_SAMPLE), replace=False))]
@@ -126,11 +128,28 @@ def choose_k(matrix, seed, tick) -> dict:
     np.fill_diagonal(distance, 0)
     scores = {}
     for k in _candidates(len(matrix)):
-        labels = cluster_module.KMeans(n_clusters=k, n_init=1, random_state=seed).fit_predict(sample)
+        labels = _KMeans(k, seed, 1).fit_predict(sample)
         scores[k] = round(float(metrics.silhouette_score(distance, labels, metric="precomputed")), DECIMALS) \
             if len(set(labels)) > 1 else -1.0
         tick()
     return scores
+
+
+class _KMeans:
+    """scikit-learn's KMeans on one thread. Its threads wait for each other every iteration,
+    and while other work keeps the cores busy their spinning made it 6x slower (100,000 items:
+    163 s on both cores, 27 s on one); on idle cores one thread gives up at most the second."""
+
+    def __init__(self, k, seed, n_init):
+        cluster_module = require("sklearn.cluster", "explore", "clustering")
+        self.model = cluster_module.KMeans(n_clusters=k, n_init=n_init, random_state=seed)
+
+    def fit(self, matrix):
+        with require("threadpoolctl", "explore", "clustering").threadpool_limits(1):
+            return self.model.fit(matrix)
+
+    def fit_predict(self, matrix):
+        return self.fit(matrix).labels_
 
 
 def _canonical(labels, centroids, ids, k):
@@ -158,13 +177,16 @@ def _distances(matrix, labels, centroids) -> np.ndarray:
     return np.round(1 - cosine, DECIMALS)
 
 
-def _describe(items, labels, centroids, distances, k) -> list:
+def _describe(collection, items, labels, centroids, distances, k) -> list:
     members = [np.flatnonzero(labels == c) for c in range(k)]
     central = [[items.ids[i] for i in sorted(m, key=lambda i: (distances[i], items.ids[i]))[:CENTRAL]]
                for m in members]
-    texts = [text if text else (meta or {}).get("title") for text, meta in zip(items.texts, items.metadata)]
-    terms = names.distinctive_terms(texts, labels, k)
-    titles = {id: str((meta or {}).get("title") or id) for id, meta in zip(items.ids, items.metadata)}
+    named = {items.ids[m[i]]: c for c, m in enumerate(members) for i in sample([items.ids[i] for i in m], NAMING_TEXTS)}
+    read = load(collection, ids=sorted(named.keys() | {id for ids in central for id in ids}), texts=True, metadata=True)
+    details = dict(zip(read.ids, zip(read.texts, read.metadata)))
+    texts = [details[id][0] or (details[id][1] or {}).get("title") for id in named]
+    terms = names.distinctive_terms(texts, list(named.values()), k)
+    titles = {id: str((meta or {}).get("title") or id) for id, (_, meta) in details.items()}
     return [
         Cluster(c, len(members[c]), names.name(terms[c], [titles[id] for id in central[c]]), terms[c], central[c],
                 centroids[c])

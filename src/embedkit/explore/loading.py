@@ -1,11 +1,12 @@
 """The vectors (and texts) of a collection's items, read once for a whole-collection job."""
 
+import hashlib
 import json
 from dataclasses import dataclass
 
 import numpy as np
 
-from .. import storage, vectors
+from .. import ranking, storage, vectors
 from ..errors import EmbedkitError
 from ..filters import Filter
 
@@ -41,14 +42,17 @@ def load(collection, filter: Filter | None = None, texts=False, metadata=False, 
         found_metadata: list[dict | None] = []
         cursor = conn.execute(f"select {columns} {source} order by id", params)
         while rows := cursor.fetchmany(READ_ROWS):
-            for row in rows:
-                matrix[len(found_ids)] = vectors.check(vectors.decode(row[1]), collection.dimensions,
-                                                       f"the vector of {row[0]!r}")
-                found_ids.append(row[0])
-                if texts:
-                    found_texts.append(row[2])
-                if metadata:
-                    found_metadata.append(json.loads(row[-1]) if row[-1] else None)
+            ids, block = ranking.decode_rows(rows, collection.dimensions, collection.name)
+            bad = ~np.isfinite(block).all(axis=1) | ~block.any(axis=1)
+            if bad.any():
+                position = int(np.argmax(bad))  # the first: its check says what is wrong with it
+                vectors.check(block[position], collection.dimensions, f"the vector of {ids[position]!r}")
+            matrix[len(found_ids) : len(found_ids) + len(ids)] = block
+            found_ids.extend(ids)
+            if texts:
+                found_texts.extend(row[2] for row in rows)
+            if metadata:
+                found_metadata.extend(json.loads(row[-1]) if row[-1] else None for row in rows)
     except Exception as ex:
         if filter.where and type(ex).__module__.startswith(("sqlite3", "pysqlite3")):
             raise EmbedkitError(f"the condition {filter.where!r} is not valid SQL here: {ex}") from None
@@ -58,3 +62,14 @@ def load(collection, filter: Filter | None = None, texts=False, metadata=False, 
             conn.execute("commit")
     vectors.normalize_rows(matrix)
     return Loaded(found_ids, matrix, found_texts, found_metadata)
+
+
+def sample(ids, max_points) -> np.ndarray:
+    """Positions of the items to read when not all can be (a map's points, the texts a name is
+    made from): all of them up to max_points, else the max_points whose ids have the smallest
+    SHA-256. The same items every run, and an item chosen stays chosen as the collection grows
+    unless one with a smaller hash pushes it out."""
+    if len(ids) <= max_points:
+        return np.arange(len(ids))
+    keys = [hashlib.sha256(id.encode("utf-8")).digest() for id in ids]
+    return np.sort(np.array(sorted(range(len(ids)), key=keys.__getitem__)[:max_points], dtype=np.int64))

@@ -13,7 +13,7 @@ from ..errors import EmbedkitError
 from ..extras import require
 from ..filters import Filter
 from . import cluster, projection, tables
-from .loading import load
+from .loading import load, sample
 
 # Tableau's 10 colors and their light variants: told apart by most people, also in print.
 PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
@@ -60,7 +60,7 @@ def build(collection, color_by=None, title_key="title", max_points=projection.MA
     items = load(collection, Filter(metadata or {}, where))
     if not items.ids:
         raise EmbedkitError(f"no items to map in {collection.name!r}")
-    rows = projection.sample(items.ids, max_points)
+    rows = sample(items.ids, max_points)
     xy = projection.pca(items.matrix, rows) if len(items.ids) > 1 else np.zeros((1, 2))
     ids = [items.ids[i] for i in rows]
     shown = load(collection, ids=ids, texts=True, metadata=True)  # text of the shown items only

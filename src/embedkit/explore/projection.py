@@ -1,21 +1,9 @@
-"""2-D projections of a collection for its map, and the rule that samples large collections."""
-
-import hashlib
+"""2-D projections of a collection for its map."""
 
 import numpy as np
 
 # A map shows at most this many items: beyond it a browser slows down and points hide each other.
 MAX_POINTS = 10_000
-
-
-def sample(ids, max_points=MAX_POINTS) -> np.ndarray:
-    """Positions of the items a map shows: all of them up to max_points, else the max_points
-    whose ids have the smallest SHA-256. The same items every run, and an item shown stays
-    shown as the collection grows unless one with a smaller hash pushes it out."""
-    if len(ids) <= max_points:
-        return np.arange(len(ids))
-    keys = [hashlib.sha256(id.encode("utf-8")).digest() for id in ids]
-    return np.sort(np.array(sorted(range(len(ids)), key=keys.__getitem__)[:max_points], dtype=np.int64))
 
 
 def pca(matrix, rows=None) -> np.ndarray:
