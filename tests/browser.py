@@ -206,6 +206,8 @@ class Page:
         os.close(commands_read)
         os.close(replies_write)
         self.buffer, self.next_id, self.session = b"", 0, None
+        self.poller = select.poll()
+        self.poller.register(self.replies, select.POLLIN)
         target = self.send("Target.createTarget", url="about:blank")["targetId"]
         self.session = self.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         self.send("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
@@ -240,7 +242,8 @@ class Page:
         while True:
             while b"\0" not in self.buffer:
                 left = deadline - time.monotonic()
-                if left <= 0 or not select.select([self.replies], [], [], left)[0]:
+                # poll, not select: a long test session has fds past select's 1024
+                if left <= 0 or not self.poller.poll(left * 1000):
                     raise TimeoutError(f"chromium did not answer {method} in {self.timeout} s")
                 chunk = os.read(self.replies, 1 << 20)
                 if not chunk:
