@@ -9,7 +9,7 @@ from .collection import Collection, validate_name
 from .errors import EmbedkitError
 from .explore import tables as explore_tables
 
-DEFAULT_PATH = "embeddings.db"
+DEFAULT_PATH = storage.DEFAULT_PATH
 
 
 class Database:
