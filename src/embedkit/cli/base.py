@@ -66,6 +66,10 @@ class LazyGroup(Group):
         "sql": "sql",
         "eval": "evaluate",
         "index": "index",
+        "cluster": "explore",
+        "map": "explore",
+        "heatmap": "explore",
+        "classify": "explore",
     }
 
     def list_commands(self, ctx):
@@ -172,3 +176,6 @@ class Progress:
 
     def searching(self, n, total):
         self._update("Searching", n, total)
+
+    def clustering(self, n, total):
+        self._update("Clustering", n, total)
