@@ -1,5 +1,6 @@
 """Embedding models: a small base class and the registry `embedkit models` lists."""
 
+import importlib.util
 import json
 import os
 
@@ -10,6 +11,13 @@ from ..errors import EmbedkitError
 from ..vectors import normalize_rows
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+
+def needs_extra(model_id, extra, *modules):
+    """Raise the one-line error naming the extra to install unless every module can be imported;
+    imports none of them (find_spec looks, nothing loads)."""
+    if any(importlib.util.find_spec(module) is None for module in modules):
+        raise EmbedkitError(f"model {model_id} needs the '{extra}' extra: pip install 'embedkit-sqlite[{extra}]'")
 
 
 class PartialEmbedding(EmbedkitError):
@@ -55,6 +63,16 @@ class EmbeddingModel:
 
     def _embed(self, texts):
         raise NotImplementedError
+
+    # The modules the model needs (by import name) and the extra that installs them.
+    requires: tuple = ()
+    extra = None
+
+    def check_available(self):
+        """Raise a one-line EmbedkitError when this model cannot run here (a package it needs is
+        missing), without loading it: commands call it before they write anything."""
+        if self.requires:
+            needs_extra(self.model_id, self.extra, *self.requires)
 
     # The most tokens of a text the model reads, or None when unknown (a model without a
     # tokenizer embedkit can use): anything past it is silently cut off.
@@ -131,6 +149,9 @@ class Truncated(EmbeddingModel):
     def loaded(self) -> bool:
         return self.base.loaded
 
+    def check_available(self):
+        self.base.check_available()
+
 
 _registry = {}
 # Models made when first named, not listed by name: configured ones (keyed by their settings
@@ -196,7 +217,8 @@ def _mapping(settings, key) -> dict:
 
 def get_model(name=None) -> EmbeddingModel:
     """A model by id or alias: built in, from a plugin, configured in models.json, an
-    `openai/NAME` or `ollama/NAME` service, or a sentence-transformers model by local path."""
+    `openai/NAME` or `ollama/NAME` service, a sentence-transformers model by local path, or one
+    by Hugging Face hub name from the local Hugging Face cache."""
     name = name or DEFAULT_MODEL
     if name in _registry:
         return _registry[name]
@@ -221,6 +243,13 @@ def get_model(name=None) -> EmbeddingModel:
 
         model_id = os.path.abspath(name)
         return _made_once(model_id, lambda: SentenceTransformerModel(model_id, model_id, source="local path"))
+    from . import hub
+
+    cached = hub.find(name)
+    if cached is not None:
+        from .sentence_transformers import SentenceTransformerModel
+
+        return _made_once(cached, lambda: SentenceTransformerModel(*cached, source=f"Hugging Face cache, {cached[1]}"))
     return _unknown(name)
 
 
@@ -233,7 +262,8 @@ def _made_once(key, make):
 def _unknown(name):
     raise EmbedkitError(
         f"unknown model {name!r}: use a name from 'embedkit models', a local "
-        "sentence-transformers model directory, openai/NAME or ollama/NAME"
+        "sentence-transformers model directory, a Hugging Face name such as BAAI/bge-small-en-v1.5, "
+        "openai/NAME or ollama/NAME"
     )
 
 

