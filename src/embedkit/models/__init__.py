@@ -10,7 +10,10 @@ from .. import config
 from ..errors import EmbedkitError
 from ..vectors import normalize_rows
 
-DEFAULT_MODEL = "all-MiniLM-L6-v2"
+# New collections (and `embed -c`, `embedkit_embed(text)`) use it unless told otherwise: it answers
+# a question from a cold process in well under a second, where the torch backend takes 10 s and more
+# importing torch (benchmarks/cold.py). A collection keeps the model it recorded.
+DEFAULT_MODEL = "all-MiniLM-L6-v2-int8"
 
 
 def needs_extra(model_id, extra, *modules):

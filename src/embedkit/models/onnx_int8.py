@@ -116,7 +116,8 @@ def _can_export() -> bool:
 
 def _check_preparable():
     """Raise unless the packages and a source to prepare the file from are there."""
-    needs_extra(MODEL_ID, "fast", "onnx", "filelock")
+    # sympy: the BERT fusions infer shapes symbolically (onnxruntime no longer installs it).
+    needs_extra(MODEL_ID, "fast", "onnx", "filelock", "sympy")
     if _hub_files() is None and not _can_export():
         raise EmbedkitError(CANNOT_PREPARE)
 
