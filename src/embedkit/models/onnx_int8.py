@@ -38,9 +38,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .. import config
+from .. import config, extras
 from ..errors import EmbedkitError, first_line
-from . import EmbeddingModel, hub, needs_extra
+from . import hub
+from .base import EmbeddingModel
 
 MODEL_ID = "all-MiniLM-L6-v2-int8"
 HUB_REPO = "sentence-transformers/all-MiniLM-L6-v2"
@@ -117,7 +118,8 @@ def _can_export() -> bool:
 def _check_preparable():
     """Raise unless the packages and a source to prepare the file from are there."""
     # sympy: the BERT fusions infer shapes symbolically (onnxruntime no longer installs it).
-    needs_extra(MODEL_ID, "fast", "onnx", "filelock", "sympy")
+    for module in ("onnx", "filelock", "sympy"):
+        extras.check(module, "fast", f"model {MODEL_ID}")
     if _hub_files() is None and not _can_export():
         raise EmbedkitError(CANNOT_PREPARE)
 
@@ -152,6 +154,8 @@ class OnnxInt8Model(EmbeddingModel):
     aliases = ("all-MiniLM-L6-v2-onnx",)
     source = "ONNX Runtime int8, prepared once from the Hugging Face cache or the bundled weights"
     max_tokens = MAX_TOKENS
+    # To run a prepared file; preparing needs more (_check_preparable).
+    requirements = (("onnxruntime", "fast"), ("tokenizers", "fast"))
 
     def __init__(self):
         super().__init__()
@@ -166,7 +170,7 @@ class OnnxInt8Model(EmbeddingModel):
         return self._session is not None
 
     def check_available(self):
-        needs_extra(MODEL_ID, "fast", "onnxruntime", "tokenizers")
+        super().check_available()
         # Any prepared file will do here: telling this onnxruntime's apart means importing it.
         if not glob.glob(os.path.join(glob.escape(_prepared_dir()), f"{MODEL_ID}-r{RECIPE}-*.onnx")):
             _check_preparable()
@@ -195,7 +199,7 @@ class OnnxInt8Model(EmbeddingModel):
             return self._session
 
     def _load(self):
-        needs_extra(MODEL_ID, "fast", "onnxruntime", "tokenizers")
+        super().check_available()
         prepared = prepared_paths()
         problem = _check_prepared(prepared)
         loaded = "cached"
@@ -244,7 +248,8 @@ class OnnxInt8Model(EmbeddingModel):
 
 def _tokenizer_file() -> str:
     """The prepared file's tokenizer, else its source's (so that counting prepares nothing)."""
-    needs_extra(MODEL_ID, "fast", "onnxruntime", "tokenizers")
+    for module in ("onnxruntime", "tokenizers"):
+        extras.check(module, "fast", f"model {MODEL_ID}")
     prepared = prepared_paths().tokenizer
     if os.path.isfile(prepared):
         return prepared
