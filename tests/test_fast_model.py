@@ -22,13 +22,12 @@ import sqlite_utils
 from embedkit import models
 from embedkit.models import onnx_int8
 from embedkit.models.onnx_int8 import OnnxInt8Model
-
 from hubcache import export_hub_onnx, lay_out
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "eval")
 MODEL = "all-MiniLM-L6-v2-int8"
 # Packages the fast model must run without: made unimportable in the subprocesses below.
-HEAVY = ("torch", "transformers", "sentence_transformers", "gt_all_torch_model_l6_v2")
+HEAVY = ("torch", "transformers", "sentence_transformers", "gt_all_torch_minilm_l6_v2")
 BLOCK = "import sys\nfor name in sys.argv.pop(1).split(','):\n    sys.modules[name] = None\n"
 CLI = BLOCK + "from embedkit.cli import cli\ncli()\n"
 
@@ -81,13 +80,6 @@ def prepared(tmp_path_factory):
             "manifest": paths.manifest, "tokenizer": paths.tokenizer}
 
 
-@pytest.fixture(scope="session")
-def torch_model():
-    """The torch backend of the same model, to compare with."""
-    pytest.importorskip("torch")
-    return models.get_model("all-MiniLM-L6-v2")
-
-
 @pytest.fixture
 def int8(prepared):
     return prepared["model"]
@@ -137,10 +129,10 @@ def test_later_loads_reuse_the_cache(prepared, cache_env):
     assert np.allclose(vector, prepared["model"].embed(["reused"]), atol=1e-6)
 
 
-def test_vectors_agree_with_the_torch_model(int8, torch_model):
+def test_vectors_agree_with_the_torch_minilm(int8, torch_minilm):
     texts = eval_texts() + EDGE
     fast = int8.embed(texts)
-    reference = torch_model.embed(texts)
+    reference = torch_minilm.embed(texts)
     assert fast.shape == (len(texts), 384) and fast.dtype == np.float32
     assert np.allclose(np.linalg.norm(fast, axis=1), 1, atol=1e-5)
     agreement = cosines(fast, reference)
@@ -157,22 +149,22 @@ def test_a_texts_vector_does_not_depend_on_its_company(int8):
     assert np.array_equal(int8.embed([]), np.zeros((0, 384), dtype=np.float32))
 
 
-def test_search_ranks_like_the_torch_model(int8, torch_model):
+def test_search_ranks_like_the_torch_minilm(int8, torch_minilm):
     corpus = eval_texts()[:20]
     queries = ["how do I back up a sqlite database", "making bread at home", "repair a punctured bicycle tire"]
     fast = int8.embed(queries) @ int8.embed(corpus).T
-    reference = torch_model.embed(queries) @ torch_model.embed(corpus).T
+    reference = torch_minilm.embed(queries) @ torch_minilm.embed(corpus).T
     # Measured: scores differ by at most 0.026; near ties (0.43 and 0.43) may swap.
     assert np.abs(fast - reference).max() <= 0.05
     assert np.array_equal(np.argsort(-fast, axis=1)[:, :2], np.argsort(-reference, axis=1)[:, :2])
 
 
-def test_tokens_are_counted_like_the_torch_model(torch_model):
+def test_tokens_are_counted_like_the_torch_minilm(torch_minilm):
     model = OnnxInt8Model()  # counting never needs the ONNX file
     texts = eval_texts() + EDGE
-    assert model.count_tokens(texts) == torch_model.count_tokens(texts)
-    assert model.max_tokens == torch_model.max_tokens == 256
-    assert model.count_truncated(texts) == torch_model.count_truncated(texts) == 1
+    assert model.count_tokens(texts) == torch_minilm.count_tokens(texts)
+    assert model.max_tokens == torch_minilm.max_tokens == 256
+    assert model.count_truncated(texts) == torch_minilm.count_truncated(texts) == 1
     assert not model.loaded
 
 

@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 
 import embedkit
+from conftest import dump
 from embedkit import models
 from embedkit.models import hub
-
-from conftest import dump
 from hubcache import REVISION, lay_out, model_files
 
 NAME = "embedkit-tests/minilm-copy"
@@ -50,11 +49,7 @@ def items(tmp_path):
     return str(path)
 
 
-def torch_minilm():
-    return models.get_model("all-MiniLM-L6-v2")
-
-
-def test_a_cached_hub_name_embeds_and_is_recorded(invoke, bundled, hub_cache, items, db_path):
+def test_a_cached_hub_name_embeds_and_is_recorded(invoke, bundled, hub_cache, items, db_path, torch_minilm):
     lay_out(hub_cache, NAME, model_files(bundled))
     result = invoke("embed-multi", "notes", items, "-m", NAME)
     assert result.exit_code == 0, result.output
@@ -62,7 +57,7 @@ def test_a_cached_hub_name_embeds_and_is_recorded(invoke, bundled, hub_cache, it
     notes = db.collection("notes")
     assert (notes.model_id, notes.dimensions) == (NAME, 384)
     # The same weights as the bundled model, so the same vectors.
-    expected = torch_minilm().embed(list(TEXTS.values()))
+    expected = torch_minilm.embed(list(TEXTS.values()))
     for row, id in enumerate(TEXTS):
         np.testing.assert_allclose(notes.vector(id), expected[row], atol=1e-5)
     db.close()

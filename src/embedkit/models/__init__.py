@@ -111,7 +111,8 @@ def get_model(name=None) -> EmbeddingModel:
     if cached is not None:
         from .sentence_transformers import SentenceTransformerModel
 
-        return _made_once(cached, lambda: SentenceTransformerModel(*cached, source=f"Hugging Face cache, {cached[1]}"))
+        hub_id, snapshot = cached
+        return _made_once(cached, lambda: SentenceTransformerModel(hub_id, snapshot, source=f"Hugging Face cache, {snapshot}"))
     return _unknown(name)
 
 
