@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import sys
 import tempfile
 import time
@@ -72,26 +73,34 @@ def build(path, count, seed):
 
 
 def interleaved(sides, rounds):
-    """{name: best seconds} of running each side once per round, rotating the order; a side is
-    (make, check): make() gives the (command, env) of a run, check(proc) asserts on its output."""
+    """({name: best wall seconds}, {name: CPU seconds of that best run}) of running each side once
+    per round, rotating the order; a side is (make, check): make() gives the (command, env) of a
+    run, check(proc) asserts on its output. CPU time (user + system, all threads) hardly depends
+    on what else the machine runs: on an idle machine a single-threaded run's wall time is about
+    its CPU time."""
     names = list(sides)
-    best = {}
+    best, cpu = {}, {}
     for r in range(rounds):
         turn = r % len(names)
         for name in names[turn:] + names[:turn]:
             make, check = sides[name]
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             seconds, proc = run_timed(*make())
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
             if check is not None:
                 check(proc)
-            best[name] = min(best.get(name, seconds), seconds)
-            print(f"  round {r + 1}: {name:40s} {seconds:7.2f} s", flush=True)
-    return best
+            if seconds < best.get(name, float("inf")):
+                best[name], cpu[name] = seconds, used
+            print(f"  round {r + 1}: {name:40s} {seconds:7.2f} s wall, {used:6.2f} s CPU", flush=True)
+    return best, cpu
 
 
-def report(best, base, reference, reference_name, first_column, title):
-    rows = [[name, f"{seconds:.2f} s", f"{seconds / best[base]:.1f}x", f"{seconds / best[reference]:.3f}x"]
-            for name, seconds in best.items()]
-    table([first_column, "best wall", f"vs {base}", f"vs {reference_name}"], rows, title)
+def report(times, base, reference, reference_name, first_column, title):
+    best, cpu = times
+    rows = [[name, f"{seconds:.2f} s", f"{cpu[name]:.2f} s", f"{seconds / best[base]:.1f}x",
+             f"{seconds / best[reference]:.3f}x"] for name, seconds in best.items()]
+    table([first_column, "best wall", "its CPU time", f"vs {base}", f"vs {reference_name}"], rows, title)
 
 
 def imports(command, env):
@@ -178,14 +187,15 @@ def main():
 
     print(f"\n(a) cold similar -c at {args.count:,} items, best of {args.rounds} rounds...", flush=True)
     torch_side = f"similar -c, {TORCH} (torch)"
-    best = interleaved({
+    times = interleaved({
         "python -c pass": (fixed([sys.executable, "-c", "pass"]), None),
         "embedkit --version": (fixed([*ek, "--version"]), None),
         "similar -c, default model": similar("default"),
         torch_side: similar("torch"),
         "similar -c, empty collection": similar("empty"),
     }, args.rounds)
-    report(best, "python -c pass", torch_side, f"{TORCH} (torch)", "cold process",
+    best = times[0]
+    report(times, "python -c pass", torch_side, f"{TORCH} (torch)", "cold process",
            f"(a) `embedkit similar COLL -c TEXT -n 10`, {args.count:,} items, best of {args.rounds} rounds")
     default_time = best["similar -c, default model"]
     print(f"goal: cold similar -c with the default model ({recorded['default']}) <= 1.5 s: "
@@ -228,14 +238,15 @@ def main():
         return make, check
 
     torch_side = f"embed -c -m {TORCH} (torch)"
-    best = interleaved({
+    times = interleaved({
         "python -c pass": (fixed([sys.executable, "-c", "pass"]), None),
         "first use, from the bundled weights": first_use("torch", empty_hub),
         "first use, from the HF cache's ONNX": first_use("hub", hub),
         "embed -c, default model, prepared": (fixed([*ek, "embed", "-c", QUERY]), None),
         torch_side: (fixed([*ek, "embed", "-c", QUERY, "-m", TORCH]), None),
     }, args.prepare_rounds)
-    report(best, "python -c pass", torch_side, f"{TORCH} (torch)", "cold `embedkit embed -c TEXT`",
+    best = times[0]
+    report(times, "python -c pass", torch_side, f"{TORCH} (torch)", "cold `embedkit embed -c TEXT`",
            f"(c) first use of {models.DEFAULT_MODEL}, preparing included, best of {args.prepare_rounds} rounds")
     for source, seconds in said.items():
         print(f"  'is ready (N s)' when preparing from {'the HF cache' if source == 'hub' else 'the bundled weights'}: "

@@ -54,7 +54,9 @@ def export_hub_onnx(weights_dir, path):
 
     import torch
     from transformers import AutoModel
+    from transformers.utils import logging as transformers_logging
 
+    transformers_logging.disable_progress_bar()
     model = AutoModel.from_pretrained(weights_dir).eval()
 
     class LastHiddenState(torch.nn.Module):
