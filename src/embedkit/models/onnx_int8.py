@@ -64,7 +64,7 @@ PROBES = [
 # The least cosine of a probe's prepared vector with the source's, and the least mean.
 PROBE_MIN, PROBE_MEAN = 0.95, 0.98
 # Seconds a first use takes to prepare the file on 2 CPUs, by source (benchmarks/cold.py).
-PREPARE_SECONDS = {"hub": 10, "torch": 30}
+PREPARE_SECONDS = {"hub": 10, "torch": 25}
 CANNOT_PREPARE = (
     f"model {MODEL_ID} is prepared once, from {HUB_REPO}'s ONNX file in the Hugging Face cache "
     f"('hf download {HUB_REPO} onnx/model.onnx tokenizer.json' on a machine with network) or from "
