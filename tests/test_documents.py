@@ -347,7 +347,7 @@ def test_token_chunks_fit_the_model_and_long_texts_are_warned_about(invoke, mini
     (tmp_path / "long.csv").write_text(f"id,body\nlong,{long}\nshort,a short text\n")
     result = invoke("embed-multi", "plain", "long.csv")
     assert result.stderr.splitlines()[0] == (
-        "Warning: 1 text is longer than the 256 tokens all-MiniLM-L6-v2 reads; only the beginning was "
+        "Warning: 1 text is longer than the 256 tokens all-MiniLM-L6-v2-int8 reads; only the beginning was "
         "embedded. Split them to fit with --chunker tokens"
     )
     result = invoke("embed-multi", "fitted", "long.csv", "--chunker", "tokens", "--store")
@@ -391,10 +391,10 @@ def test_a_collection_made_before_chunking_was_recorded_keeps_its_split(db, mini
     notes.embed_multi([embedkit.Item("a", DENSE)], chunker=Chunker("chars", 600, 60))
     # As an older embedkit left them: no chunking recorded, migration 5 not applied.
     db.conn.execute("update _embedkit_collections set settings = json_remove(settings, '$.chunking')")
-    db.conn.execute("delete from _embedkit_migrations where name = 'm005_chunking'")
+    db.conn.execute("delete from _embedkit_migrations where name = 'm006_chunking'")
     db.close()
     with embedkit.Database(db.path) as reopened:
-        assert "m005_chunking" in migrations.applied(reopened.conn)
+        assert "m006_chunking" in migrations.applied(reopened.conn)
         papers, notes = reopened.collection("papers"), reopened.collection("notes")
         assert papers.chunking == {"method": "recursive", "size": 1000, "overlap": 100, "texts": False}
         assert notes.chunking == {"method": "chars", "size": 600, "overlap": 60, "texts": True}

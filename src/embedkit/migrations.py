@@ -93,7 +93,25 @@ def m004_fulltext(conn):
             fulltext.ensure(conn, name, table)
 
 
-def m005_chunking(conn):
+def m005_explore(conn):
+    # What each collection's clusters and labels (explore/) were made with, so a re-run with the
+    # same settings on unchanged items does nothing, and assigning new items knows the filter.
+    conn.execute(
+        f"""
+        create table {storage.EXPLORE} (
+            collection text not null,
+            kind text not null,  -- clusters or labels
+            settings text not null,
+            -- the collection's version when computed
+            version integer not null,
+            computed text not null,
+            primary key (collection, kind)
+        )
+        """
+    )
+
+
+def m006_chunking(conn):
     # Each collection records how it splits (settings' "chunking"), so that a later default
     # never re-splits it. One made before keeps the split most of its sources have, and splits
     # texts too if any of its chunks is a text's (PDF chunks have a page).
@@ -121,7 +139,7 @@ def m005_chunking(conn):
         )
 
 
-STEPS = [m001_registry, m002_sources, m003_related, m004_fulltext, m005_chunking]
+STEPS = [m001_registry, m002_sources, m003_related, m004_fulltext, m005_explore, m006_chunking]
 
 
 def applied(conn) -> list:

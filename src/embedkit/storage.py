@@ -28,6 +28,7 @@ REGISTRY = "_embedkit_collections"
 SOURCES = "_embedkit_sources"
 RELATED = "_embedkit_related"
 RELATED_ITEMS = "_embedkit_related_items"
+EXPLORE = "_embedkit_explore"
 
 _vec_unavailable_reason = None
 _vec_notice_given = False

@@ -67,6 +67,10 @@ class LazyGroup(Group):
         "sql": "sql",
         "eval": "evaluate",
         "index": "index",
+        "cluster": "explore",
+        "map": "explore",
+        "heatmap": "explore",
+        "classify": "explore",
     }
 
     def list_commands(self, ctx):
@@ -188,6 +192,9 @@ class Progress:
 
     def searching(self, n, total):
         self._update("Searching", n, total)
+
+    def clustering(self, n, total):
+        self._update("Clustering", n, total)
 
 
 class interruptible:
