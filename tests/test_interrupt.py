@@ -172,7 +172,8 @@ def whole_documents(database):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_an_interrupted_pdf_run_keeps_whole_documents_and_a_re_run_continues(papers, tmp_path, sig):
+def test_an_interrupted_pdf_run_keeps_whole_documents_and_a_re_run_continues(papers, tmp_path, minilm, sig):
+    # minilm: the default model prepared before the clock starts
     database = str(tmp_path / "papers.db")
     command = [EMBEDKIT, "embed-multi", "papers", *papers, "--batch-size", "8", "-d", database]
     env = {k: v for k, v in os.environ.items() if k != "EMBEDKIT_DATABASE"}
