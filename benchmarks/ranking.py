@@ -1,0 +1,334 @@
+"""Ranking quality: baselines and candidate ranking aids on classic test collections.
+
+Collections (BEIR layout is made from the original distributions, which must be put in
+benchmarks/data/collections/<name>-raw/ first; nothing is downloaded):
+
+- cacm (development: settings are chosen here): cacm.all, query.text, qrels.text from the
+  SMART distribution of CACM (3,204 titles and abstracts, 52 judged queries).
+- cranfield (test): cran.all.1400, cran.qry, cranqrel from the Glasgow IR group's
+  distribution of Cranfield 1400 (1,400 abstracts, 225 judged queries). Cleverdon's grades
+  1 (complete answer) .. 4 (minimum interest) become 4 .. 1, -1 (no interest) becomes 0.
+
+Every run is scored with embedkit.evaluate (nDCG@10, MAP@100, Recall@100, as trec_eval),
+and each candidate is compared with the best baseline by a paired bootstrap 95% confidence
+interval of the per-query difference in nDCG@10 (10,000 resamples, seeded).
+
+    nice -n 10 python benchmarks/ranking.py            # both collections
+    nice -n 10 python benchmarks/ranking.py --only cacm
+
+Embeddings are cached in benchmarks/data/ranking-<collection>.db (git-ignored).
+"""
+
+import argparse
+import json
+import re
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from _common import data_dir
+
+import embedkit
+from embedkit import evaluate, feedback, fulltext, vectors
+from embedkit.items import Item
+
+COLLECTIONS = {"cacm": "development", "cranfield": "test"}
+DEPTH = 100
+WINDOW_TOKENS = 128
+WINDOW_OVERLAP = 32
+BOOTSTRAP = 10_000
+
+
+# Reading the original distributions
+
+
+def _fields(text):
+    """[(id, {field letter: text})] of a SMART-format file (.I id, then .T/.W/... fields)."""
+    records = []
+    for block in re.split(r"^\.I\s+", text, flags=re.M)[1:]:
+        head, _, rest = block.partition("\n")
+        fields, current = {}, None
+        for line in rest.split("\n"):
+            match = re.match(r"^\.([A-Z])\s*$", line)
+            if match:
+                current = match.group(1)
+                fields.setdefault(current, [])
+            elif current:
+                fields[current].append(line)
+        records.append((head.strip(), {key: " ".join(" ".join(lines).split()) for key, lines in fields.items()}))
+    return records
+
+
+def prepare(name) -> Path:
+    """benchmarks/data/collections/<name>/ in BEIR layout, made from <name>-raw/ once."""
+    out = data_dir() / "collections" / name
+    raw = data_dir() / "collections" / f"{name}-raw"
+    if (out / "qrels.tsv").exists():
+        return out
+    if not raw.exists():
+        raise SystemExit(f"{raw} is missing: put the original files of {name} there (see this script's docstring)")
+    read = lambda file: (raw / file).read_text(encoding="latin-1").replace("\r", "")  # noqa: E731
+    if name == "cranfield":
+        docs = [(id, f.get("T", ""), f.get("W", "")) for id, f in _fields(read("cran.all.1400"))]
+        # The queries' .I numbers skip; the judgments number the queries 1..225 in file order.
+        queries = [(str(n), f["W"]) for n, (_, f) in enumerate(_fields(read("cran.qry")), 1)]
+        qrels = []
+        for line in read("cranqrel").split("\n"):
+            parts = line.split()
+            if len(parts) == 3:
+                grade = int(parts[2])
+                qrels.append((parts[0], parts[1], 5 - grade if grade > 0 else 0))
+    elif name == "cacm":
+        docs = [(id, f.get("T", ""), f.get("W", "")) for id, f in _fields(read("cacm.all"))]
+        queries = [(str(int(id)), f["W"]) for id, f in _fields(read("query.text"))]
+        qrels = [(str(int(p[0])), str(int(p[1])), 1) for p in (line.split() for line in read("qrels.text").split("\n")) if len(p) >= 2]
+    else:
+        raise SystemExit(f"unknown collection {name}")
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "corpus.jsonl", "w") as file:
+        for id, title, text in docs:
+            file.write(json.dumps({"_id": id, "title": title, "text": text}) + "\n")
+    with open(out / "queries.jsonl", "w") as file:
+        for id, text in queries:
+            file.write(json.dumps({"_id": id, "text": text}) + "\n")
+    with open(out / "qrels.tsv", "w") as file:
+        file.write("query-id\tcorpus-id\tscore\n")
+        for row in sorted(set(qrels), key=lambda r: (int(r[0]), int(r[1]))):
+            file.write("\t".join(map(str, row)) + "\n")
+    return out
+
+
+# The collection in embedkit, and the parts the candidates need
+
+
+class Bench:
+    def __init__(self, name):
+        folder = prepare(name)
+        self.name = name
+        self.queries = evaluate.read_queries(folder / "queries.jsonl")
+        self.qrels = evaluate.read_qrels(folder / "qrels.tsv", self.queries)
+        self.ids = [qid for qid in self.queries if qid in self.qrels]
+        self.docs = {}
+        with open(folder / "corpus.jsonl") as file:
+            for line in file:
+                row = json.loads(line)
+                self.docs[row["_id"]] = (row["title"] + "\n" + row["text"]).strip()
+        self.db = embedkit.Database(data_dir() / f"ranking-{name}.db")
+        self.collection = self._collection("docs", [Item(id, text) for id, text in self.docs.items() if text])
+        model = self.collection.model
+        chunker = self.collection.chunker("tokens", WINDOW_TOKENS, WINDOW_OVERLAP)
+        windows = []
+        for id, text in self.docs.items():
+            parts = chunker.split(text) if text else []
+            if len(parts) > 1:
+                windows += [Item(f"{id}#w{k}", part, {"doc": id}) for k, part in enumerate(parts)]
+        self.windows = self._collection("windows", windows)
+        self.long = sum(1 for count in model.count_tokens(list(self.docs.values())) if count > model.max_tokens)
+        self.matrix, self.matrix_ids = self._matrix(self.collection)
+        self.window_matrix, window_ids = self._matrix(self.windows)
+        self.window_doc = [id.split("#w")[0] for id in window_ids]
+        started = time.perf_counter()
+        self.query_vectors = dict(zip(self.ids, model.embed([self.queries[q] for q in self.ids])))
+        self.query_seconds = time.perf_counter() - started
+        self.conn = sqlite3.connect(str(self.db.path))
+        self._porter_index()
+
+    def _collection(self, name, items):
+        if self.db.has_collection(name):
+            collection = self.db.collection(name)
+            if len(collection) == len(items):
+                return collection
+            self.db.delete_collection(name)
+        collection = self.db.create_collection(name)
+        started = time.perf_counter()
+        collection.embed_multi(items, store=True)
+        print(f"  {self.name}: embedded {len(items)} {name} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        return collection
+
+    def _matrix(self, collection):
+        rows = collection.db.conn.execute(f'select id, embedding from "{collection.table}" order by id').fetchall()
+        if not rows:
+            return np.zeros((0, 384), dtype=np.float32), []
+        matrix = vectors.normalize_rows(np.stack([vectors.decode(blob) for _, blob in rows]).astype(np.float32))
+        return matrix, [id for id, _ in rows]
+
+    def _porter_index(self):
+        """A second FTS5 index of the same rows, with the porter stemmer in front of unicode61."""
+        table = self.collection.table
+        exists = self.conn.execute("select 1 from sqlite_master where name = 'bench_porter'").fetchone()
+        if not exists:
+            self.conn.execute(
+                f"create virtual table bench_porter using fts5(content, content='{table}', content_rowid='rowid', "
+                f"tokenize='porter {fulltext.TOKENIZE}')"
+            )
+            self.conn.execute("insert into bench_porter (bench_porter) values ('rebuild')")
+            self.conn.commit()
+
+    # Rankings: [(id, score)] best first
+
+    def dense(self, vector, n=DEPTH):
+        scores = self.matrix @ (vector / np.linalg.norm(vector))
+        order = np.lexsort((np.array(self.matrix_ids), -scores))[:n]
+        return [(self.matrix_ids[i], float(scores[i])) for i in order]
+
+    def maxp(self, vector, n=DEPTH, with_document=True):
+        """Each document scored by its best window (and its whole-text vector, with_document)."""
+        query = vector / np.linalg.norm(vector)
+        best = dict(self.dense(query, len(self.matrix_ids))) if with_document else {}
+        for doc, score in zip(self.window_doc, self.window_matrix @ query):
+            if score > best.get(doc, -2):
+                best[doc] = float(score)
+        return sorted(best.items(), key=lambda item: (-item[1], item[0]))[:n]
+
+    def keyword(self, terms, porter=False, n=DEPTH):
+        """BM25 over the stored text; terms is a query string or {word: weight}."""
+        if isinstance(terms, str):
+            return self._bm25(fulltext.match_query(terms), porter, n)
+        scores = {}
+        for word, weight in terms.items():
+            for id, score in self._bm25(f'"{word}"', porter, 1000):
+                scores[id] = scores.get(id, 0.0) + weight * score
+        return sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:n]
+
+    def _bm25(self, match, porter, n):
+        fts = "bench_porter" if porter else f'"{fulltext.table_name(self.collection.name)}"'
+        return [
+            (id, -score)
+            for id, score in self.conn.execute(
+                f'select item.id, bm25({fts}) from {fts} join "{self.collection.table}" as item '
+                f"on item.rowid = {fts}.rowid where {fts} match ? order by bm25({fts}), item.id limit ?",
+                [match, n],
+            )
+        ]
+
+    def vectors_of(self, ids):
+        position = {id: i for i, id in enumerate(self.matrix_ids)}
+        return self.matrix[[position[id] for id in ids]]
+
+
+def rrf(*rankings):
+    return fulltext.fuse([[id for id, _ in ranking] for ranking in rankings])[:DEPTH]
+
+
+def keyword_side(bench, text, porter, stop, rm3):
+    """The keyword ranking with the chosen aids."""
+    query = " ".join(feedback.content_words(text)) if stop else text
+    first = bench.keyword(query, porter)
+    if not rm3:
+        return first
+    top = first[: feedback.RM3_DOCS]
+    weights = feedback.rm3_terms(query, [(bench.docs[id], score) for id, score in top])
+    return bench.keyword(weights, porter)
+
+
+def candidates(bench, qid, settings):
+    """{run name: [(id, score)]} for one query."""
+    text, vector = bench.queries[qid], bench.query_vectors[qid]
+    runs = {}
+    dense = bench.dense(vector)
+    plain = bench.keyword(text)
+    runs["dense (MiniLM)"] = dense
+    runs["keyword: FTS5 BM25"] = plain
+    runs["hybrid: RRF k=60"] = rrf(dense, plain)
+    porter = bench.keyword(text, porter=True)
+    runs["keyword + porter"] = porter
+    runs["keyword + stop words dropped"] = keyword_side(bench, text, False, True, False)
+    stem_stop = keyword_side(bench, text, True, True, False)
+    runs["keyword + porter + stop"] = stem_stop
+    best_keyword = keyword_side(bench, text, True, True, True)
+    runs["keyword + porter + stop + RM3"] = best_keyword
+    runs["hybrid RRF (dense, porter+stop)"] = rrf(dense, stem_stop)
+    runs["hybrid RRF (dense, porter+stop+RM3)"] = rrf(dense, best_keyword)
+    for weight in settings["convex"]:
+        runs[f"hybrid convex a={weight} (dense, porter+stop+RM3)"] = feedback.convex([dense, best_keyword], [weight, 1 - weight])[:DEPTH]
+    maxp = bench.maxp(vector)
+    runs["dense MaxP (document + 128-token windows)"] = maxp
+    runs["hybrid RRF (MaxP, porter+stop+RM3)"] = rrf(maxp, best_keyword)
+    for docs in settings["rocchio_docs"]:
+        for weight in settings["rocchio_weight"]:
+            for seed_name, seed in (("dense", dense), ("hybrid", rrf(dense, best_keyword))):
+                moved = feedback.rocchio(vector, bench.vectors_of([id for id, _ in seed[:docs]]), weight)
+                rocchio_dense = bench.dense(moved)
+                runs[f"Rocchio k={docs} w={weight} from {seed_name}: dense"] = rocchio_dense
+                runs[f"Rocchio k={docs} w={weight} from {seed_name}: hybrid RRF"] = rrf(rocchio_dense, best_keyword)
+                if seed_name == "hybrid":
+                    runs[f"Rocchio k={docs} w={weight} from hybrid: hybrid RRF with MaxP"] = rrf(
+                        rrf(rocchio_dense, bench.maxp(moved, with_document=False)), best_keyword
+                    )
+    return runs
+
+
+def paired_ci(differences, seed=0):
+    rng = np.random.default_rng(seed)
+    differences = np.asarray(differences)
+    samples = rng.integers(0, len(differences), size=(BOOTSTRAP, len(differences)))
+    means = differences[samples].mean(axis=1)
+    return float(differences.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def measure(bench, settings):
+    per_query = {}
+    started = time.perf_counter()
+    for qid in bench.ids:
+        for name, ranking in candidates(bench, qid, settings).items():
+            per_query.setdefault(name, {})[qid] = evaluate.scores([id for id, _ in ranking], bench.qrels[qid])
+    seconds = time.perf_counter() - started
+    table = {}
+    for name, by_query in per_query.items():
+        table[name] = {metric: float(np.mean([s[metric] for s in by_query.values()])) for metric in evaluate.METRICS}
+    baselines = ["dense (MiniLM)", "keyword: FTS5 BM25", "hybrid: RRF k=60"]
+    best = max(baselines, key=lambda name: table[name]["nDCG@10"])
+    for name in table:
+        differences = [per_query[name][q]["nDCG@10"] - per_query[best][q]["nDCG@10"] for q in bench.ids]
+        table[name]["diff"], table[name]["low"], table[name]["high"] = paired_ci(differences)
+    return table, best, seconds
+
+
+def check_against_embedkit(bench):
+    """The benchmark's dense and keyword rankings are embedkit's own (first 5 queries)."""
+    for qid in bench.ids[:5]:
+        text = bench.queries[qid]
+        mine = [id for id, _ in bench.dense(bench.query_vectors[qid], 10)]
+        theirs = [e.id for e in bench.collection.similar(text, 10)]
+        assert mine == theirs, (qid, mine, theirs)
+        mine = [id for id, _ in bench.keyword(text, n=10)]
+        theirs = [e.id for e in bench.collection.similar(text, 10, mode="keyword")]
+        assert mine == theirs, (qid, mine, theirs)
+
+
+def print_table(bench, table, best, role):
+    print(f"\n## {bench.name} ({role}): {len(bench.docs)} documents, {len(bench.ids)} judged queries, "
+          f"{bench.long} documents longer than the model's {bench.collection.model.max_tokens} tokens\n")
+    print(f"Paired 95% CI of nDCG@10 against the best baseline, {best!r} (bootstrap, {BOOTSTRAP} resamples).\n")
+    print("| run | nDCG@10 | MAP@100 | Recall@100 | Δ nDCG@10 | 95% CI |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for name, row in table.items():
+        print(f"| {name} | {row['nDCG@10']:.4f} | {row['MAP@100']:.4f} | {row['Recall@100']:.4f} | "
+              f"{row['diff']:+.4f} | [{row['low']:+.4f}, {row['high']:+.4f}] |")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=list(COLLECTIONS))
+    parser.add_argument("--json", type=Path, help="also write the tables here")
+    args = parser.parse_args()
+    settings = {"convex": [0.3, 0.5, 0.7], "rocchio_docs": [3, 5, 10], "rocchio_weight": [0.3, 0.5]}
+    output = {}
+    for name, role in COLLECTIONS.items():
+        if args.only and name != args.only:
+            continue
+        bench = Bench(name)
+        check_against_embedkit(bench)
+        table, best, seconds = measure(bench, settings)
+        print_table(bench, table, best, role)
+        print(f"\n({len(bench.ids)} queries x {len(table)} runs in {seconds:.0f} s; queries embedded in {bench.query_seconds:.1f} s)")
+        output[name] = table
+    if args.json:
+        args.json.write_text(json.dumps(output, indent=2))
+
+
+if __name__ == "__main__":
+    main()
