@@ -120,16 +120,18 @@ class Bench:
         self.collection = self._collection("docs", [Item(id, text) for id, text in self.docs.items() if text])
         model = self.collection.model
         chunker = self.collection.chunker("tokens", WINDOW_TOKENS, WINDOW_OVERLAP)
-        windows = []
+        windows, self.spans = [], {}
         for id, text in self.docs.items():
             parts = chunker.split(text) if text else []
             if len(parts) > 1:
                 windows += [Item(f"{id}#w{k}", part, {"doc": id}) for k, part in enumerate(parts)]
+                self.spans[id] = _spans(text, parts)
         self.windows = self._collection("windows", windows)
         self.long = sum(1 for count in model.count_tokens(list(self.docs.values())) if count > model.max_tokens)
         self.matrix, self.matrix_ids = self._matrix(self.collection)
         self.window_matrix, window_ids = self._matrix(self.windows)
         self.window_doc = [id.split("#w")[0] for id in window_ids]
+        self.late_matrix, self.late_doc = self._late(model)
         started = time.perf_counter()
         self.query_vectors = dict(zip(self.ids, model.embed([self.queries[q] for q in self.ids])))
         self.query_seconds = time.perf_counter() - started
@@ -155,6 +157,22 @@ class Bench:
         matrix = vectors.normalize_rows(np.stack([vectors.decode(blob) for _, blob in rows]).astype(np.float32))
         return matrix, [id for id, _ in rows]
 
+    def _late(self, model):
+        """Late-chunked vectors of the same windows (one pass over each document), cached."""
+        cache = data_dir() / f"ranking-{self.name}-late.npz"
+        if cache.exists():
+            saved = np.load(cache)
+            return saved["matrix"], list(saved["docs"])
+        started = time.perf_counter()
+        rows, docs = [], []
+        for id, spans in self.spans.items():
+            rows.append(model.embed_late(self.docs[id], spans))
+            docs += [id] * len(spans)
+        matrix = vectors.normalize_rows(np.concatenate(rows)) if rows else np.zeros((0, 384), np.float32)
+        np.savez(cache, matrix=matrix, docs=np.array(docs))
+        print(f"  {self.name}: late-chunked {len(docs)} windows in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        return matrix, docs
+
     def _porter_index(self):
         """A second FTS5 index of the same rows, with the porter stemmer in front of unicode61."""
         table = self.collection.table
@@ -174,11 +192,13 @@ class Bench:
         order = np.lexsort((np.array(self.matrix_ids), -scores))[:n]
         return [(self.matrix_ids[i], float(scores[i])) for i in order]
 
-    def maxp(self, vector, n=DEPTH, with_document=True):
-        """Each document scored by its best window (and its whole-text vector, with_document)."""
+    def maxp(self, vector, n=DEPTH, with_document=True, late=False):
+        """Each document scored by its best window (and its whole-text vector, with_document);
+        late: the windows' late-chunked vectors."""
         query = vector / np.linalg.norm(vector)
         best = dict(self.dense(query, len(self.matrix_ids))) if with_document else {}
-        for doc, score in zip(self.window_doc, self.window_matrix @ query):
+        matrix, owners = (self.late_matrix, self.late_doc) if late else (self.window_matrix, self.window_doc)
+        for doc, score in zip(owners, matrix @ query):
             if score > best.get(doc, -2):
                 best[doc] = float(score)
         return sorted(best.items(), key=lambda item: (-item[1], item[0]))[:n]
@@ -207,6 +227,19 @@ class Bench:
     def vectors_of(self, ids):
         position = {id: i for i, id in enumerate(self.matrix_ids)}
         return self.matrix[[position[id] for id in ids]]
+
+
+def _spans(text, parts):
+    """(start, end) of each chunk in text (chunks overlap, so each is looked for after the
+    previous one's start)."""
+    spans, cursor = [], 0
+    for part in parts:
+        start = text.find(part, cursor)
+        if start < 0:
+            start = text.find(part)
+        spans.append((start, start + len(part)))
+        cursor = start + 1
+    return spans
 
 
 def rrf(*rankings):
@@ -247,6 +280,10 @@ def candidates(bench, qid, settings):
     maxp = bench.maxp(vector)
     runs["dense MaxP (document + 128-token windows)"] = maxp
     runs["hybrid RRF (MaxP, porter+stop+RM3)"] = rrf(maxp, best_keyword)
+    runs["hybrid RRF (MaxP, porter+stop)"] = rrf(maxp, stem_stop)
+    late = bench.maxp(vector, late=True)
+    runs["dense MaxP, late-chunked windows"] = late
+    runs["hybrid RRF (MaxP late, porter+stop)"] = rrf(late, stem_stop)
     for docs in settings["rocchio_docs"]:
         for weight in settings["rocchio_weight"]:
             for seed_name, seed in (("dense", dense), ("hybrid", rrf(dense, best_keyword))):
