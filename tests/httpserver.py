@@ -62,9 +62,10 @@ class Served:
     Handlers reach their Served as self.server.owner."""
 
     handler_class = None
+    port = 0  # any free port unless a subclass or instance says which
 
     def __enter__(self):
-        self._httpd = _HTTPServer(("127.0.0.1", 0), self.handler_class)
+        self._httpd = _HTTPServer(("127.0.0.1", self.port), self.handler_class)
         self._httpd.owner = self
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)

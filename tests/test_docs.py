@@ -28,6 +28,9 @@ Conventions for docs/*.md (see docs/index.md's "About these docs" for the reader
   working directory before anything runs: binary examples such as PDFs.
 - ``<!-- serve: DIR PORT -->`` serves DIR of the working directory over HTTP on
   127.0.0.1:PORT while the page runs, so examples that fetch URLs run offline.
+- ``<!-- chat: PORT ANSWER -->`` runs the fake chat server of tests/chatserver.py on
+  127.0.0.1:PORT while the page runs (OpenAI's /v1/chat/completions and Ollama's /api/chat),
+  streaming ANSWER to every question, so `embedkit ask` examples run offline.
 
 Every page runs in its own temporary directory, so later blocks see the databases and
 files earlier ones made.
@@ -54,6 +57,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from chatserver import ChatServer
 from embedkit import database, models, search, storage
 from embedkit.cli import cli
 
@@ -282,6 +286,7 @@ def run_shell(command, cwd):
 
 COPY = re.compile(r"^<!-- copy: (\S+) (\S+) -->$", re.M)
 SERVE = re.compile(r"^<!-- serve: (\S+) (\d+) -->$", re.M)
+CHAT = re.compile(r"^<!-- chat: (\d+) (.+) -->$", re.M)
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -299,17 +304,22 @@ def page_fixtures(text, cwd):
         else:
             shutil.copy(DOCS / source, cwd / dest)
     servers = []
-    try:
-        for directory, port in SERVE.findall(text):
-            handler = functools.partial(QuietHandler, directory=str(cwd / directory))
-            server = http.server.ThreadingHTTPServer(("127.0.0.1", int(port)), handler)
-            threading.Thread(target=server.serve_forever, daemon=True).start()
-            servers.append(server)
-        yield
-    finally:
-        for server in servers:
-            server.shutdown()
-            server.server_close()
+    with contextlib.ExitStack() as chats:
+        for port, answer in CHAT.findall(text):
+            chat = ChatServer(answer=answer)
+            chat.port = int(port)
+            chats.enter_context(chat)
+        try:
+            for directory, port in SERVE.findall(text):
+                handler = functools.partial(QuietHandler, directory=str(cwd / directory))
+                server = http.server.ThreadingHTTPServer(("127.0.0.1", int(port)), handler)
+                threading.Thread(target=server.serve_forever, daemon=True).start()
+                servers.append(server)
+            yield
+        finally:
+            for server in servers:
+                server.shutdown()
+                server.server_close()
 
 
 def run_page(name, cwd):

@@ -172,7 +172,7 @@ def _is_integer(text) -> bool:
 # Running the searches
 
 
-def run(collection, queries, qrels, modes=MODES, depth=100, progress=None) -> dict:
+def run(collection, queries, qrels, modes=MODES, depth=100, progress=None, **options) -> dict:
     """Search collection for every query that has judgments, in each mode, and score the results.
 
     queries is {query id: text}, qrels {query id: {corpus id: grade}} (see read_queries and
@@ -184,7 +184,8 @@ def run(collection, queries, qrels, modes=MODES, depth=100, progress=None) -> di
     judgments}, the values means over the evaluated queries. A mode that cannot run on this
     collection (an EmbedkitError, such as keyword search without stored text) is
     {"unavailable": reason} instead. progress(n, total) is called as n more of the total
-    searches are done.
+    searches are done. options go to Collection.similar for every search (such as
+    rerank, expand, feedback, fusion), so their effect can be measured.
     """
     missing = [query_id for query_id in qrels if query_id not in queries]
     if missing:
@@ -205,7 +206,7 @@ def run(collection, queries, qrels, modes=MODES, depth=100, progress=None) -> di
         runs, done = {}, 0
         try:
             for query_id in evaluated:
-                results = collection.similar(queries[query_id], n=depth, mode=mode)
+                results = collection.similar(queries[query_id], n=depth, mode=mode, **options)
                 runs[query_id] = [entry.id for entry in results]
                 done += 1
                 progress(1, total)
