@@ -37,6 +37,8 @@ STOP_WORDS = frozenset(
 RM3_DOCS = 10
 RM3_TERMS = 10
 RM3_WEIGHT = 0.5
+# How many results each expansion word's own ranking contributes.
+RM3_TERM_DEPTH = 1000
 
 # Rocchio's defaults: the query moved half way toward the mean of the top 3 results
 # (chosen on the development collection by benchmarks/ranking.py).
@@ -58,6 +60,14 @@ def content_words(text: str) -> list:
     found = list(dict.fromkeys(words(text)))
     kept = [word for word in found if word not in STOP_WORDS]
     return kept or found
+
+
+def without_stop_words(text: str) -> str:
+    """text without the whitespace-separated pieces made only of stop words (or text
+    itself, when that would leave nothing). Pieces such as "sqlite-vec" stay whole, so the
+    keyword index still asks for them as phrases."""
+    pieces = [piece for piece in (text or "").split() if any(w not in STOP_WORDS for w in words(piece))]
+    return " ".join(pieces) if pieces else text
 
 
 def rm3_terms(query: str, documents, terms: int = RM3_TERMS, weight: float = RM3_WEIGHT) -> dict:
