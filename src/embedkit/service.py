@@ -21,6 +21,7 @@ import time
 
 from . import config
 from .errors import EmbedkitError, first_line
+from .version import USER_AGENT
 
 # What every service's settings may say (services add their own). None: the service's
 # default. Without key_name and key_env no Authorization header is sent (local servers).
@@ -198,12 +199,10 @@ class Service:
             if self._client is None:
                 import httpx
 
-                from . import __version__
-
                 self._client = httpx.Client(
                     timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
                     limits=httpx.Limits(max_connections=self.connections, max_keepalive_connections=self.connections),
-                    headers={"User-Agent": f"embedkit/{__version__}"},
+                    headers={"User-Agent": USER_AGENT},
                 )
             return self._client
 

@@ -18,18 +18,19 @@ import threading
 
 import numpy as np
 
-from .. import service
+from .. import service as http_service
 from ..errors import EmbedkitError, first_line
 from ..service import Failure as _Failure, Malformed as _Malformed, Stopped as _Stopped, shown as _shown, snippet as _snippet
 from ..vectors import normalize_rows
-from . import EmbeddingModel, PartialEmbedding
+from ..version import USER_AGENT
+from .base import EmbeddingModel, PartialEmbedding
 
 APIS = ("openai", "ollama")
 
 # What models.json may say of an HTTP model: the settings of every HTTP service (see
 # embedkit.service.COMMON) and these. None means the API's default (API_DEFAULTS).
 SETTINGS = {
-    **service.COMMON,
+    **http_service.COMMON,
     "api": "openai",  # "openai" (any OpenAI-compatible server) or "ollama"
     "dimensions": None,  # OpenAI: sent as `dimensions`; Ollama: vectors cut to this many and renormalised
     "batch_size": None,  # texts per request
@@ -43,8 +44,8 @@ API_DEFAULTS = {
     "ollama": {"batch_size": 32, "concurrency": 1, "timeout": 120.0},
 }
 
-BASE_URLS = service.BASE_URLS
-OPENAI_KEY = service.OPENAI_KEY  # key_name, key_env of openai/NAME models
+BASE_URLS = http_service.BASE_URLS
+OPENAI_KEY = http_service.OPENAI_KEY  # key_name, key_env of openai/NAME models
 
 
 # Settings
@@ -60,10 +61,10 @@ def check_settings(model_id, settings: dict) -> dict:
         raise EmbedkitError(
             f"model {model_id}: unknown setting {unknown!r} for an HTTP model (known: {', '.join(SETTINGS)})"
         )
-    checked = service.check(f"model {model_id}", settings, SETTINGS, API_DEFAULTS, ("/embeddings", "/api/embed"))
+    checked = http_service.check(f"model {model_id}", settings, SETTINGS, API_DEFAULTS, ("/embeddings", "/api/embed"))
     for field in ("dimensions", "batch_size", "concurrency"):
         value = checked[field]
-        if value is not None and not service.whole(value, 1):
+        if value is not None and not http_service.whole(value, 1):
             raise EmbedkitError(f"model {model_id}: {field} should be a positive whole number, not {value!r}")
     return checked
 
@@ -100,9 +101,9 @@ _EXAMPLES = {"openai": "openai/text-embedding-3-small", "ollama": "ollama/nomic-
 class HTTPModel(EmbeddingModel):
     """A model served over HTTP; OpenAIModel and OllamaModel say how to ask and how to read answers."""
 
-    api = None
-    path = None  # of the endpoint, after the base URL
-    service = None  # for source: "<service> at <base URL>"
+    api: str
+    path: str  # of the endpoint, after the base URL
+    service: str  # for source: "<service> at <base URL>"
 
     def __init__(self, model_id, settings=None, **kwargs):
         super().__init__()
@@ -121,7 +122,7 @@ class HTTPModel(EmbeddingModel):
         self.texts_per_call = self.batch_size * self.concurrency
         self.source = f"{self.service} at {_shown(self.base_url)}"
         # Shared by the copies of this model (truncated ones): one client, one "reached".
-        self._service = service.Service(f"model {model_id}", settings, self.concurrency)
+        self._service = http_service.Service(f"model {model_id}", settings, self.concurrency)
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.model_id} {self.model_name} at {_shown(self.base_url)}>"
@@ -182,7 +183,7 @@ class HTTPModel(EmbeddingModel):
     def _request(self, texts, key, stop) -> np.ndarray:
         """The vectors for texts from one request, retried as needed; raises _Failure."""
         response = self._service.post(self.url, self._payload(texts), key, stop)
-        body = service.json_body(response)
+        body = http_service.json_body(response)
         url = _shown(self.url)
         try:
             rows = self._vectors(body, len(texts))
@@ -224,7 +225,7 @@ class OpenAIModel(HTTPModel):
         if any("index" in entry for entry in data):
             # The order of data is not promised: each entry says which input it is for.
             indexes = [entry.get("index") for entry in data]
-            if sorted(i for i in indexes if service.whole(i, 0)) != list(range(count)):
+            if sorted(i for i in indexes if http_service.whole(i, 0)) != list(range(count)):
                 raise _Malformed(f"the indexes {_snippet(str(indexes))} are not 0 to {count - 1}, each once")
             data = sorted(data, key=lambda entry: entry["index"])
         return [entry["embedding"] for entry in data]
