@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _common import data_dir
 
 import embedkit

@@ -3,8 +3,8 @@
 import json
 
 import pytest
-from chatserver import ChatServer
 
+from chatserver import ChatServer
 from embedkit import ask, chat
 from embedkit.errors import EmbedkitError
 from embedkit.items import Item

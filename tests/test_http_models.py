@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 
 import embedkit
-from embedkit import config, models
+from embedkit import config, models, service
 from embedkit.errors import EmbedkitError
-from embedkit import service
 from embedkit.models import PartialEmbedding, http
 from embedserver import DIMENSIONS, EmbedServer, vector
 

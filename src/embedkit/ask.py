@@ -8,7 +8,6 @@ them alone, citing them as [1], [2], ...
     print(ask.sources(passages))
 """
 
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -77,11 +76,11 @@ def retrieve(collection, question: str, n: int = PASSAGES, mode: str = "hybrid",
         )
     passages = [Passage(number, entry) for number, entry in enumerate((e for e in entries if e.content), 1)]
     if min_score is not None:
-        best = max((p.entry.score for p in passages), default=None)
+        best = max((p.entry.score or 0.0 for p in passages), default=None)
         passages = [p for p in passages if p.entry.score >= min_score]
         if not passages:
-            found = f"the best scores {best:.4f}" if best is not None else "nothing matches"
-            raise NoPassage(f"no passage of collection {collection.name!r} scores {min_score} or more ({found})")
+            found = f"the best one scores {best:.4f}" if best is not None else "nothing matches"
+            raise NoPassage(f"no passage of collection {collection.name!r} scores {min_score:g} or more ({found})")
         passages = [Passage(number, p.entry) for number, p in enumerate(passages, 1)]
     if not passages:
         raise NoPassage(f"no passage of collection {collection.name!r} matches the question")

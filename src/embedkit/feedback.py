@@ -90,14 +90,18 @@ def rm3_terms(query: str, documents, terms: int = RM3_TERMS, weight: float = RM3
     top = max(score for _, score in documents)
     shares = [math.exp(score - top) for _, score in documents]
     total_share = sum(shares)
-    model = Counter()
+    model: dict[str, float] = {}
     for (text, _), share in zip(documents, shares):
         counts = Counter(word for word in words(text) if word not in STOP_WORDS and not word.isdigit())
         length = sum(counts.values())
+        if not length:
+            continue
         for word, count in counts.items():
-            model[word] += share / total_share * count / length
-    best = model.most_common(terms)
+            model[word] = model.get(word, 0.0) + share / total_share * count / length
+    best = sorted(model.items(), key=lambda item: (-item[1], item[0]))[:terms]
     mass = sum(value for _, value in best)
+    if not mass:
+        return mixed
     for word, value in best:
         mixed[word] = mixed.get(word, 0.0) + (1 - weight) * value / mass
     return mixed
@@ -123,7 +127,7 @@ def convex(rankings, weights) -> list:
     are min-max normalised to 0..1 over the list, and an id's fused score is the sum over
     the lists of weight x its normalised score there (0 where a list lacks it).
     """
-    fused = {}
+    fused: dict = {}
     for ranking, weight in zip(rankings, weights):
         if not ranking:
             continue

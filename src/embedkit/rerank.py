@@ -29,7 +29,7 @@ HTTP_APIS = {
 
 
 class Reranker:
-    name = None
+    name: str
 
     def scores(self, query: str, texts: list) -> list:
         """A relevance score for each text (higher is more relevant), in the order given."""

@@ -78,7 +78,7 @@ def keyword_side(collection, text, n, filter, options: Options):
     top = first[: feedback.RM3_DOCS]
     texts = dict(_select(collection, "id, content", [id for id, _ in top]))
     terms = feedback.rm3_terms(query, [(texts.get(id), score) for id, score in top])
-    scores = {}
+    scores: dict = {}
     for word, weight in terms.items():
         # BM25 of an OR query is the sum of its terms' BM25: weighting each term's own
         # ranking is BM25 with weighted terms.

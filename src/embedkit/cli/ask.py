@@ -6,7 +6,7 @@ import click
 
 from .. import ask as asking
 from ..filters import parse_filter
-from . import cli, database_option, open_database
+from .base import cli, database_option, open_database
 
 
 @cli.command(short_help="Answer a question from a collection's passages, citing them.")

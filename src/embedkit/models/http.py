@@ -20,9 +20,12 @@ import numpy as np
 
 from .. import service as http_service
 from ..errors import EmbedkitError, first_line
-from ..service import Failure as _Failure, Malformed as _Malformed, Stopped as _Stopped, shown as _shown, snippet as _snippet
+from ..service import Failure as _Failure
+from ..service import Malformed as _Malformed
+from ..service import Stopped as _Stopped
+from ..service import shown as _shown
+from ..service import snippet as _snippet
 from ..vectors import normalize_rows
-from ..version import USER_AGENT
 from .base import EmbeddingModel, PartialEmbedding
 
 APIS = ("openai", "ollama")
