@@ -101,9 +101,4 @@ def _rocchio(collection, vector, hits, options):
 
 
 def _select(collection, columns, ids):
-    ids = list(ids)
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        yield from collection.db.conn.execute(
-            f"select {columns} from {storage.quote(collection.table)} where id in ({','.join('?' * len(chunk))})", chunk
-        )
+    return storage.select_in(collection.db.conn, collection.table, columns, "id", ids)

@@ -7,6 +7,7 @@ import click
 from .. import ask as asking
 from ..filters import parse_filter
 from .base import cli, database_option, open_database
+from .search_options import ranking_options, search_kwargs
 
 
 @cli.command(short_help="Answer a question from a collection's passages, citing them.")
@@ -24,12 +25,13 @@ from .base import cli, database_option, open_database
 @click.option("--min-score", type=float, help="Ask nothing when no passage scores this much; say so instead")
 @click.option("--context-only", is_flag=True, help="Print the numbered passages (the prompt's context) and ask no model")
 @click.option("--json", "as_json", is_flag=True, help="JSON output: the question, the passages and (unless --context-only) the answer")
+@ranking_options
 @click.option("--base-url", help="The chat server's URL (default: OPENAI_BASE_URL or OLLAMA_HOST)")
 @click.option("--key-env", metavar="VARIABLE", help="Environment variable holding the chat server's API key")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds to wait for the server")
 @database_option
 def ask(collection, question, chat_model, number, mode, unique, filters, where, min_score, context_only, as_json,
-        base_url, key_env, timeout, database):
+        base_url, key_env, timeout, database, **ranking):
     """Answer QUESTION from the passages of COLLECTION that match it best.
 
     The passages are numbered and given to a chat model (an OpenAI-compatible server or
@@ -46,7 +48,7 @@ def ask(collection, question, chat_model, number, mode, unique, filters, where, 
     target = open_database(database).collection(collection)
     passages = asking.retrieve(
         target, question, number, mode=mode, min_score=min_score, unique=unique,
-        metadata=dict(parse_filter(f) for f in filters), where=where,
+        metadata=dict(parse_filter(f) for f in filters), where=where, **search_kwargs(ranking),
     )
     if context_only:
         if as_json:
