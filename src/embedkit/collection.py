@@ -254,7 +254,7 @@ class Collection:
                             mmr, exact)
 
     def _search(self, vector, text, n, exclude, unique, filter, min_score, mode, mmr, exact=False,
-                options=retrieval.Options()):
+                options=retrieval.DEFAULT):
         if mmr is not None and not 0 <= mmr <= 1:
             raise EmbedkitError(f"the MMR lambda must be from 0 to 1, not {mmr}")
         # MMR chooses among more candidates than it returns; unique may skip many.

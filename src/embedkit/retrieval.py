@@ -48,6 +48,9 @@ class Options:
         return self
 
 
+DEFAULT = Options()
+
+
 def rank(collection, vector, text, n, exclude, filter, mode, exact, options: Options):
     """[(id, score)] best first for one search."""
     if mode == "dense":
