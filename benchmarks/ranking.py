@@ -135,7 +135,8 @@ class Bench:
         self.query_vectors = dict(zip(self.ids, model.embed([self.queries[q] for q in self.ids])))
         self.query_seconds = time.perf_counter() - started
         self.conn = sqlite3.connect(str(self.db.path))
-        self._porter_index()
+        self._plain_index()
+        fulltext.rebuild(self.collection, "porter")
 
     def _collection(self, name, items):
         if self.db.has_collection(name):
@@ -172,16 +173,15 @@ class Bench:
         print(f"  {self.name}: late-chunked {len(docs)} windows in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         return matrix, docs
 
-    def _porter_index(self):
-        """A second FTS5 index of the same rows, with the porter stemmer in front of unicode61."""
+    def _plain_index(self):
+        """An FTS5 index of the same rows as embedkit made them before stemming: the BM25 baseline."""
         table = self.collection.table
-        exists = self.conn.execute("select 1 from sqlite_master where name = 'bench_porter'").fetchone()
-        if not exists:
+        if not self.conn.execute("select 1 from sqlite_master where name = 'bench_plain'").fetchone():
             self.conn.execute(
-                f"create virtual table bench_porter using fts5(content, content='{table}', content_rowid='rowid', "
-                f"tokenize='porter {fulltext.TOKENIZE}')"
+                f"create virtual table bench_plain using fts5(content, content='{table}', content_rowid='rowid', "
+                f"tokenize='{fulltext.TOKENIZE}')"
             )
-            self.conn.execute("insert into bench_porter (bench_porter) values ('rebuild')")
+            self.conn.execute("insert into bench_plain (bench_plain) values ('rebuild')")
             self.conn.commit()
 
     # Rankings: [(id, score)] best first
@@ -202,24 +202,15 @@ class Bench:
                 best[doc] = float(score)
         return sorted(best.items(), key=lambda item: (-item[1], item[0]))[:n]
 
-    def keyword(self, terms, porter=False, n=DEPTH):
-        """BM25 over the stored text; terms is a query string or {word: weight}."""
-        if isinstance(terms, str):
-            return self._bm25(fulltext.match_query(terms), porter, n)
-        scores = {}
-        for word, weight in terms.items():
-            for id, score in self._bm25(f'"{word}"', porter, 1000):
-                scores[id] = scores.get(id, 0.0) + weight * score
-        return sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:n]
-
-    def _bm25(self, match, porter, n):
-        fts = "bench_porter" if porter else f'"{fulltext.table_name(self.collection.name)}"'
+    def keyword(self, text, n=DEPTH):
+        """Plain BM25 (no stemming, every word of the query) over the stored text."""
+        fts = "bench_plain"
         return [
             (id, -score)
             for id, score in self.conn.execute(
                 f'select item.id, bm25({fts}) from {fts} join "{self.collection.table}" as item '
                 f"on item.rowid = {fts}.rowid where {fts} match ? order by bm25({fts}), item.id limit ?",
-                [match, n],
+                [fulltext.match_query(text), n],
             )
         ]
 
@@ -245,55 +236,41 @@ def rrf(*rankings):
     return fulltext.fuse([[id for id, _ in ranking] for ranking in rankings])[:DEPTH]
 
 
-def keyword_side(bench, text, porter, stop, rm3):
-    """The keyword ranking with the chosen aids."""
-    query = " ".join(feedback.content_words(text)) if stop else text
-    first = bench.keyword(query, porter)
-    if not rm3:
-        return first
-    top = first[: feedback.RM3_DOCS]
-    weights = feedback.rm3_terms(query, [(bench.docs[id], score) for id, score in top])
-    return bench.keyword(weights, porter)
-
-
 def candidates(bench, qid, settings):
-    """{run name: [(id, score)]} for one query."""
+    """{run name: [(id, score)]} for one query. Rows named "embedkit ..." are
+    Collection.similar itself (its keyword index stems, as new collections do); the others
+    are the baselines and ablations, built from the same pieces."""
     text, vector = bench.queries[qid], bench.query_vectors[qid]
+    similar = lambda **options: [(e.id, e.score) for e in bench.collection.similar(text, DEPTH, **options)]  # noqa: E731
     runs = {}
     dense = bench.dense(vector)
     plain = bench.keyword(text)
     runs["dense (MiniLM)"] = dense
     runs["keyword: FTS5 BM25"] = plain
     runs["hybrid: RRF k=60"] = rrf(dense, plain)
-    porter = bench.keyword(text, porter=True)
-    runs["keyword + porter"] = porter
-    runs["keyword + stop words dropped"] = keyword_side(bench, text, False, True, False)
-    stem_stop = keyword_side(bench, text, True, True, False)
-    runs["keyword + porter + stop"] = stem_stop
-    best_keyword = keyword_side(bench, text, True, True, True)
-    runs["keyword + porter + stop + RM3"] = best_keyword
-    runs["hybrid RRF (dense, porter+stop)"] = rrf(dense, stem_stop)
-    runs["hybrid RRF (dense, porter+stop+RM3)"] = rrf(dense, best_keyword)
-    for weight in settings["convex"]:
-        runs[f"hybrid convex a={weight} (dense, porter+stop+RM3)"] = feedback.convex([dense, best_keyword], [weight, 1 - weight])[:DEPTH]
+    runs["keyword + porter"] = similar(mode="keyword", stop_words=False)
+    runs["keyword + stop words dropped"] = bench.keyword(feedback.without_stop_words(text))
+    stem_stop = similar(mode="keyword")
+    runs["embedkit --keyword (porter + stop words)"] = stem_stop
+    runs["embedkit --keyword --expand (RM3)"] = similar(mode="keyword", expand=True)
+    runs["embedkit --hybrid (default: porter + stop words, RRF)"] = similar(mode="hybrid")
+    runs["embedkit --hybrid --expand"] = similar(mode="hybrid", expand=True)
+    runs["embedkit --hybrid --feedback 3"] = similar(mode="hybrid", feedback=3)
+    runs["embedkit --hybrid --expand --feedback 3"] = similar(mode="hybrid", expand=True, feedback=3)
+    runs["embedkit --feedback 3 (dense)"] = similar(feedback=3)
+    for alpha in settings["convex"]:
+        runs[f"embedkit --hybrid --fusion convex --alpha {alpha}"] = similar(mode="hybrid", fusion="convex", alpha=alpha)
     maxp = bench.maxp(vector)
     runs["dense MaxP (document + 128-token windows)"] = maxp
-    runs["hybrid RRF (MaxP, porter+stop+RM3)"] = rrf(maxp, best_keyword)
     runs["hybrid RRF (MaxP, porter+stop)"] = rrf(maxp, stem_stop)
     late = bench.maxp(vector, late=True)
     runs["dense MaxP, late-chunked windows"] = late
     runs["hybrid RRF (MaxP late, porter+stop)"] = rrf(late, stem_stop)
     for docs in settings["rocchio_docs"]:
         for weight in settings["rocchio_weight"]:
-            for seed_name, seed in (("dense", dense), ("hybrid", rrf(dense, best_keyword))):
+            for seed_name, seed in (("dense", dense), ("hybrid", rrf(dense, stem_stop))):
                 moved = feedback.rocchio(vector, bench.vectors_of([id for id, _ in seed[:docs]]), weight)
-                rocchio_dense = bench.dense(moved)
-                runs[f"Rocchio k={docs} w={weight} from {seed_name}: dense"] = rocchio_dense
-                runs[f"Rocchio k={docs} w={weight} from {seed_name}: hybrid RRF"] = rrf(rocchio_dense, best_keyword)
-                if seed_name == "hybrid":
-                    runs[f"Rocchio k={docs} w={weight} from hybrid: hybrid RRF with MaxP"] = rrf(
-                        rrf(rocchio_dense, bench.maxp(moved, with_document=False)), best_keyword
-                    )
+                runs[f"Rocchio k={docs} w={weight} from {seed_name}: hybrid RRF"] = rrf(bench.dense(moved), stem_stop)
     return runs
 
 
@@ -324,14 +301,10 @@ def measure(bench, settings):
 
 
 def check_against_embedkit(bench):
-    """The benchmark's dense and keyword rankings are embedkit's own (first 5 queries)."""
+    """The benchmark's dense ranking is embedkit's own (first 5 queries)."""
     for qid in bench.ids[:5]:
-        text = bench.queries[qid]
         mine = [id for id, _ in bench.dense(bench.query_vectors[qid], 10)]
-        theirs = [e.id for e in bench.collection.similar(text, 10)]
-        assert mine == theirs, (qid, mine, theirs)
-        mine = [id for id, _ in bench.keyword(text, n=10)]
-        theirs = [e.id for e in bench.collection.similar(text, 10, mode="keyword")]
+        theirs = [e.id for e in bench.collection.similar(bench.queries[qid], 10)]
         assert mine == theirs, (qid, mine, theirs)
 
 
@@ -351,7 +324,7 @@ def main():
     parser.add_argument("--only", choices=list(COLLECTIONS))
     parser.add_argument("--json", type=Path, help="also write the tables here")
     args = parser.parse_args()
-    settings = {"convex": [0.3, 0.5, 0.7], "rocchio_docs": [3, 5, 10], "rocchio_weight": [0.3, 0.5]}
+    settings = {"convex": [0.3, 0.5, 0.7], "rocchio_docs": [3, 10], "rocchio_weight": [0.3, 0.5]}
     output = {}
     for name, role in COLLECTIONS.items():
         if args.only and name != args.only:
