@@ -113,3 +113,23 @@ def test_eval_takes_the_options(invoke, notes, db_path, tmp_path):
     expanded = json.loads(invoke(*args, "--expand").output.split("\n1 query")[0])
     assert plain["keyword"]["Recall@100"] == 0.0
     assert expanded["keyword"]["Recall@100"] == 1.0
+
+
+def test_eval_scores_chunks_as_their_documents(invoke, db, db_path, tmp_path):
+    from embedkit import Chunker
+
+    chunks = db.create_collection("chunks", model="test-letters")
+    long = "Heat conduction in slabs. " * 3 + "Composite layers resist heat."
+    chunks.embed_multi([Item("doc1", long), Item("doc2", "Turbulent flows mix quickly.")], store=True,
+                       chunker=Chunker("recursive", size=40, overlap=0))
+    assert len(chunks) > 2
+    (tmp_path / "q.jsonl").write_text('{"_id": "1", "text": "composite layers"}\n')
+    (tmp_path / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n1\tdoc1\t1\n")
+    args = ["eval", "chunks", "--queries", tmp_path / "q.jsonl", "--qrels", tmp_path / "qrels.tsv", "--mode", "keyword",
+            "--json", "-d", db_path]
+    by_chunk = invoke(*args)
+    assert "relevant documents" in by_chunk.output  # doc1 is no item id: warned, and never found
+    assert json.loads(by_chunk.output.split("\n1 query")[0].split("\n", 1)[1])["keyword"]["nDCG@10"] == 0.0
+    by_document = invoke(*args, "--unique", "source")
+    assert "Warning" not in by_document.output
+    assert json.loads(by_document.output.split("\n1 query")[0])["keyword"]["nDCG@10"] == 1.0
