@@ -31,7 +31,8 @@ import numpy as np
 from _common import data_dir
 
 import embedkit
-from embedkit import evaluate, feedback, fulltext, vectors
+from embedkit import evaluate, feedback, fulltext, retrieval, vectors
+from embedkit.filters import Filter
 from embedkit.items import Item
 
 COLLECTIONS = {"cacm": "development", "cranfield": "test"}
@@ -104,7 +105,7 @@ def prepare(name) -> Path:
 
 
 class Bench:
-    def __init__(self, name):
+    def __init__(self, name, late=False):
         folder = prepare(name)
         self.name = name
         self.queries = evaluate.read_queries(folder / "queries.jsonl")
@@ -130,7 +131,7 @@ class Bench:
         self.matrix, self.matrix_ids = self._matrix(self.collection)
         self.window_matrix, window_ids = self._matrix(self.windows)
         self.window_doc = [id.split("#w")[0] for id in window_ids]
-        self.late_matrix, self.late_doc = self._late(model)
+        self.late_matrix, self.late_doc = self._late(model) if late else (None, None)
         started = time.perf_counter()
         self.query_vectors = dict(zip(self.ids, model.embed([self.queries[q] for q in self.ids])))
         self.query_seconds = time.perf_counter() - started
@@ -241,7 +242,10 @@ def candidates(bench, qid, settings):
     Collection.similar itself (its keyword index stems, as new collections do); the others
     are the baselines and ablations, built from the same pieces."""
     text, vector = bench.queries[qid], bench.query_vectors[qid]
-    similar = lambda **options: [(e.id, e.score) for e in bench.collection.similar(text, DEPTH, **options)]  # noqa: E731
+    def similar(mode="dense", **options):
+        # Collection.similar's own ranking pipeline, given the query vector computed once.
+        return retrieval.rank(bench.collection, vector, text, DEPTH, None, Filter(), mode, False,
+                              retrieval.Options(**options).check())
     runs = {}
     dense = bench.dense(vector)
     plain = bench.keyword(text)
@@ -253,22 +257,23 @@ def candidates(bench, qid, settings):
     stem_stop = similar(mode="keyword")
     runs["embedkit --keyword (porter + stop words)"] = stem_stop
     runs["embedkit --keyword --expand (RM3)"] = similar(mode="keyword", expand=True)
-    runs["embedkit --hybrid (default: porter + stop words, RRF)"] = similar(mode="hybrid")
+    runs["embedkit --hybrid --feedback 0 (porter + stop words, RRF)"] = similar(mode="hybrid", feedback=0)
+    runs["embedkit --hybrid (default: porter + stop words, RRF, feedback 3)"] = similar(mode="hybrid")
     runs["embedkit --hybrid --expand"] = similar(mode="hybrid", expand=True)
-    runs["embedkit --hybrid --feedback 3"] = similar(mode="hybrid", feedback=3)
-    runs["embedkit --hybrid --expand --feedback 3"] = similar(mode="hybrid", expand=True, feedback=3)
+    runs["embedkit --hybrid --expand --feedback 0"] = similar(mode="hybrid", expand=True, feedback=0)
     runs["embedkit --feedback 3 (dense)"] = similar(feedback=3)
     for alpha in settings["convex"]:
         runs[f"embedkit --hybrid --fusion convex --alpha {alpha}"] = similar(mode="hybrid", fusion="convex", alpha=alpha)
     maxp = bench.maxp(vector)
     runs["dense MaxP (document + 128-token windows)"] = maxp
     runs["hybrid RRF (MaxP, porter+stop)"] = rrf(maxp, stem_stop)
-    late = bench.maxp(vector, late=True)
-    runs["dense MaxP, late-chunked windows"] = late
-    runs["hybrid RRF (MaxP late, porter+stop)"] = rrf(late, stem_stop)
+    if settings["late"]:
+        late = bench.maxp(vector, late=True)
+        runs["dense MaxP, late-chunked windows"] = late
+        runs["hybrid RRF (MaxP late, porter+stop)"] = rrf(late, stem_stop)
     for docs in settings["rocchio_docs"]:
         for weight in settings["rocchio_weight"]:
-            for seed_name, seed in (("dense", dense), ("hybrid", rrf(dense, stem_stop))):
+            for seed_name, seed in (("dense", dense), ("hybrid", similar(mode="hybrid", feedback=0))):
                 moved = feedback.rocchio(vector, bench.vectors_of([id for id, _ in seed[:docs]]), weight)
                 runs[f"Rocchio k={docs} w={weight} from {seed_name}: hybrid RRF"] = rrf(bench.dense(moved), stem_stop)
     return runs
@@ -306,6 +311,12 @@ def check_against_embedkit(bench):
         mine = [id for id, _ in bench.dense(bench.query_vectors[qid], 10)]
         theirs = [e.id for e in bench.collection.similar(bench.queries[qid], 10)]
         assert mine == theirs, (qid, mine, theirs)
+    # and the pipeline rows are what similar() returns (query embedded there, once here).
+    qid = bench.ids[0]
+    mine = retrieval.rank(bench.collection, bench.query_vectors[qid], bench.queries[qid], 10, None, Filter(), "hybrid",
+                          False, retrieval.Options(expand=True, feedback=3))
+    theirs = bench.collection.similar(bench.queries[qid], 10, mode="hybrid", expand=True, feedback=3)
+    assert [id for id, _ in mine] == [e.id for e in theirs], (qid, mine, theirs)
 
 
 def print_table(bench, table, best, role):
@@ -323,13 +334,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=list(COLLECTIONS))
     parser.add_argument("--json", type=Path, help="also write the tables here")
+    parser.add_argument("--late", action="store_true", help="also late-chunk every long document (slow: a model pass each)")
     args = parser.parse_args()
-    settings = {"convex": [0.3, 0.5, 0.7], "rocchio_docs": [3, 10], "rocchio_weight": [0.3, 0.5]}
+    settings = {"convex": [0.3, 0.5, 0.7], "rocchio_docs": [3, 10], "rocchio_weight": [0.3, 0.5], "late": args.late}
     output = {}
     for name, role in COLLECTIONS.items():
         if args.only and name != args.only:
             continue
-        bench = Bench(name)
+        bench = Bench(name, args.late)
         check_against_embedkit(bench)
         table, best, seconds = measure(bench, settings)
         print_table(bench, table, best, role)

@@ -196,7 +196,7 @@ class Collection:
 
     def similar(self, text: str, n: int = 10, unique: str | None = None, metadata: dict | None = None,
                 where: str | None = None, min_score: float | None = None, mode: str = "dense",
-                mmr: float | None = None, exact: bool = False, expand: bool = False, feedback: int = 0,
+                mmr: float | None = None, exact: bool = False, expand: bool = False, feedback: int | None = None,
                 fusion: str = "rrf", alpha: float = 0.5, stop_words: bool = True,
                 rerank: reranking.Reranker | str | None = None, rerank_depth: int | None = None) -> list[Entry]:
         """The n items most similar to text, embedded with the collection's model (after its
@@ -216,7 +216,8 @@ class Collection:
         - exact: never use a quantised index (embedkit index), scan every vector.
         - expand (keyword, hybrid): RM3, the keyword query expanded with words of its top results.
         - feedback: Rocchio, the query vector moved toward the top `feedback` results (of the
-          hybrid ranking in hybrid mode), then searched again; 0 is off.
+          hybrid ranking in hybrid mode), then searched again; 0 is off, None (the default) is
+          3 in hybrid mode and off in the others.
         - fusion (hybrid): "rrf" or "convex" (alpha x dense + (1 - alpha) x keyword scores,
           each normalised); stop_words: drop English stop words from keyword queries.
         - rerank: a reranker (embedkit.rerank, or its name: a cross-encoder, cohere/NAME,

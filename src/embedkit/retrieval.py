@@ -27,14 +27,15 @@ class Options:
       stop words).
     - expand: RM3, the keyword query expanded with the words of its top results.
     - feedback: Rocchio, the query vector moved toward the mean of the top `feedback`
-      results (of the hybrid ranking in hybrid mode, of the dense one in dense mode); 0 is off.
+      results (of the hybrid ranking in hybrid mode, of the dense one in dense mode); 0 is
+      off; None: on (feedback.ROCCHIO_DOCS) in hybrid mode, off in the others.
     - fusion: "rrf" (reciprocal rank) or "convex" (alpha x dense + (1 - alpha) x keyword,
       each min-max normalised over its top results).
     """
 
     stop_words: bool = True
     expand: bool = False
-    feedback: int = 0
+    feedback: int | None = None
     fusion: str = "rrf"
     alpha: float = 0.5
 
@@ -43,7 +44,8 @@ class Options:
             raise EmbedkitError(f"unknown fusion {self.fusion!r}: use rrf or convex")
         if not 0 <= self.alpha <= 1:
             raise EmbedkitError(f"the fusion weight alpha must be from 0 to 1, not {self.alpha}")
-        if not isinstance(self.feedback, int) or isinstance(self.feedback, bool) or self.feedback < 0:
+        if self.feedback is not None and (
+                not isinstance(self.feedback, int) or isinstance(self.feedback, bool) or self.feedback < 0):
             raise EmbedkitError(f"feedback must be a whole number of results (0 is off), not {self.feedback!r}")
         return self
 
@@ -53,10 +55,13 @@ DEFAULT = Options()
 
 def rank(collection, vector, text, n, exclude, filter, mode, exact, options: Options):
     """[(id, score)] best first for one search."""
+    feedback_docs = options.feedback
+    if feedback_docs is None:
+        feedback_docs = feedback.ROCCHIO_DOCS if mode == "hybrid" else 0
     if mode == "dense":
         hits = search.top_n(collection, vector, n, exclude, filter, exact)
-        if options.feedback:
-            moved = _rocchio(collection, vector, hits, options)
+        if feedback_docs:
+            moved = _rocchio(collection, vector, hits, feedback_docs)
             hits = search.top_n(collection, moved, n, exclude, filter, exact)
         return hits
     depth = n if mode == "keyword" else max(n, HYBRID_DEPTH)
@@ -65,8 +70,8 @@ def rank(collection, vector, text, n, exclude, filter, mode, exact, options: Opt
         return keyword[:n]
     dense = search.top_n(collection, vector, depth, exclude, filter, exact)
     fused = _fuse(dense, keyword, options)
-    if options.feedback:
-        moved = _rocchio(collection, vector, fused, options)
+    if feedback_docs:
+        moved = _rocchio(collection, vector, fused, feedback_docs)
         dense = search.top_n(collection, moved, depth, exclude, filter, exact)
         fused = _fuse(dense, keyword, options)
     return fused[:n]
@@ -96,8 +101,8 @@ def _fuse(dense, keyword, options):
     return fulltext.fuse([[id for id, _ in dense], [id for id, _ in keyword]])
 
 
-def _rocchio(collection, vector, hits, options):
-    ids = [id for id, _ in hits[: options.feedback]]
+def _rocchio(collection, vector, hits, docs):
+    ids = [id for id, _ in hits[:docs]]
     found = {id: vectors.decode(blob) for id, blob in _select(collection, "id, embedding", ids)}
     rows = [found[id] for id in ids if id in found]
     return feedback.rocchio(vector, np.stack(rows) if rows else np.zeros((0, len(vector))), feedback.ROCCHIO_WEIGHT)

@@ -15,8 +15,8 @@ def ranking_options(fn):
     """Add --expand, --feedback, --fusion, --alpha, --keep-stop-words and --rerank/--rerank-url/--rerank-depth."""
     options = [
         click.option("--expand", is_flag=True, help="RM3: expand the keyword query with words of its top results"),
-        click.option("--feedback", type=click.IntRange(min=0), default=0, metavar="K",
-                     help="Rocchio: move the query vector toward the top K results and search again"),
+        click.option("--feedback", type=click.IntRange(min=0), metavar="K",
+                     help="Rocchio: move the query vector toward the top K results and search again; 0 is off  [default: 3 with --hybrid, else 0]"),
         click.option("--fusion", type=click.Choice(retrieval.FUSIONS), default="rrf", show_default=True,
                      help="How --hybrid fuses: reciprocal rank, or a convex combination of normalised scores"),
         click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,

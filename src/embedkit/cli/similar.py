@@ -55,7 +55,7 @@ def similar(collection, id, content, input_path, number, model, unique, filters,
         if mode is not None:
             raise EmbedkitError(f"--{mode} searches for a text (-c or -i), not for the item ID")
         if any(value != default for value, default in zip(
-                (searching["expand"], searching["feedback"], searching.get("rerank")), (False, 0, None))):
+                (searching["expand"], searching["feedback"] or 0, searching.get("rerank")), (False, 0, None))):
             raise EmbedkitError("--expand, --feedback and --rerank search for a text (-c or -i), not for the item ID")
         results = target.similar_by_id(id, number, **options)
     else:
