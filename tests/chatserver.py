@@ -126,15 +126,6 @@ class _Handler(TrackedHandler):
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         self.wfile.flush()
 
-    def _json(self, status, value, headers=None):
-        body = json.dumps(value).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        for name, header in (headers or {}).items():
-            self.send_header(name, header)
-        self.end_headers()
-        self.wfile.write(body)
 
 
 ChatServer.handler_class = _Handler

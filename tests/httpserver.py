@@ -105,6 +105,19 @@ class TrackedHandler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format, *args):
         pass
 
+    def _json(self, status, value, headers=None):
+        self._send_json_bytes(status, json.dumps(value).encode(), headers)
+
+    def _send_json_bytes(self, status, body, headers=None):
+        """An answer with a JSON content type (body need not be valid JSON: faults send broken ones)."""
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
 
 class Server(Served):
     def __init__(self):
