@@ -28,6 +28,9 @@ Conventions for docs/*.md (see docs/index.md's "About these docs" for the reader
   working directory before anything runs: binary examples such as PDFs.
 - ``<!-- serve: DIR PORT -->`` serves DIR of the working directory over HTTP on
   127.0.0.1:PORT while the page runs, so examples that fetch URLs run offline.
+- ``<!-- chat: PORT ANSWER -->`` runs the fake chat server of tests/chatserver.py on
+  127.0.0.1:PORT while the page runs (OpenAI's /v1/chat/completions and Ollama's /api/chat),
+  streaming ANSWER to every question, so `embedkit ask` examples run offline.
 
 Every page runs in its own temporary directory, so later blocks see the databases and
 files earlier ones made.
@@ -58,6 +61,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from chatserver import ChatServer
 from embedkit import database, models, search, storage
 from embedkit.cli import cli
 
@@ -287,6 +291,7 @@ def run_shell(command, cwd):
 
 COPY = re.compile(r"^<!-- copy: (\S+) (\S+) -->$", re.M)
 SERVE = re.compile(r"^<!-- serve: (\S+) (\d+) -->$", re.M)
+CHAT = re.compile(r"^<!-- chat: (\d+) (.+) -->$", re.M)
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -304,17 +309,22 @@ def page_fixtures(text, cwd):
         else:
             shutil.copy(DOCS / source, cwd / dest)
     servers = []
-    try:
-        for directory, port in SERVE.findall(text):
-            handler = functools.partial(QuietHandler, directory=str(cwd / directory))
-            server = http.server.ThreadingHTTPServer(("127.0.0.1", int(port)), handler)
-            threading.Thread(target=server.serve_forever, daemon=True).start()
-            servers.append(server)
-        yield
-    finally:
-        for server in servers:
-            server.shutdown()
-            server.server_close()
+    with contextlib.ExitStack() as chats:
+        for port, answer in CHAT.findall(text):
+            chat = ChatServer(answer=answer)
+            chat.port = int(port)
+            chats.enter_context(chat)
+        try:
+            for directory, port in SERVE.findall(text):
+                handler = functools.partial(QuietHandler, directory=str(cwd / directory))
+                server = http.server.ThreadingHTTPServer(("127.0.0.1", int(port)), handler)
+                threading.Thread(target=server.serve_forever, daemon=True).start()
+                servers.append(server)
+            yield
+        finally:
+            for server in servers:
+                server.shutdown()
+                server.server_close()
 
 
 UPDATE = os.environ.get("EMBEDKIT_UPDATE_DOCS", "") not in ("", "0")
@@ -483,6 +493,8 @@ def test_readme_and_shown_commands_parse():
     assert any(where.startswith("README.md") for where, _ in found), "no embedkit commands found in README.md"
     for where, command in found:
         tokens = shlex.split(command, comments=True)
+        if "|" in tokens:  # piped into another program: the embedkit command ends there
+            tokens = tokens[: tokens.index("|")]
         assert tokens[0] == "embedkit", (where, command)
         try:
             parse_command(tokens[1:])
