@@ -330,3 +330,37 @@ def test_a_template_dir_overrides_the_similar_page(posts_db, tmp_path):
     page = _datasette_cli(str(posts_db), "--template-dir", str(tmp_path), "--get",
                           "/embeddings/posts/-/similar?q=bread&n=3", cwd=ROOT)
     assert '<p id="mine">3 rows for bread</p>' in page
+
+
+@pytest.fixture(scope="module")
+def papers_ds(tmp_path_factory):
+    path = tmp_path_factory.mktemp("datasette-papers") / "papers.db"
+    url = "https://example.org/papers/ternary.pdf"
+    with embedkit.Database(path) as db:
+        db.create_collection("papers", "test-letters").embed_multi([
+            embedkit.Item("notes.md", "notes about ternary weights"),
+            embedkit.Item(f"{url}#page=1&chunk=1", "ternary weights need no multiplications",
+                          {"source": url, "page": 1, "chunk": 1}),
+            embedkit.Item("local.pdf#page=1&chunk=1", "ternary local copy", {"source": "local.pdf", "page": 1}),
+        ], store=True)
+    return Datasette([str(path)])
+
+
+def test_a_row_url_typed_with_a_dot_in_the_id_reaches_the_row(papers_ds):
+    response = request(papers_ds, "/papers/papers/notes.md")
+    assert response.status_code == 302
+    assert response.headers["location"] == "/papers/papers/notes~2Emd"
+    page = request(papers_ds, response.headers["location"])
+    assert page.status_code == 200 and "notes about ternary weights" in page.text
+    # Only for an item that is there, in a collection.
+    assert request(papers_ds, "/papers/papers/missing.md").status_code == 404
+    # The similar page links rows in the form Datasette reads.
+    html = request(papers_ds, "/papers/papers/-/similar?q=ternary+weights").text
+    assert '<a href="/papers/papers/notes~2Emd">notes.md</a>' in html
+
+
+def test_url_sources_are_links_on_the_similar_page(papers_ds):
+    html = request(papers_ds, "/papers/papers/-/similar?q=ternary").text
+    url = "https://example.org/papers/ternary.pdf"
+    assert f'<span class="key">source:</span> <a href="{url}">{url}</a>' in html
+    assert '<span class="key">source:</span> local.pdf' in html  # a path is not a link

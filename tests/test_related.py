@@ -881,7 +881,7 @@ def test_deleting_a_collection_drops_its_related_items(invoke, cli_db, tmp_path)
         docs.embed_multi([Item("a", "a"), Item("b", "a e")], store=True)
         assert docs.compute_related(n=2).computed == 2
         assert stored_lists(docs) == {"a": [("b", 0.707107)], "b": [("a", 0.707107)]}  # 2/(sqrt(2)*2)
-    result = invoke("collections", "delete", "other")
+    result = invoke("collections", "delete", "other", "--yes")
     assert result.exit_code == 0, result.stderr
     with embedkit.Database(str(cli_db)) as db:
         assert not storage.table_exists(db.conn, "other_related")

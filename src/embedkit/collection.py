@@ -9,7 +9,7 @@ import numpy as np
 
 from . import ingest, related, retrieval, storage, vectors
 from . import rerank as reranking
-from .chunking import Chunker
+from .chunking import Chunker, for_model
 from .errors import EmbedkitError
 from .explore import classify as classification
 from .explore import cluster as clustering
@@ -48,8 +48,12 @@ class Collection:
         self.dimensions = row["dimensions"]
         self.query_prefix = row["query_prefix"]
         self.document_prefix = row["document_prefix"]
+        settings = json.loads(row.get("settings") or "{}")
         # How many dimensions the model was asked to keep (Matryoshka), or None for all of them.
-        self.model_dimensions = json.loads(row.get("settings") or "{}").get("dimensions")
+        self.model_dimensions = settings.get("dimensions")
+        # How documents are split: {"method", "size", "overlap", "texts"}, where texts says
+        # whether every text input (rows, files) is split too. None until something was split.
+        self.chunking: dict | None = settings.get("chunking")
 
     def __repr__(self):
         return f"<Collection {self.name} model={self.model_id} dimensions={self.dimensions}>"
@@ -119,48 +123,42 @@ class Collection:
     # Writing
 
     def chunker(self, method: str | None = None, size: int | None = None, overlap: int | None = None) -> Chunker:
-        """A Chunker for this collection; by default recursive, 1000 characters, 10% overlap.
-
-        method "tokens" measures chunks in the tokens this collection's model reads, with
-        the document prefix counted, and by default makes them as long as the model reads.
-        """
-        method = method or "recursive"
-        length = None
-        if method == "tokens":
-            model, prefix = self.model, self.document_prefix
-            size = size or model.max_tokens
-            if size is None:
-                model.count_tokens([""])  # says why this model cannot count tokens
-            length = lambda text: model.count_tokens([prefix + text])[0]  # noqa: E731
-        size = size or 1000
-        return Chunker(method, size, size // 10 if overlap is None else overlap, length)
+        """The Chunker this collection splits with: its recorded chunking, with the method,
+        size or overlap given instead (see embedkit.chunking.for_model for the defaults)."""
+        return for_model(self.model, self.document_prefix, self.chunking, method, size, overlap)
 
     def embed(self, id: str, content: str, metadata: dict | None = None, store: bool = False) -> EmbedStats:
-        """Embed and store one item (re-embedding only if its content changed)."""
-        return self.embed_multi([Item(str(id), content, metadata)], store=store)
+        """Embed and store one item as id (re-embedding only if its content changed); never split."""
+        return ingest.embed_multi(self, [Item(str(id), content, metadata)], store=store, split_texts=False)
 
     def embed_multi(self, inputs: Iterable[Item | Source], store: bool = False, batch_size: int | None = None,
                     progress: Progress | None = None, chunker: Chunker | None = None, sync: bool = False,
-                    read_progress: Progress | None = None) -> EmbedStats:
+                    read_progress: Progress | None = None, document_progress: Progress | None = None) -> EmbedStats:
         """Embed and store many items, calling the model only for content not stored yet.
 
-        inputs are Items and Sources (such as embedkit.sources.pdf.PdfSource). With a
-        chunker, each Item is cut into chunks too and becomes a source named by its id;
-        sources without one are split with the default Chunker.
+        inputs are Items and Sources (such as embedkit.sources.pdf.PdfSource). Sources are
+        split with the collection's chunking (see chunker()); with a chunker, they are split
+        with that, each Item is cut into chunks too and becomes a source named by its id, and
+        the collection records the chunker for later runs, which split the same way unless
+        given another. A source split another way before is split again: its chunks that
+        changed are embedded, the others keep their vectors.
 
         Unchanged items cost nothing, and an unchanged source is not even read again;
         changed metadata or store flag rewrites the row without embedding; content already
         stored under another id reuses that vector. A source's items are written in one
         transaction that also deletes the items it no longer has. Transactions commit as
-        batches complete, so an interrupted run keeps what it finished and a re-run
-        completes the rest. With sync, items of sources missing from inputs are deleted.
+        documents complete (a KeyboardInterrupt or SIGTERM waits for a commit under way), so
+        an interrupted run keeps what it finished, raising ingest.Interrupted (a
+        KeyboardInterrupt whose stats count it), and a re-run completes the rest. With sync,
+        items of sources missing from inputs are deleted.
 
         A source that cannot be read is counted as failed and nothing of it is written;
         the rest go on. progress(n, total) is called as n more of total items are done
         (total is known once the sources are read), read_progress(n, total) as n more of
-        total sources have been read.
+        total sources have been read, document_progress(n, total) as n more of them are done.
         """
-        return ingest.embed_multi(self, inputs, store, batch_size, progress, chunker, sync, read_progress)
+        return ingest.embed_multi(self, inputs, store, batch_size, progress, chunker, sync, read_progress,
+                                  document_progress)
 
     def delete(self, ids: str | Iterable[str]) -> int:
         """Delete items by id; returns how many existed."""

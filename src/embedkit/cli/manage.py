@@ -1,4 +1,5 @@
 import json
+import sys
 
 import click
 
@@ -16,24 +17,43 @@ def collections():
 @click.option("--json", "as_json", is_flag=True, help="Output a JSON array")
 @database_option
 def list_collections(as_json, database):
-    """Name, model, dimensions and item count of every collection."""
+    """Name, model, dimensions and item count of every collection (with --json, also how it
+    splits documents into chunks: method, size, overlap and whether texts are split too)."""
     db = open_database(database)
-    rows = [
-        {"name": c.name, "model": c.model_id, "dimensions": c.dimensions, "count": c.count()}
-        for c in db.collections()
-    ]
+    collections = db.collections()
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
-    elif rows:
-        print_table([list(r.values()) for r in rows], ["name", "model", "dimensions", "count"])
+        click.echo(json.dumps([
+            {"name": c.name, "model": c.model_id, "dimensions": c.dimensions, "count": c.count(), "chunking": c.chunking}
+            for c in collections
+        ], indent=2))
+    elif collections:
+        print_table([[c.name, c.model_id, c.dimensions, c.count()] for c in collections],
+                    ["name", "model", "dimensions", "count"])
+    else:
+        click.echo(f"No collections in {database}", err=True)
 
 
 @collections.command(name="delete")
 @click.argument("name")
+@click.option("-y", "--yes", is_flag=True, help="Delete without asking")
 @database_option
-def delete_collection(name, database):
-    """Delete collection NAME and everything in it."""
-    open_database(database).delete_collection(name)
+def delete_collection(name, yes, database):
+    """Delete collection NAME and everything in it, once you confirm (or with --yes).
+
+    \b
+    embedkit collections delete notes
+    embedkit collections delete notes --yes
+    """
+    db = open_database(database)
+    count = db.collection(name).count()
+    items = f"{count} item{'s' * (count != 1)}"
+    if not yes:
+        if not sys.stdin.isatty():  # nobody to ask
+            raise EmbedkitError(f"collection {name!r} not deleted: pass --yes to delete it without asking")
+        if not click.confirm(f"Delete collection {name!r} and its {items} from {database}?", err=True):
+            raise EmbedkitError(f"collection {name!r} not deleted")
+    db.delete_collection(name)
+    click.echo(f"Deleted collection {name!r} ({items})", err=True)
 
 
 @cli.command()

@@ -19,11 +19,12 @@ Installing embedkit with the `datasette` extra registers this package through Da
 import asyncio
 import json
 import logging
+import re
 import urllib.parse
 
 from datasette import hookimpl
 from datasette.utils import tilde_decode, tilde_encode
-from datasette.utils.asgi import Forbidden, Response
+from datasette.utils.asgi import Forbidden, NotFound, Response
 
 from .. import sqlfunctions, storage
 from ..collection import MODES
@@ -117,6 +118,31 @@ def extra_body_script(view_name, database, table, request, datasette):
 """
 
     return script
+
+
+@hookimpl
+def handle_exception(datasette, request, exception):
+    # Datasette reads `notes.md` in /db/table/notes.md as the row `notes` in the format `md`:
+    # a row id with a dot must be typed as notes~2Emd. An item with the id as typed is sent there.
+    match = _ROW_PATH.match(request.path)
+    if not isinstance(exception, NotFound) or match is None or "." not in match["id"]:
+        return None
+
+    async def redirect():
+        database, table, id = (tilde_decode(part) for part in match.groups())
+        try:
+            db = datasette.get_database(route=database)
+        except KeyError:
+            return None
+        if table not in await _collections(db):
+            return None
+        found = await db.execute(f"select 1 from {storage.quote(table)} where id = ?", [id])
+        return Response.redirect(datasette.urls.row(db.name, table, tilde_encode(id))) if found.first() else None
+
+    return redirect
+
+
+_ROW_PATH = re.compile(r"^/(?P<database>[^/]+)/(?P<table>[^/]+)/(?P<id>[^/]+)$")
 
 
 async def _collections(database) -> dict:
