@@ -197,9 +197,9 @@ class Collection:
 
     def similar(self, text: str, n: int = 10, unique: str | None = None, metadata: dict | None = None,
                 where: str | None = None, min_score: float | None = None, mode: str = "dense",
-                mmr: float | None = None, exact: bool = False) -> list[Entry]:
+                mmr: float | None = None, exact: bool = False, vector: np.ndarray | None = None) -> list[Entry]:
         """The n items most similar to text, embedded with the collection's model (after its
-        query prefix).
+        query prefix), unless its query vector is given (a caller that embeds it elsewhere).
 
         - unique: a metadata key (such as "source"): only the best item of each distinct value
           of it is returned; items without the key count as distinct.
@@ -218,7 +218,12 @@ class Collection:
             raise EmbedkitError("the query text is empty")
         if mode not in MODES:
             raise EmbedkitError(f"unknown search mode {mode!r}: use one of {', '.join(MODES)}")
-        vector = None if mode == "keyword" else self._embed_checked([self.query_prefix + text])[0]
+        if mode == "keyword":
+            vector = None
+        elif vector is None:
+            vector = self._embed_checked([self.query_prefix + text])[0]
+        else:
+            vector = vectors.check(np.asarray(vector, dtype=np.float32), self.dimensions, "the query vector")
         return self._search(vector, text, n, None, unique, Filter(metadata or {}, where), min_score, mode, mmr,
                             exact)
 

@@ -54,6 +54,7 @@ class LazyGroup(Group):
         "similar": "similar",
         "collections": "manage",
         "delete": "manage",
+        "migrate": "manage",
         "models": "models",
         "aliases": "models",
         "keys": "models",
@@ -96,13 +97,13 @@ def database_option(fn):
     )(fn)
 
 
-def open_database(path, create=False) -> Database:
+def open_database(path, create=False, read_only=False) -> Database:
     """Open path; reading commands refuse to create a database that is not there."""
     if os.path.isdir(path):
         raise EmbedkitError(f"{path}: is a directory, not a database file")
     if not create and not os.path.exists(path):
         raise EmbedkitError(f"database {path} does not exist")
-    return Database(path)
+    return Database(path, read_only=read_only)
 
 
 def print_table(rows, headers):

@@ -74,9 +74,10 @@ def _mapping(settings, key) -> dict:
     return value
 
 
-def get_model(name=None) -> EmbeddingModel:
+def get_model(name=None, local_paths: bool = True) -> EmbeddingModel:
     """A model by id or alias: built in, from a plugin, configured in models.json, an
-    `openai/NAME` or `ollama/NAME` service, or a sentence-transformers model by local path."""
+    `openai/NAME` or `ollama/NAME` service, or (unless local_paths is False, as for SQL
+    from strangers) a sentence-transformers model by local path."""
     name = name or DEFAULT_MODEL
     if name in _registry:
         return _registry[name]
@@ -84,7 +85,8 @@ def get_model(name=None) -> EmbeddingModel:
     user_aliases = _mapping(stored, "aliases")
     if name in user_aliases:
         # One step only: aliases of aliases (and loops) are refused.
-        return get_model(user_aliases[name]) if user_aliases[name] not in user_aliases else _unknown(name)
+        target = user_aliases[name]
+        return get_model(target, local_paths) if target not in user_aliases else _unknown(name)
     load_plugins()
     if name in _registry:
         return _registry[name]
@@ -96,6 +98,8 @@ def get_model(name=None) -> EmbeddingModel:
     service = _made.get(name) or http.from_prefix(name)
     if service is not None:
         return _made.setdefault(name, service)
+    if not local_paths:  # not even whether such a directory exists is told
+        raise EmbedkitError(f"unknown model {name!r} (model directories cannot be named here)")
     if os.path.isdir(name):
         from .sentence_transformers import SentenceTransformerModel
 

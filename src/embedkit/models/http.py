@@ -207,6 +207,7 @@ class HTTPModel(EmbeddingModel):
     api: str
     path: str  # of the endpoint, after the base URL
     service: str  # for source: "<service> at <base URL>"
+    remote = True
 
     def __init__(self, model_id, settings=None, **kwargs):
         super().__init__()
@@ -247,14 +248,14 @@ class HTTPModel(EmbeddingModel):
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dimensions or 0), dtype=np.float32)
-        key = self._key()
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        key = self._key()  # a config.Secret: only _Bearer reveals it, as each request is sent
+        auth = _Bearer(key) if key is not None else None
         client = self._client()
         batches = [range(start, min(start + self.batch_size, len(texts))) for start in range(0, len(texts), self.batch_size)]
         stop = threading.Event()
 
         def work(batch):
-            return self._request(client, [texts[i] for i in batch], headers, key, stop)
+            return self._request(client, [texts[i] for i in batch], auth, stop)
 
         vectors, failure = {}, None
         width = self.dimensions
@@ -287,13 +288,12 @@ class HTTPModel(EmbeddingModel):
             message += "; re-running embeds what is missing"
         return _redact(message, key)
 
-    def _key(self):
+    def _key(self) -> config.Secret | None:
         name, variable = self.settings["key_name"], self.settings["key_env"]
         if name is None and variable is None:
             return None
-        key = config.get_key(name, variable) if name is not None else os.environ.get(variable)
-        key = key.strip() if key else None
-        if not key:
+        key = config.get_key(name, variable)
+        if key is None:
             how = [f"set {variable}"] if variable else []
             how += [f"run 'embedkit keys set {name}'"] if name else []
             raise EmbedkitError(f"no API key for model {self.model_id}: {' or '.join(how)}")
@@ -319,7 +319,7 @@ class HTTPModel(EmbeddingModel):
                 )
             return shared.client
 
-    def _request(self, client, texts, headers, key, stop) -> np.ndarray:
+    def _request(self, client, texts, auth, stop) -> np.ndarray:
         """The vectors for texts from one request, retried as needed; raises _Failure."""
         import httpx
 
@@ -330,7 +330,7 @@ class HTTPModel(EmbeddingModel):
                 raise _Stopped()
             wait = None
             try:
-                response = client.post(self.url, json=payload, headers=headers)
+                response = client.post(self.url, json=payload, auth=auth)
             except httpx.TimeoutException:
                 reason = f"no answer within {self.timeout:g} s"
             except httpx.ConnectError as ex:
@@ -349,7 +349,7 @@ class HTTPModel(EmbeddingModel):
                 phrase = f"{status} {response.reason_phrase}".rstrip()
                 detail, code = _error_detail(response)
                 if status in (401, 403):
-                    if key is None:
+                    if auth is None:
                         raise _Failure(
                             f"{_shown(self.base_url)} wants an API key ({phrase}); give the model "
                             "key_name or key_env", attempts=attempt,
@@ -582,4 +582,20 @@ def _shown(url) -> str:
 
 
 def _redact(message, key) -> str:
-    return message.replace(key, "***") if key else message
+    """message without the key (a config.Secret) in it: services echo a key they refuse."""
+    return message.replace(key.reveal(), "***") if key is not None else message
+
+
+class _Bearer:
+    """httpx auth that sets the Authorization header as each request is sent, so the key is
+    never in a header dict or a local variable that a traceback could print."""
+
+    def __init__(self, key: config.Secret):
+        self.key = key
+
+    def __call__(self, request):
+        request.headers["Authorization"] = "Bearer " + self.key.reveal()
+        return request
+
+    def __repr__(self):
+        return "<_Bearer ***>"
