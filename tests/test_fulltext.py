@@ -50,6 +50,7 @@ def fts_objects(conn, name="posts"):
 # The index
 
 
+@pytest.mark.datasette
 def test_an_external_content_fts5_index_that_datasette_hides(posts, db, db_path):
     assert fts_objects(db.conn) == {
         "_embedkit_posts_fts": "table",  # the FTS5 virtual table

@@ -8,7 +8,10 @@ so a text asked for again (every row of a query, every visitor searching the sam
 costs no second call. allowed() says which models strangers may make work at all.
 """
 
+import asyncio
+import atexit
 import collections
+import concurrent.futures
 import queue
 import threading
 from concurrent.futures import Future
@@ -21,6 +24,17 @@ from .models import EmbeddingModel
 
 CACHE_SIZE = 1024  # query vectors kept: about 1.5 MB at 384 dimensions
 WORKERS = 8  # threads waiting on models at once; waiting on a service costs no CPU
+EXIT_WAIT = 60.0  # seconds a stopping process waits for local model calls still running
+
+# Calls to local models still running. A process that exits while one of its daemon threads is
+# inside torch or ONNX Runtime aborts ("terminate called without an active exception"), so
+# exiting waits for them; calls to services are only waiting on a socket and are left behind.
+_local_calls: set = set()
+
+
+@atexit.register
+def _wait_for_local_calls():
+    concurrent.futures.wait(list(_local_calls), timeout=EXIT_WAIT)
 
 
 class NotAllowed(EmbedkitError):
@@ -62,32 +76,56 @@ class ModelGuard:
     def vector(self, model: EmbeddingModel, text: str, timeout: float, before_call=None) -> np.ndarray:
         """model's vector for text, from the cache or from one call that may take at most
         timeout seconds; before_call() is called just before a call (a budget may raise)."""
+        started = self._start(model, text, before_call)
+        if not isinstance(started, Future):
+            return started
+        try:
+            return self._finish(model, text, started.result(timeout))
+        except FutureTimeout:
+            raise self._late(model, started, timeout) from None
+
+    async def vector_async(self, model: EmbeddingModel, text: str, timeout: float, before_call=None) -> np.ndarray:
+        """vector(), for an event loop: no thread waits for the model meanwhile."""
+        started = self._start(model, text, before_call)
+        if not isinstance(started, Future):
+            return started
+        try:
+            return self._finish(model, text, await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(started)),
+                                                                    timeout))
+        except asyncio.TimeoutError:
+            raise self._late(model, started, timeout) from None
+
+    def _start(self, model, text, before_call):
+        """The cached vector, or the Future of a new call."""
         vector = self.cached(model, text)
         if vector is not None:
             return vector
         with self._lock:
             stalled = self._unanswered.get(model.model_id)
+            if stalled is not None and stalled.done():
+                del self._unanswered[model.model_id]
+                stalled = None
         if stalled is not None:
-            if not stalled.done():
-                raise EmbedkitError(
-                    f"model {model.model_id} has not answered an earlier request yet; try again later"
-                )
-            with self._lock:
-                self._unanswered.pop(model.model_id, None)
+            raise EmbedkitError(f"model {model.model_id} has not answered an earlier request yet; try again later")
         if before_call is not None:
             before_call()
         future = self._submit(model.embed, [text])
-        try:
-            vector = future.result(timeout)[0]
-        except FutureTimeout:
-            with self._lock:
-                self._unanswered[model.model_id] = future
-            raise EmbedkitError(f"model {model.model_id} gave no answer within {timeout * 1000:,.0f} ms") from None
+        if not model.remote:
+            _local_calls.add(future)
+            future.add_done_callback(_local_calls.discard)
+        return future
+
+    def _finish(self, model, text, vectors) -> np.ndarray:
         with self._lock:
-            self._cache[(model.model_id, model.dimensions, text)] = vector
+            self._cache[(model.model_id, model.dimensions, text)] = vectors[0]
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
-        return vector
+        return vectors[0]
+
+    def _late(self, model, future, timeout) -> EmbedkitError:
+        with self._lock:
+            self._unanswered[model.model_id] = future
+        return EmbedkitError(f"model {model.model_id} gave no answer within {timeout * 1000:,.0f} ms")
 
     def _submit(self, fn, *args) -> Future:
         future: Future = Future()

@@ -353,8 +353,9 @@ async def _query_vector(datasette, request, db, table, info, config: Settings, t
         instance.budget.spend(model.model_id, config.calls_per_minute, ip, config.calls_per_minute_per_ip)
 
     try:
-        return await asyncio.to_thread(instance.guard.vector, model, info["query_prefix"] + text,
-                                       _model_time_limit(datasette, config), before_call if model.remote else None)
+        return await instance.guard.vector_async(model, info["query_prefix"] + text,
+                                                 _model_time_limit(datasette, config),
+                                                 before_call if model.remote else None)
     except Spent as ex:
         raise _Failure(429, str(ex), {"Retry-After": str(math.ceil(ex.retry_after))}) from None
     except EmbedkitError as ex:  # no answer in time, or the model cannot run on this server
