@@ -62,6 +62,6 @@ def datasette_command(*args, cwd, env=None, timeout=180, user=None):
     """Run the `datasette` command (as user, when given and this process is root)."""
     prefix = []
     if user is not None and os.geteuid() == 0:
-        prefix = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"]
+        prefix = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"]  # numeric ids
     return subprocess.run([*prefix, sys.executable, "-m", "datasette", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})

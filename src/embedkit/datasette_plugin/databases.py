@@ -1,6 +1,7 @@
 """The databases Datasette was given, looked at once when it starts: one that cannot be served
 is reported in the log and set aside, so that it does not stop the others."""
 
+import asyncio
 import logging
 
 from .. import storage
@@ -15,6 +16,23 @@ def _probe(conn):
     conn.execute("select count(*) from sqlite_master").fetchone()
 
 
+def _problem(db):
+    """Why Datasette cannot read db, or None. Asked on a connection of its own, opened as
+    Datasette opens them: Datasette keeps one per thread and database name, and a broken one
+    would stay."""
+    try:
+        conn = db.connect()
+    except Exception as ex:  # the driver's Error: pysqlite3's or the stdlib's
+        return str(ex)
+    try:
+        _probe(conn)
+        return None
+    except Exception as ex:
+        return str(ex)
+    finally:
+        conn.close()
+
+
 async def check(datasette):
     """Serve every file database that can be read: one in WAL mode in a folder this process
     cannot write to is served immutable; one that is not a database at all is removed."""
@@ -23,11 +41,9 @@ async def check(datasette):
     for name, db in list(datasette.databases.items()):
         if db.is_memory or not db.path:
             continue
-        try:
-            await db.execute_fn(_probe)
+        problem = await asyncio.to_thread(_problem, db)
+        if problem is None:
             continue
-        except Exception as ex:  # the driver's DatabaseError: pysqlite3's or the stdlib's
-            problem = str(ex)
         if db.is_mutable and any(text in problem for text in _NEEDS_WRITING) and _readable_immutable(db.path):
             log.warning(
                 "embedkit: %s is in WAL mode in a folder this server cannot write to (%s); serving it as "
