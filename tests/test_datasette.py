@@ -11,7 +11,7 @@ import pytest
 
 import embedkit
 from conftest import LettersModel
-from datasettes import DATASETTE_1, datasette_command, get_json, make, request, sql, sql_path
+from datasettes import datasette_command, get_json, make, request, sql
 from embedkit import models, sqlfunctions
 
 pytestmark = pytest.mark.datasette

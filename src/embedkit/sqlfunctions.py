@@ -245,7 +245,7 @@ def register(conn, max_chars=None, limits: Limits | None = None):
             "embedkit_embed": (functools.partial(embed, max_chars=limits.max_chars, calls=statement), -1, False),
             "embedkit_query": (functools.partial(query, conn, max_chars=limits.max_chars, calls=statement), 2, False),
         }
-        centroid = type("BoundedCentroid", (Centroid,), {"max_dimensions": limits.max_dimensions})
+        centroid = type("BoundedCentroid", (Centroid,), {"max_dimensions": limits.max_dimensions})  # type: ignore[assignment]
     on_error = limits.on_error if limits is not None else None
     for name, (fn, narg, deterministic) in functions.items():
         conn.create_function(name, narg, _reported(name, fn, on_error), deterministic=deterministic)

@@ -29,7 +29,7 @@ from datasette import hookimpl
 from datasette.utils import tilde_decode, tilde_encode
 from datasette.utils.asgi import Forbidden, Response
 
-from .. import migrations, sqlfunctions, storage
+from .. import sqlfunctions, storage
 from ..collection import MODES
 from ..database import Database
 from ..errors import EmbedkitError
@@ -212,7 +212,8 @@ class _Query:
         self.filters = [f for f in args.getlist("filter") if f]
         self.searched = self.q is not None or self.id is not None
         self.max_n = max_n
-        self.n, self.min_score, self.metadata, self.status = min(config.default_n, max_n), None, {}, 400
+        self.n, self.min_score, self.status = min(config.default_n, max_n), None, 400
+        self.metadata: dict = {}
         self.error = self._check(args, config)
 
     def _check(self, args, config):

@@ -6,7 +6,7 @@ import time
 
 from ..errors import EmbedkitError
 
-MAX_VISITORS = 10_000  # buckets kept; full ones (visitors who have not searched lately) go first
+MAX_VISITORS = 10_000  # buckets kept; past it, those of visitors idle for a minute (full again) go
 
 
 class Spent(EmbedkitError):
@@ -31,7 +31,7 @@ class Budget:
             wanted.append((("ip", ip), per_ip_minute, "for each visitor"))
         with self._lock:
             levels = [(key, rate, self._level(key, rate, now)) for key, rate, _ in wanted]
-            for (key, rate, tokens), (_, _, where) in zip(levels, wanted):
+            for (_, rate, tokens), (_, _, where) in zip(levels, wanted):
                 if tokens < 1:
                     wait = 60.0 if rate == 0 else (1 - tokens) * 60.0 / rate
                     raise Spent(
@@ -49,6 +49,6 @@ class Budget:
         return min(float(rate), tokens + (now - when) * rate / 60.0)
 
     def _forget_full(self, now):
-        for key, (tokens, when) in list(self._buckets.items()):
+        for key, (_, when) in list(self._buckets.items()):
             if key != "instance" and now - when > 60:
                 del self._buckets[key]
