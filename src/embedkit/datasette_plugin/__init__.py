@@ -370,35 +370,39 @@ async def _similar(datasette, request, as_json):
     if as_json and not query.error and not query.searched:
         query.error = "give q (text to search for) or id (an item)"
 
-    def describe(conn):
+    def describe(conn, collection=None, pending=None):
+        if collection is None:
+            collection, pending = _collection(conn, db, table)
+        return {"collection": collection.name, "model": collection.model_id,
+                "count": None if as_json else collection.count(), "query_prefix": collection.query_prefix,
+                "model_dimensions": collection.model_dimensions, "pending": pending}
+
+    def search(conn, vector=None):
         collection, pending = _collection(conn, db, table)
-        return {"collection": collection.name, "model": collection.model_id, "count": collection.count(),
-                "query_prefix": collection.query_prefix, "model_dimensions": collection.model_dimensions,
-                "pending": pending}
-
-    info = await db.execute_fn(describe)
-    vector = None
-    if query.q is not None and not query.error and query.mode != "dense" and info["pending"]:
-        query.error, query.status = _older(db), 503
-    if query.q is not None and not query.error and query.mode != "keyword":
-        vector = await _query_vector(datasette, request, db, table, info, config, query.q)
-
-    def search(conn):
+        info = describe(conn, collection, pending)
         if query.error or not query.searched:
-            return []
-        collection, _ = _collection(conn, db, table)
+            return info, []
+        if query.mode != "dense" and pending:
+            query.error, query.status = _older(db), 503
+            return info, []
         if query.id is not None and query.id not in collection:
             raise _Failure(404, f"No item with id {query.id!r} in {table}")
         try:
             if query.id is not None:
-                return collection.similar_by_id(query.id, query.n, unique=query.unique, metadata=query.metadata,
-                                                min_score=query.min_score)
-            return collection.similar(query.q, query.n, unique=query.unique, metadata=query.metadata,
-                                      min_score=query.min_score, mode=query.mode, vector=vector)
+                return info, collection.similar_by_id(query.id, query.n, unique=query.unique,
+                                                      metadata=query.metadata, min_score=query.min_score)
+            return info, collection.similar(query.q, query.n, unique=query.unique, metadata=query.metadata,
+                                            min_score=query.min_score, mode=query.mode, vector=vector)
         except EmbedkitError as ex:
             raise _Failure(500, f"{table}: {ex}") from None
 
-    rows = await db.execute_fn(search)
+    vector = None
+    if query.q is not None and not query.error and query.mode != "keyword":
+        # The model is asked off Datasette's SQL threads, between two short visits to them.
+        info = await db.execute_fn(describe)
+        if not (info["pending"] and query.mode == "hybrid"):  # which search() refuses
+            vector = await _query_vector(datasette, request, db, table, info, config, query.q)
+    info, rows = await db.execute_fn(lambda conn: search(conn, vector))
     if as_json:
         if query.error:
             raise _Failure(query.status, query.error)
