@@ -1,13 +1,15 @@
 """Load on the Datasette plugin: 20 concurrent clients on a real `datasette serve`.
 
-    python benchmarks/datasette_load.py [--items 100000] [--clients 20] [--seconds 10]
+    python benchmarks/datasette_load.py [--items 100000] [--clients 20] [--seconds 10] [--related]
 
 A collection of N items (random unit vectors recorded as all-MiniLM-L6-v2's, so searches by
 text embed with the real model) is served by `datasette`. Phases, each `--seconds` long:
 similar.json?id= (warm), similar.json?q= (a distinct text each time), a table page alone, the
 table page while id= searches run, and the table page while three searches by text wait on a
 service that never answers. Prints p50/p95 latency, requests/s and errors per phase, and the
-table page's slow-down as ratios to the table page alone, measured in the same run.
+table page's slow-down as ratios to the table page alone, measured in the same run. With
+--related the related lists are computed first (`embedkit related`), and id= is answered from
+them instead of an exact search.
 """
 
 import argparse
@@ -126,6 +128,7 @@ def main():
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--related", action="store_true", help="compute the related lists first")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="embedkit-load-"))
     user = work / "user"
@@ -138,6 +141,11 @@ def main():
     started = time.perf_counter()
     build(path, args.items)
     print(f"built {args.items:,} items in {time.perf_counter() - started:.1f} s")
+    if args.related:
+        started = time.perf_counter()
+        with embedkit.Database(path) as db:
+            db.collection("posts").compute_related(n=10)
+        print(f"computed the related lists in {time.perf_counter() - started:.1f} s")
     config = work / "metadata.json"
     config.write_text(json.dumps({"plugins": {"embedkit": {"models": ["stalled"]}}}))
     port = free_port()
@@ -159,7 +167,8 @@ def main():
         server.terminate()
         server.wait()
     print(environment_line())
-    print(f"datasette {datasette.__version__}, {args.items:,} items, {args.clients} clients, {args.seconds:g} s a phase")
+    print(f"datasette {datasette.__version__}, {args.items:,} items, {args.clients} clients, {args.seconds:g} s a phase, "
+          f"id= from {'the related lists' if args.related else 'an exact search'}")
     alone = percentiles(results["table page alone (1 client)"][0])
     rows = []
     for name, (latencies, errors, rate) in results.items():

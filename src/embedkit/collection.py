@@ -230,9 +230,16 @@ class Collection:
     def similar_by_id(self, id: str, n: int = 10, unique: str | None = None, metadata: dict | None = None,
                       where: str | None = None, min_score: float | None = None, mmr: float | None = None,
                       exact: bool = False) -> list[Entry]:
-        """The n items most similar to a stored item, not counting the item itself."""
-        return self._search(self.vector(id), None, n, id, unique, Filter(metadata or {}, where), min_score,
-                            "dense", mmr, exact)
+        """The n items most similar to a stored item, not counting the item itself; from its
+        precomputed related list (compute_related) when that is fresh and long enough."""
+        vector = self.vector(id)
+        if unique is None and not metadata and where is None and mmr is None and not exact:
+            hits = related.precomputed(self, id, n)
+            if hits is not None:
+                return self._entries([(other, score) for other, score in hits
+                                      if min_score is None or score >= min_score])
+        return self._search(vector, None, n, id, unique, Filter(metadata or {}, where), min_score, "dense", mmr,
+                            exact)
 
     def similar_by_vector(self, vector: Sequence[float] | np.ndarray, n: int = 10, exclude: str | None = None,
                           unique: str | None = None, metadata: dict | None = None, where: str | None = None,
@@ -256,11 +263,7 @@ class Collection:
                 raise EmbedkitError(f"the condition {filter.where!r} is not valid SQL here: {ex}") from None
             if min_score is not None:
                 hits = [(id, score) for id, score in hits if score >= min_score]
-            rows = {
-                id: (content, json.loads(metadata) if metadata else None)
-                for id, content, metadata in self._select_in("id, content, metadata", "id", [id for id, _ in hits])
-            }
-            results = [Entry(id, score, *rows.get(id, (None, None))) for id, score in hits]
+            results = self._entries(hits)
             if unique is not None:
                 best = {}
                 for entry in results:  # best first, so the first of each value is its best
@@ -273,6 +276,14 @@ class Collection:
         if mmr is not None:
             results = self._diversify(vector, results, n, mmr, mode)
         return results[:n]
+
+    def _entries(self, hits) -> list[Entry]:
+        """[(id, score)] as Entries with their stored text and metadata."""
+        rows = {
+            id: (content, json.loads(metadata) if metadata else None)
+            for id, content, metadata in self._select_in("id, content, metadata", "id", [id for id, _ in hits])
+        }
+        return [Entry(id, score, *rows.get(id, (None, None))) for id, score in hits]
 
     def _rank(self, vector, text, n, exclude, filter, mode, exact):
         if mode == "dense":
