@@ -176,6 +176,16 @@ def test_a_stalled_service_fails_in_time_while_tables_answer(paid_db, server):
     assert time.monotonic() - started < 3
 
 
+def test_a_late_answer_is_kept_for_the_next_search(paid_db, server):
+    server.latency = 1.0
+    ds = make([paid_db], plugin(models=["paid"]), settings={"sql_time_limit_ms": 300})
+    assert "gave no answer within 300 ms" in get_json(ds, "/paid/docs/-/similar.json?q=slow", 503)["error"]
+    assert "not answered an earlier request" in get_json(ds, "/paid/docs/-/similar.json?q=other", 503)["error"]
+    time.sleep(1.5)
+    assert get_json(ds, "/paid/docs/-/similar.json?q=slow")["rows"]
+    assert len(server.calls) == 1
+
+
 def test_large_vectors_and_non_finite_numbers_are_refused(tmp_path, letters):
     ds = make([build(tmp_path / "local.db", "test-letters")], plugin(max_dimensions=16))
     for query in ("select length(embedkit_decode(zeroblob(100000000)))",

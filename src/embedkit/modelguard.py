@@ -82,7 +82,7 @@ class ModelGuard:
         try:
             return self._finish(model, text, started.result(timeout))
         except FutureTimeout:
-            raise self._late(model, started, timeout) from None
+            raise self._late(model, text, started, timeout) from None
 
     async def vector_async(self, model: EmbeddingModel, text: str, timeout: float, before_call=None) -> np.ndarray:
         """vector(), for an event loop: no thread waits for the model meanwhile."""
@@ -93,7 +93,7 @@ class ModelGuard:
             return self._finish(model, text, await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(started)),
                                                                     timeout))
         except asyncio.TimeoutError:
-            raise self._late(model, started, timeout) from None
+            raise self._late(model, text, started, timeout) from None
 
     def _start(self, model, text, before_call):
         """The cached vector, or the Future of a new call."""
@@ -122,9 +122,15 @@ class ModelGuard:
                 self._cache.popitem(last=False)
         return vectors[0]
 
-    def _late(self, model, future, timeout) -> EmbedkitError:
+    def _late(self, model, text, future, timeout) -> EmbedkitError:
         with self._lock:
             self._unanswered[model.model_id] = future
+
+        def keep(future):  # an answer that comes late is kept: asking again costs nothing
+            if future.exception() is None:
+                self._finish(model, text, future.result())
+
+        future.add_done_callback(keep)
         return EmbedkitError(f"model {model.model_id} gave no answer within {timeout * 1000:,.0f} ms")
 
     def _submit(self, fn, *args) -> Future:

@@ -75,16 +75,16 @@ def _vector(blob, max_dimensions=None) -> np.ndarray:
     return vectors.decode(blob)
 
 
-def cosine(a, b, max_dimensions=None) -> float:
+def _cosine(a, b, max_dimensions=None) -> float:
     return vectors.cosine(_vector(a, max_dimensions), _vector(b, max_dimensions))
 
 
-def decode(blob, max_dimensions=None) -> str:
+def _decode(blob, max_dimensions=None) -> str:
     _vector(blob, max_dimensions)
     return vectors.to_json(blob)
 
 
-def encode(text, max_dimensions=None) -> bytes:
+def _encode(text, max_dimensions=None) -> bytes:
     # A JSON number takes at least two characters with its comma; most take far more.
     if max_dimensions is not None and isinstance(text, str) and len(text) > 32 * max_dimensions:
         raise EmbedkitError(f"the JSON text is {len(text):,} characters; at most {32 * max_dimensions:,} are read here")
@@ -93,8 +93,27 @@ def encode(text, max_dimensions=None) -> bytes:
     return blob
 
 
-def dims(blob, max_dimensions=None) -> int:
+def _dims(blob, max_dimensions=None) -> int:
     return len(_vector(blob, max_dimensions))
+
+
+# One parameter per SQL argument, as `sqlite-utils --functions` counts them.
+
+
+def cosine(a, b) -> float:
+    return _cosine(a, b)
+
+
+def decode(blob) -> str:
+    return _decode(blob)
+
+
+def encode(text) -> bytes:
+    return _encode(text)
+
+
+def dims(blob) -> int:
+    return _dims(blob)
 
 
 def _checked_text(text, max_chars):
@@ -238,8 +257,8 @@ def register(conn, max_chars=None, limits: Limits | None = None):
         statement = _Statement(conn, limits)
         conn.set_trace_callback(statement.started)
         bounded = {name: functools.partial(fn, max_dimensions=limits.max_dimensions) for name, fn in
-                   (("embedkit_cosine", cosine), ("embedkit_decode", decode), ("embedkit_encode", encode),
-                    ("embedkit_dims", dims))}
+                   (("embedkit_cosine", _cosine), ("embedkit_decode", _decode), ("embedkit_encode", _encode),
+                    ("embedkit_dims", _dims))}
         functions = {
             **{name: (bounded[name], narg, deterministic) for name, (_, narg, deterministic) in FUNCTIONS.items()},
             "embedkit_embed": (functools.partial(embed, max_chars=limits.max_chars, calls=statement), -1, False),
