@@ -126,6 +126,7 @@ def test_row_page_links_to_similar_items(ds):
 def test_table_actions_offer_similar_items(ds):
     html = request(ds, "/embeddings/posts").text
     assert re.search(r'<a href="/embeddings/posts/-/similar"[^>]*>Similar items', html)
+    assert re.search(r'<a href="/embeddings/posts/-/map"[^>]*>Map', html)
     assert "Similar items" not in request(ds, "/embeddings/notes").text
 
 
@@ -203,7 +204,7 @@ def test_a_collection_the_actor_may_not_view_is_not_searchable(posts_db):
         db.collection("posts").compute_related(n=2)
     private = make([posts_db], {**PATIENT, "databases": {"embeddings": {"tables": {"posts": {"allow": {"id": "alice"}}}}}})
     for path in ("/embeddings/posts", "/embeddings/posts/-/similar?q=bread", "/embeddings/posts/-/similar.json?q=bread",
-                 "/embeddings/posts/-/related.json?id=1"):
+                 "/embeddings/posts/-/related.json?id=1", "/embeddings/posts/-/map"):
         assert request(private, path).status_code == 403, path
         assert request(private, path, actor={"id": "bob"}).status_code == 403, path
         assert request(private, path, actor={"id": "alice"}).status_code == 200, path

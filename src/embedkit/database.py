@@ -7,8 +7,9 @@ from typing import Any
 from . import fulltext, migrations, models, quantized, search, sqlfunctions, storage
 from .collection import Collection, validate_name
 from .errors import EmbedkitError
+from .explore import tables as explore_tables
 
-DEFAULT_PATH = "embeddings.db"
+DEFAULT_PATH = storage.DEFAULT_PATH
 
 
 class Database:
@@ -187,6 +188,7 @@ class Database:
                 self.conn.execute(f"drop table if exists {storage.quote(name + '_related')}")
             for table in (storage.RELATED, storage.RELATED_ITEMS):
                 self.conn.execute(f"delete from {table} where collection = ?", [name])
+            explore_tables.drop(self.conn, name)
         search.forget(self.key, name)
         fulltext.forget(self.key, name)
 
