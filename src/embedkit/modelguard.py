@@ -8,7 +8,6 @@ so a text asked for again (every row of a query, every visitor searching the sam
 costs no second call. allowed() says which models strangers may make work at all.
 """
 
-import asyncio
 import atexit
 import collections
 import concurrent.futures
@@ -76,27 +75,17 @@ class ModelGuard:
     def vector(self, model: EmbeddingModel, text: str, timeout: float, before_call=None) -> np.ndarray:
         """model's vector for text, from the cache or from one call that may take at most
         timeout seconds; before_call() is called just before a call (a budget may raise)."""
-        started = self._start(model, text, before_call)
+        started = self.start(model, text, before_call)
         if not isinstance(started, Future):
             return started
         try:
-            return self._finish(model, text, started.result(timeout))
+            return self.finish(model, text, started.result(timeout))
         except FutureTimeout:
-            raise self._late(model, text, started, timeout) from None
+            raise self.late(model, text, started, timeout) from None
 
-    async def vector_async(self, model: EmbeddingModel, text: str, timeout: float, before_call=None) -> np.ndarray:
-        """vector(), for an event loop: no thread waits for the model meanwhile."""
-        started = self._start(model, text, before_call)
-        if not isinstance(started, Future):
-            return started
-        try:
-            return self._finish(model, text, await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(started)),
-                                                                    timeout))
-        except asyncio.TimeoutError:
-            raise self._late(model, text, started, timeout) from None
-
-    def _start(self, model, text, before_call):
-        """The cached vector, or the Future of a new call."""
+    def start(self, model, text, before_call=None):
+        """The cached vector, or the Future of a new call (for a caller that waits its own way,
+        then calls finish() or late())."""
         vector = self.cached(model, text)
         if vector is not None:
             return vector
@@ -115,20 +104,21 @@ class ModelGuard:
             future.add_done_callback(_local_calls.discard)
         return future
 
-    def _finish(self, model, text, vectors) -> np.ndarray:
+    def finish(self, model, text, vectors) -> np.ndarray:
         with self._lock:
             self._cache[(model.model_id, model.dimensions, text)] = vectors[0]
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return vectors[0]
 
-    def _late(self, model, text, future, timeout) -> EmbedkitError:
+    def late(self, model, text, future, timeout) -> EmbedkitError:
+        """The error for a call not answered in time; its answer is kept when it comes."""
         with self._lock:
             self._unanswered[model.model_id] = future
 
         def keep(future):  # an answer that comes late is kept: asking again costs nothing
             if future.exception() is None:
-                self._finish(model, text, future.result())
+                self.finish(model, text, future.result())
 
         future.add_done_callback(keep)
         return EmbedkitError(f"model {model.model_id} gave no answer within {timeout * 1000:,.0f} ms")

@@ -22,6 +22,7 @@ ever read (an older embedkit schema is read as it is, never migrated).
 """
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 import math
@@ -391,13 +392,23 @@ async def _query_vector(datasette, request, db, table, info, config: Settings, t
         instance.budget.spend(model.model_id, config.calls_per_minute, ip, config.calls_per_minute_per_ip)
 
     try:
-        return await instance.guard.vector_async(model, info["query_prefix"] + text,
-                                                 _model_time_limit(datasette, config),
-                                                 before_call if model.remote else None)
+        return await _vector(instance.guard, model, info["query_prefix"] + text, _model_time_limit(datasette, config),
+                             before_call if model.remote else None)
     except Spent as ex:
         raise _Failure(429, str(ex), {"Retry-After": str(math.ceil(ex.retry_after))}) from None
     except EmbedkitError as ex:  # no answer in time, or the model cannot run on this server
         raise _Failure(503, f"{table}: {ex}") from None
+
+
+async def _vector(guard: ModelGuard, model, text, timeout, before_call):
+    """guard.vector(), without a thread waiting for the model meanwhile."""
+    started = guard.start(model, text, before_call)
+    if not isinstance(started, concurrent.futures.Future):
+        return started
+    try:
+        return guard.finish(model, text, await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(started)), timeout))
+    except asyncio.TimeoutError:
+        raise guard.late(model, text, started, timeout) from None
 
 
 async def _similar(datasette, request, as_json):
