@@ -38,13 +38,17 @@ def posts_db(tmp_path_factory, minilm):
     return path
 
 
-# A generous limit for the model: the machine running the tests may be busy.
+# A generous limit for the model (SQL's is sql_time_limit_ms): the machine running the tests may be busy.
 PATIENT = {"plugins": {"embedkit": {"model_time_limit_ms": 60000}}}
 
 
 @pytest.fixture(scope="module")
 def ds(posts_db):
-    return make([posts_db], PATIENT)
+    return patient([posts_db])
+
+
+def patient(paths, config=None):
+    return make(paths, {**PATIENT, **(config or {})}, settings={"sql_time_limit_ms": 60000})
 
 
 def test_similar_to_typed_text_as_json(ds, posts_db):
@@ -202,7 +206,7 @@ def test_unknown_database_or_collection(ds, path, message):
 def test_a_collection_the_actor_may_not_view_is_not_searchable(posts_db):
     with embedkit.Database(posts_db) as db:
         db.collection("posts").compute_related(n=2)
-    private = make([posts_db], {**PATIENT, "databases": {"embeddings": {"tables": {"posts": {"allow": {"id": "alice"}}}}}})
+    private = patient([posts_db], {"databases": {"embeddings": {"tables": {"posts": {"allow": {"id": "alice"}}}}}})
     for path in ("/embeddings/posts", "/embeddings/posts/-/similar?q=bread", "/embeddings/posts/-/similar.json?q=bread",
                  "/embeddings/posts/-/related.json?id=1", "/embeddings/posts/-/map"):
         assert request(private, path).status_code == 403, path
@@ -257,7 +261,7 @@ def test_embedding_in_sql_is_bounded(ds, posts_db):
 
 
 def test_canned_query_with_q_is_a_search_form(posts_db):
-    canned = make([posts_db], {**PATIENT, "databases": {"embeddings": {"queries": {"search": {
+    canned = patient([posts_db], {"databases": {"embeddings": {"queries": {"search": {
         "sql": "select id, embedkit_cosine(embedding, embedkit_query('posts', :q)) as score "
                "from posts order by score desc limit 3"}}}}})
     assert 'name="q"' in request(canned, "/embeddings/search").text
@@ -279,7 +283,7 @@ def test_new_rows_show_while_embed_multi_writes(tmp_path):
     path = tmp_path / "embeddings.db"
     with embedkit.Database(path) as db:
         db.create_collection("notes", model="test-slow-letters")
-    live = make([path], PATIENT)
+    live = patient([path])
     assert get_json(live, "/embeddings/notes.json?_shape=objects")["rows"] == []
 
     def write():
