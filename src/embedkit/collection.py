@@ -222,6 +222,8 @@ class Collection:
             raise EmbedkitError("the query text is empty")
         if mode not in MODES:
             raise EmbedkitError(f"unknown search mode {mode!r}: use one of {', '.join(MODES)}")
+        if self.db.conn.execute(f"select 1 from {storage.quote(self.table)} limit 1").fetchone() is None:
+            return []  # nothing to find: no model is loaded for it
         if mode == "keyword":
             vector = None
         elif vector is None:

@@ -89,7 +89,8 @@ class Database:
 
     def create_collection(self, name: str, model: str | None = None, query_prefix: str = "",
                           document_prefix: str = "", dimensions: int | None = None) -> Collection:
-        """A new, empty collection; model is an id, alias or local path (default all-MiniLM-L6-v2).
+        """A new, empty collection; model is an id, alias, local path or Hugging Face name
+        (default all-MiniLM-L6-v2-int8).
 
         dimensions keeps only the first that many of each vector, renormalised: for
         Matryoshka-trained models, a smaller collection and faster search for a little quality.
