@@ -141,7 +141,8 @@ class Database:
                 values (?, ?, ?, ?, ?, ?, ?, ?, abs(random() % 9007199254740991))
                 """,
                 [name, name, embedder.model_id, embedder.dimensions, query_prefix, document_prefix,
-                 json.dumps({"dimensions": dimensions} if dimensions else {}), storage.now()],
+                 json.dumps({**({"dimensions": dimensions} if dimensions else {}),
+                             "stemming": fulltext.DEFAULT_STEMMING}), storage.now()],
             )
             registry_name = name.replace("'", "''")
             for event in ("insert", "update", "delete"):
