@@ -887,3 +887,27 @@ def test_deleting_a_collection_drops_its_related_items(invoke, cli_db, tmp_path)
         assert not storage.table_exists(db.conn, "other_related")
         state = f"select count(*) from {storage.RELATED_ITEMS} where collection = 'other'"
         assert db.conn.execute(state).fetchone()[0] == 0
+
+
+def test_similar_by_id_answers_from_fresh_related_lists(db, letters, monkeypatch):
+    coll = db.create_collection("fresh", model="test-letters")
+    coll.embed_multi([embedkit.Item(f"i{n:02d}", "a e i o u " * (n % 5 + 1) + "x" * n) for n in range(30)])
+    coll.compute_related(n=6)
+    answered = []
+    real = related.precomputed
+
+    def spy(*args):
+        answered.append(real(*args))
+        return answered[-1]
+
+    monkeypatch.setattr(related, "precomputed", spy)
+    fast = coll.similar_by_id("i03", n=5, min_score=0.9)
+    assert answered[-1] is not None  # from the stored list
+    assert coll.similar_by_id("i03", n=7) and answered[-1] is None  # longer than computed: searched
+    coll.embed("new", "a a a")  # stale now: searched
+    assert coll.similar_by_id("i03", n=5) and answered[-1] is None
+    monkeypatch.undo()
+    coll.delete(["new"])
+    coll.compute_related(n=6)
+    exact = coll.similar_by_id("i03", n=5, min_score=0.9, exact=True)
+    assert [(e.id, round(e.score, 5), e.content) for e in fast] == [(e.id, round(e.score, 5), e.content) for e in exact]

@@ -200,9 +200,10 @@ class Collection:
                 where: str | None = None, min_score: float | None = None, mode: str = "dense",
                 mmr: float | None = None, exact: bool = False, expand: bool = False, feedback: int | None = None,
                 fusion: str = "rrf", alpha: float = 0.5, stop_words: bool = True,
-                rerank: reranking.Reranker | str | None = None, rerank_depth: int | None = None) -> list[Entry]:
+                rerank: reranking.Reranker | str | None = None, rerank_depth: int | None = None,
+                vector: np.ndarray | None = None) -> list[Entry]:
         """The n items most similar to text, embedded with the collection's model (after its
-        query prefix).
+        query prefix), unless its query vector is given (a caller that embeds it elsewhere).
 
         - unique: a metadata key (such as "source"): only the best item of each distinct value
           of it is returned; items without the key count as distinct.
@@ -233,7 +234,12 @@ class Collection:
         options = retrieval.Options(stop_words, expand, feedback, fusion, alpha).check()
         if self.db.conn.execute(f"select 1 from {storage.quote(self.table)} limit 1").fetchone() is None:
             return []  # nothing to find: no model is loaded for it
-        vector = None if mode == "keyword" else self._embed_checked([self.query_prefix + text])[0]
+        if mode == "keyword":
+            vector = None
+        elif vector is None:
+            vector = self._embed_checked([self.query_prefix + text])[0]
+        else:
+            vector = vectors.check(np.asarray(vector, dtype=np.float32), self.dimensions, "the query vector")
         filter = Filter(metadata or {}, where)
         if rerank is None:
             return self._search(vector, text, n, None, unique, filter, min_score, mode, mmr, exact, options)
@@ -246,9 +252,16 @@ class Collection:
     def similar_by_id(self, id: str, n: int = 10, unique: str | None = None, metadata: dict | None = None,
                       where: str | None = None, min_score: float | None = None, mmr: float | None = None,
                       exact: bool = False) -> list[Entry]:
-        """The n items most similar to a stored item, not counting the item itself."""
-        return self._search(self.vector(id), None, n, id, unique, Filter(metadata or {}, where), min_score,
-                            "dense", mmr, exact)
+        """The n items most similar to a stored item, not counting the item itself; from its
+        precomputed related list (compute_related) when that is fresh and long enough."""
+        vector = self.vector(id)
+        if unique is None and not metadata and where is None and mmr is None and not exact:
+            hits = related.precomputed(self, id, n)
+            if hits is not None:
+                return self._entries([(other, score) for other, score in hits
+                                      if min_score is None or score >= min_score])
+        return self._search(vector, None, n, id, unique, Filter(metadata or {}, where), min_score, "dense", mmr,
+                            exact)
 
     def similar_by_vector(self, vector: Sequence[float] | np.ndarray, n: int = 10, exclude: str | None = None,
                           unique: str | None = None, metadata: dict | None = None, where: str | None = None,
@@ -273,11 +286,7 @@ class Collection:
                 raise EmbedkitError(f"the condition {filter.where!r} is not valid SQL here: {ex}") from None
             if min_score is not None:
                 hits = [(id, score) for id, score in hits if score >= min_score]
-            rows = {
-                id: (content, json.loads(metadata) if metadata else None)
-                for id, content, metadata in self._select_in("id, content, metadata", "id", [id for id, _ in hits])
-            }
-            results = [Entry(id, score, *rows.get(id, (None, None))) for id, score in hits]
+            results = self._entries(hits)
             if unique is not None:
                 best = {}
                 for entry in results:  # best first, so the first of each value is its best
@@ -290,6 +299,14 @@ class Collection:
         if mmr is not None:
             results = self._diversify(vector, results, n, mmr, mode)
         return results[:n]
+
+    def _entries(self, hits) -> list[Entry]:
+        """[(id, score)] as Entries with their stored text and metadata."""
+        rows = {
+            id: (content, json.loads(metadata) if metadata else None)
+            for id, content, metadata in self._select_in("id, content, metadata", "id", [id for id, _ in hits])
+        }
+        return [Entry(id, score, *rows.get(id, (None, None))) for id, score in hits]
 
     def _diversify(self, query, results, n, mmr, mode):
         if query is None:

@@ -16,14 +16,17 @@ class Database:
     """Open (or create) an embeddings database.
 
     path may be a file path, ":memory:", an open sqlite3/pysqlite3 connection or a
-    sqlite_utils.Database.
+    sqlite_utils.Database. read_only never writes: an older embedkit schema is read as it is
+    (pending_migrations() lists what `embedkit migrate` would do) and a file is opened
+    read-only, its journal mode untouched.
     """
 
-    def __init__(self, path: str | os.PathLike | Any = DEFAULT_PATH):
+    def __init__(self, path: str | os.PathLike | Any = DEFAULT_PATH, read_only: bool = False):
         # close() closes only a connection this object opened, never the caller's.
         self._owns_connection = isinstance(path, (str, os.PathLike))
+        self.read_only = read_only
         if self._owns_connection:
-            self.conn = storage.connect(path)
+            self.conn = storage.connect(path, read_only=read_only)
         else:
             self.conn = getattr(path, "conn", path)
             storage.load_sqlite_vec(self.conn)
@@ -33,7 +36,7 @@ class Database:
         self.sqlite_error = _module_error(self.conn)
         # Identifies this database for the search cache: the file, or this connection.
         self.key = os.path.realpath(main[2]) if main[2] else f"memory:{id(self.conn)}"
-        if storage.table_exists(self.conn, storage.REGISTRY):
+        if storage.table_exists(self.conn, storage.REGISTRY) and not read_only:
             migrations.migrate(self.conn)  # upgrade an older embedkit schema in place
         # --sql inputs and Python users can call embedkit_* functions on this connection. A
         # connection that has them already keeps its own (Datasette's are bounded).
@@ -50,6 +53,12 @@ class Database:
         search.forget(self.key)
         if self._owns_connection:
             self.conn.close()
+
+    def pending_migrations(self) -> list[str]:
+        """The schema upgrades this database lacks (only a read_only one can lack any)."""
+        if not storage.table_exists(self.conn, storage.REGISTRY):
+            return []
+        return migrations.pending(self.conn)
 
     def _registry_rows(self, name=None):
         if not storage.table_exists(self.conn, storage.REGISTRY):

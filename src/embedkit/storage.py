@@ -3,6 +3,7 @@
 import contextlib
 import logging
 import os
+import urllib.parse
 from datetime import datetime, timezone
 
 # A SQLite that can load extensions (sqlite-vec): pysqlite3 where it has wheels (sqlite-utils and
@@ -34,9 +35,15 @@ _vec_unavailable_reason = None
 _vec_notice_given = False
 
 
-def connect(path) -> "sqlite3.Connection":
-    """Open a database the way embedkit wants it: WAL, a busy timeout, sqlite-vec if it loads."""
+def connect(path, read_only=False) -> "sqlite3.Connection":
+    """Open a database the way embedkit wants it: WAL, a busy timeout, sqlite-vec if it loads.
+    read_only opens an existing file as it is, for reading only."""
     path = os.fspath(path)
+    if read_only and path != ":memory:":
+        uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+        load_sqlite_vec(conn)
+        return conn
     conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
     conn.execute(f"pragma busy_timeout = {BUSY_TIMEOUT_MS}")
     # Only takes effect on a database with nothing in it yet, so it must come before WAL.

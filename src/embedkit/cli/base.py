@@ -59,6 +59,7 @@ class LazyGroup(Group):
         "ask": "ask",
         "collections": "manage",
         "delete": "manage",
+        "migrate": "manage",
         "models": "models",
         "aliases": "models",
         "keys": "models",
@@ -105,7 +106,7 @@ def database_option(fn):
     )(fn)
 
 
-def open_database(path, create=False) -> "Database":
+def open_database(path, create=False, read_only=False) -> "Database":
     """Open path; reading commands refuse to create a database that is not there."""
     if os.path.isdir(path):
         raise EmbedkitError(f"{path}: is a directory, not a database file")
@@ -113,7 +114,7 @@ def open_database(path, create=False) -> "Database":
         raise EmbedkitError(f"database {path} does not exist")
     from ..database import Database  # here, not at the top: `embedkit --version` needs none of it
 
-    return Database(path)
+    return Database(path, read_only=read_only)
 
 
 def print_table(rows, headers):

@@ -83,3 +83,20 @@ def delete(collection, ids, filters, database):
         if not deleted:
             raise EmbedkitError(f"no item in collection {collection!r} matches {' '.join(filters)}")
     click.echo(f"Deleted {deleted} item{'s' * (deleted != 1)}", err=True)
+
+
+@cli.command()
+@database_option
+def migrate(database):
+    """Upgrade the embedkit tables of a database made by an older embedkit.
+
+    Every writing command does this on its own; read-only readers such as Datasette do not,
+    and say to run this where the file can be written.
+    """
+    with open_database(database, read_only=True) as db:
+        pending = db.pending_migrations()
+    if not pending:
+        click.echo(f"{database} is up to date")
+        return
+    open_database(database).close()  # opening it writable applies them, in one transaction
+    click.echo(f"{database}: applied {len(pending)} upgrade{'s' if len(pending) > 1 else ''}: {', '.join(pending)}")
