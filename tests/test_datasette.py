@@ -343,7 +343,7 @@ def papers_ds(tmp_path_factory):
                           {"source": url, "page": 1, "chunk": 1}),
             embedkit.Item("local.pdf#page=1&chunk=1", "ternary local copy", {"source": "local.pdf", "page": 1}),
         ], store=True)
-    return Datasette([str(path)])
+    return make([path])
 
 
 def test_a_row_url_typed_with_a_dot_in_the_id_reaches_the_row(papers_ds):
