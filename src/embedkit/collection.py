@@ -66,12 +66,14 @@ class Collection:
 
     # Reading
 
+    @storage.guarded
     def count(self) -> int:
         return self.db.conn.execute(f"select count(*) from {storage.quote(self.table)}").fetchone()[0]
 
     def __len__(self):
         return self.count()
 
+    @storage.guarded
     def __iter__(self):
         """Every stored item as an Entry (score None), in id order."""
         cursor = self.db.conn.execute(
@@ -83,6 +85,7 @@ class Collection:
     def __contains__(self, id):
         return self.vector(id, missing_ok=True) is not None
 
+    @storage.guarded
     def get(self, id: str) -> Entry:
         row = self.db.conn.execute(
             f"select id, content, metadata from {storage.quote(self.table)} where id = ?", [id]
@@ -91,6 +94,7 @@ class Collection:
             raise self._no_item(id)
         return Entry(row[0], None, row[1], json.loads(row[2]) if row[2] else None)
 
+    @storage.guarded
     def vector(self, id: str, missing_ok: bool = False) -> np.ndarray | None:
         row = self.db.conn.execute(
             f"select embedding from {storage.quote(self.table)} where id = ?", [id]
@@ -101,6 +105,7 @@ class Collection:
             raise self._no_item(id)
         return vectors.decode(row[0])
 
+    @storage.guarded
     def version(self) -> int:
         row = self.db.conn.execute(
             f"select version, dimensions from {storage.REGISTRY} where name = ?", [self.name]
@@ -136,6 +141,7 @@ class Collection:
         """Embed and store one item (re-embedding only if its content changed)."""
         return self.embed_multi([Item(str(id), content, metadata)], store=store)
 
+    @storage.guarded
     def embed_multi(self, inputs: Iterable[Item | Source], store: bool = False, batch_size: int | None = None,
                     progress: Progress | None = None, chunker: Chunker | None = None, sync: bool = False,
                     read_progress: Progress | None = None) -> EmbedStats:
@@ -157,18 +163,23 @@ class Collection:
         (total is known once the sources are read), read_progress(n, total) as n more of
         total sources have been read.
         """
+        self.db.require_writable()
         return ingest.embed_multi(self, inputs, store, batch_size, progress, chunker, sync, read_progress)
 
+    @storage.guarded
     def delete(self, ids: str | Iterable[str]) -> int:
         """Delete items by id; returns how many existed."""
         ids = [ids] if isinstance(ids, str) else list(ids)
+        self.db.require_writable()
         with storage.transaction(self.db.conn):
             return ingest.delete_ids(self, ids)
 
+    @storage.guarded
     def delete_where(self, metadata: dict) -> int:
         """Delete the items whose metadata has all these key/value pairs (e.g. every chunk of
         one source: {"source": "paper.pdf"}); returns how many there were."""
         condition, params = metadata_condition(metadata)
+        self.db.require_writable()
         with storage.transaction(self.db.conn):
             deleted = self.db.conn.execute(
                 f"delete from {storage.quote(self.table)} where {condition}", params
@@ -195,6 +206,7 @@ class Collection:
 
     # Searching
 
+    @storage.guarded
     def similar(self, text: str, n: int = 10, unique: str | None = None, metadata: dict | None = None,
                 where: str | None = None, min_score: float | None = None, mode: str = "dense",
                 mmr: float | None = None, exact: bool = False) -> list[Entry]:
@@ -222,6 +234,7 @@ class Collection:
         return self._search(vector, text, n, None, unique, Filter(metadata or {}, where), min_score, mode, mmr,
                             exact)
 
+    @storage.guarded
     def similar_by_id(self, id: str, n: int = 10, unique: str | None = None, metadata: dict | None = None,
                       where: str | None = None, min_score: float | None = None, mmr: float | None = None,
                       exact: bool = False) -> list[Entry]:
@@ -229,6 +242,7 @@ class Collection:
         return self._search(self.vector(id), None, n, id, unique, Filter(metadata or {}, where), min_score,
                             "dense", mmr, exact)
 
+    @storage.guarded
     def similar_by_vector(self, vector: Sequence[float] | np.ndarray, n: int = 10, exclude: str | None = None,
                           unique: str | None = None, metadata: dict | None = None, where: str | None = None,
                           min_score: float | None = None, mmr: float | None = None,
@@ -304,6 +318,7 @@ class Collection:
 
     # Related items (related.py): every item's neighbours, computed ahead for static sites
 
+    @storage.guarded
     def compute_related(self, n: int = 10, min_score: float | None = None, metadata: dict | None = None,
                         same: str | None = None, progress: Progress | None = None) -> RelatedStats:
         """Store every item's n most similar items in the table COLLECTION_related; a re-run
@@ -312,12 +327,15 @@ class Collection:
         metadata (a dict) relates only items having those metadata values; same (a metadata
         key) relates an item only to items with its value of that key.
         """
+        self.db.require_writable()
         return related.compute(self, n, min_score, metadata, same, progress)
 
+    @storage.guarded
     def related(self, id: str, fields: Sequence[str] | None = None) -> dict:
         """{"id", "related": [{"id", "score", ...metadata}]}: the item's stored related list."""
         return related.document(self, id, fields)
 
+    @storage.guarded
     def export_related(self, directory: str | os.PathLike, fields: Sequence[str] | None = None,
                        combined: bool = False) -> ExportStats:
         """Write the related lists to directory as JSON files (see related.export)."""

@@ -7,20 +7,23 @@ import sys
 
 import click
 
-from .. import storage
+from .. import errors, storage
 from ..database import DEFAULT_PATH, Database
 from ..errors import EmbedkitError
 from ..version import __version__
 
+# Where open_database leaves, in the click context's meta, the file a command works on and
+# the --lock-timeout given, for the one-line message of a fault that escapes the library.
+DATABASE_PATH = "embedkit.database"
+LOCK_TIMEOUT = "embedkit.lock_timeout"
+
 
 class Group(click.Group):
-    """Turns library errors into one-line messages and a non-zero exit."""
+    """Turns errors into one-line messages and a non-zero exit; --debug shows the traceback."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except EmbedkitError as ex:
-            raise click.ClickException(str(ex)) from None
         except click.BadParameter as ex:
             if isinstance(ex, click.MissingParameter):
                 raise  # the usage line shows what is missing
@@ -28,9 +31,36 @@ class Group(click.Group):
             error = click.ClickException(ex.format_message())
             error.exit_code = ex.exit_code
             raise error from None
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as ex:
+            if _debug(ctx):
+                raise
+            raise click.ClickException(_one_line(ex, ctx)) from None
 
     def list_commands(self, ctx):
         return list(self.commands)  # definition order reads better than alphabetical
+
+
+def _debug(ctx) -> bool:
+    return bool(ctx.find_root().params.get("debug")) or os.environ.get("EMBEDKIT_DEBUG", "") not in ("", "0")
+
+
+def _one_line(ex, ctx) -> str:
+    """What went wrong, in one line: embedkit's own message, a SQLite fault of the database
+    file, an operating system error naming its file; anything else is a bug."""
+    if isinstance(ex, EmbedkitError):
+        return str(ex)
+    path = ctx.meta.get(DATABASE_PATH, "the database")
+    fault = errors.from_sqlite(ex, path, ctx.meta.get(LOCK_TIMEOUT))
+    if fault is not None:
+        return str(fault)
+    if isinstance(ex, OSError) and ex.strerror:
+        return f"{ex.filename}: {ex.strerror}" if ex.filename else ex.strerror
+    if isinstance(ex, RecursionError):
+        return "the input is nested too deeply to be read"
+    return (f"{type(ex).__name__}: {errors.first_line(ex)} (an unexpected error: run with --debug "
+            "to see where it happened, and please report it)")
 
 
 class ListGroup(Group):
@@ -76,7 +106,8 @@ class LazyGroup(Group):
 
 @click.group(cls=LazyGroup)
 @click.version_option(__version__, package_name="embedkit-sqlite")
-def cli():
+@click.option("--debug", is_flag=True, help="Show the traceback of an error, not only its one-line message (or set EMBEDKIT_DEBUG=1)")
+def cli(debug):
     """Embeddings in plain SQLite: embed documents, then search them from the command
     line, Python, SQL and Datasette."""
     # An SQL function's failure is reported in one line (sqlfunctions.explain), never as the
@@ -84,7 +115,22 @@ def cli():
     storage.sqlite3.enable_callback_tracebacks(False)
 
 
+def _remember_lock_timeout(ctx, param, value):
+    if value is not None:
+        ctx.meta[LOCK_TIMEOUT] = value
+    return value
+
+
 def database_option(fn):
+    fn = click.option(
+        "--lock-timeout",
+        type=click.FloatRange(min=0),
+        metavar="SECONDS",
+        expose_value=False,
+        callback=_remember_lock_timeout,
+        help=f"How long to wait for another program's write to finish  [default: {storage.LOCK_TIMEOUT:g}, "
+        "or EMBEDKIT_LOCK_TIMEOUT]",
+    )(fn)
     return click.option(
         "-d",
         "--database",
@@ -96,13 +142,35 @@ def database_option(fn):
     )(fn)
 
 
-def open_database(path, create=False) -> Database:
-    """Open path; reading commands refuse to create a database that is not there."""
+def open_database(path, create=False, write=False) -> Database:
+    """Open path for the running command, closed (and checkpointed) when it ends.
+
+    Reading commands refuse to create a database that is not there, and read a file they may
+    not write without writing to it; writing commands (create or write) refuse a read-only
+    file in one line before they start.
+    """
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.meta[DATABASE_PATH] = path
     if os.path.isdir(path):
         raise EmbedkitError(f"{path}: is a directory, not a database file")
     if not create and not os.path.exists(path):
         raise EmbedkitError(f"database {path} does not exist")
-    return Database(path)
+    if create or write:
+        check_writable(path)
+    db = Database(path, read_only=False if create or write else None,
+                  lock_timeout=ctx.meta.get(LOCK_TIMEOUT) if ctx is not None else None)
+    if ctx is not None:
+        ctx.call_on_close(db.close)
+    return db
+
+
+def check_writable(path):
+    """Refuse in one line, before any work, to write to path where that cannot be done."""
+    if os.path.isdir(path):
+        raise EmbedkitError(f"{path}: is a directory, not a database file")
+    if os.path.exists(path) and not storage.writable(path):
+        raise errors.read_only_file(path)
 
 
 def print_table(rows, headers):

@@ -16,7 +16,7 @@ from ..sources import input_name
 from ..sources.pdf import PdfSource, looks_like_pdf
 from ..sources.tabular import FORMATS
 from ..sources.url import is_url
-from .base import Progress, cli, database_option, open_database, read_text
+from .base import Progress, check_writable, cli, database_option, open_database, read_text
 
 
 def model_option(fn):
@@ -59,6 +59,8 @@ def embed(collection, id, content, input_path, model, store, metadata, output_fo
         raise EmbedkitError("--format prints a vector; it cannot be used with COLLECTION ID")
     if collection is None and (store or metadata):
         raise EmbedkitError("--store and --metadata need COLLECTION and ID")
+    if collection is not None:
+        check_writable(database)
     text = read_text(content, input_path)
     if not text.strip():
         raise EmbedkitError("the content to embed is empty")
@@ -144,6 +146,7 @@ def embed_multi(collection, inputs, input_format, files, encoding, pdf, sql, att
 
     if not (inputs or files or sql or pdf):
         raise EmbedkitError("give something to embed: INPUT, --files DIR GLOB, --pdf PATH|URL or --sql QUERY")
+    check_writable(database)
     if attach and not sql:
         raise EmbedkitError("--attach is for --sql")
     mapping = RowMapping(id_column, list(content_column), list(metadata_column), prefix)

@@ -37,7 +37,7 @@ def index(collection, quantize, oversample, drop, database):
         raise EmbedkitError("give --quantize to build an index or --drop to drop it, not both")
     if oversample is not None and not quantize:
         raise EmbedkitError("--oversample is recorded when building: use it with --quantize")
-    target = open_database(database).collection(collection)
+    target = open_database(database, write=bool(quantize or drop)).collection(collection)
     if drop:
         if not quantized.drop(target):
             raise EmbedkitError(f"collection {collection!r} has no quantised index")

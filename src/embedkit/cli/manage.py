@@ -33,7 +33,7 @@ def list_collections(as_json, database):
 @database_option
 def delete_collection(name, database):
     """Delete collection NAME and everything in it."""
-    open_database(database).delete_collection(name)
+    open_database(database, write=True).delete_collection(name)
 
 
 @cli.command()
@@ -50,7 +50,7 @@ def delete(collection, ids, filters, database):
     embedkit delete notes readme todo
     embedkit delete papers --filter source=pdfs/bitnet.pdf
     """
-    target = open_database(database).collection(collection)
+    target = open_database(database, write=True).collection(collection)
     if bool(ids) == bool(filters):
         raise EmbedkitError("give the ids to delete or --filter KEY=VALUE, not both")
     if ids:
