@@ -239,7 +239,14 @@ class Collection:
                       where: str | None = None, min_score: float | None = None, mmr: float | None = None,
                       exact: bool = False) -> list[Entry]:
         """The n items most similar to a stored item, not counting the item itself."""
-        return self._search(self.vector(id), None, n, id, unique, Filter(metadata or {}, where), min_score,
+        row = self.db.conn.execute(f"select embedding from {storage.quote(self.table)} where id = ?", [id]).fetchone()
+        if row is None:
+            raise self._no_item(id)
+        problem = vectors.problem(row[0], self.dimensions)
+        if problem is not None:
+            raise EmbedkitError(f"the stored vector of {id!r} cannot be searched by ({problem}; written by another "
+                                "program?): embed the item again")
+        return self._search(vectors.decode(row[0]), None, n, id, unique, Filter(metadata or {}, where), min_score,
                             "dense", mmr, exact)
 
     @storage.guarded

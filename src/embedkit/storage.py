@@ -181,6 +181,32 @@ def transaction(conn):
         raise
 
 
+@contextlib.contextmanager
+def snapshot(conn):
+    """A read transaction: every query inside it sees the database as of its first read, while
+    writers go on (WAL). Inside the caller's own transaction, that one."""
+    if conn.in_transaction:
+        yield conn
+        return
+    conn.execute("begin")
+    try:
+        yield conn
+    finally:
+        if conn.in_transaction:
+            conn.execute("commit")
+
+
+@contextlib.contextmanager
+def busy_timeout(conn, ms):
+    """Wait at most ms milliseconds for a lock, inside the block."""
+    before = conn.execute("pragma busy_timeout").fetchone()[0]
+    conn.execute(f"pragma busy_timeout = {int(ms)}")
+    try:
+        yield
+    finally:
+        conn.execute(f"pragma busy_timeout = {before}")
+
+
 def _begin(conn):
     total = conn.execute("pragma busy_timeout").fetchone()[0]
     if total <= WAIT_NOTICE_MS:

@@ -59,6 +59,23 @@ def check(vector: np.ndarray, dimensions=None, what="vector") -> np.ndarray:
     return vector
 
 
+def problem(value, dimensions: int) -> str | None:
+    """Why a stored value cannot take part in a search of dimensions-wide vectors (written by
+    another program, or damaged), or None if it can."""
+    if value is None:
+        return "NULL"
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        return f"{type(value).__name__}, not a BLOB"
+    if len(value) != dimensions * 4:
+        return f"{len(value)} bytes, not {dimensions * 4}"
+    vector = np.frombuffer(value, dtype=DTYPE)
+    if not np.all(np.isfinite(vector)):
+        return "NaN or infinite values"
+    if not np.any(vector):
+        return "all zeros"
+    return None
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     if a.shape != b.shape:
         raise EmbedkitError(f"dimension mismatch: {a.shape[0]} vs {b.shape[0]}")
