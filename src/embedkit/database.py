@@ -1,10 +1,9 @@
 """The Database: a SQLite file holding any number of collections."""
 
-import json
 import os
 from typing import Any
 
-from . import errors, fulltext, migrations, models, quantized, search, sqlfunctions, storage
+from . import errors, fulltext, jsondata, migrations, models, quantized, search, sqlfunctions, storage
 from .collection import Collection, validate_name
 from .errors import EmbedkitError, ReadOnlyDatabase
 
@@ -190,18 +189,9 @@ class Database:
                 values (?, ?, ?, ?, ?, ?, ?, ?, abs(random() % 9007199254740991))
                 """,
                 [name, name, embedder.model_id, embedder.dimensions, query_prefix, document_prefix,
-                 json.dumps({"dimensions": dimensions} if dimensions else {}), storage.now()],
+                 jsondata.dumps({"dimensions": dimensions} if dimensions else {}), storage.now()],
             )
-            registry_name = name.replace("'", "''")
-            for event in ("insert", "update", "delete"):
-                self.conn.execute(
-                    f"""
-                    create trigger {storage.quote(f'_embedkit_{name}_{event}')} after {event} on {table}
-                    begin
-                        update {storage.REGISTRY} set version = version + 1 where name = '{registry_name}';
-                    end
-                    """
-                )
+            create_version_triggers(self.conn, name, name)
             fulltext.ensure(self.conn, name, name)  # the keyword (BM25) index and its triggers
         return self.collection(name)
 
@@ -246,6 +236,28 @@ class Database:
     def register_functions(self) -> None:
         """Make the embedkit_* SQL functions available on this connection."""
         sqlfunctions.register(self.conn)
+
+
+VERSION_EVENTS = ("insert", "update", "delete")
+
+
+def version_triggers(name: str) -> list[str]:
+    """The triggers that bump a collection's version on every write to its table."""
+    return [f"_embedkit_{name}_{event}" for event in VERSION_EVENTS]
+
+
+def create_version_triggers(conn, name: str, table: str) -> None:
+    """Create those of a collection's version triggers that are missing."""
+    registry_name = name.replace("'", "''")
+    for event, trigger in zip(VERSION_EVENTS, version_triggers(name)):
+        conn.execute(
+            f"""
+            create trigger if not exists {storage.quote(trigger)} after {event} on {storage.quote(table)}
+            begin
+                update {storage.REGISTRY} set version = version + 1 where name = '{registry_name}';
+            end
+            """
+        )
 
 
 def _module_error(conn):

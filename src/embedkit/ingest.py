@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import storage, vectors
+from . import jsondata, storage, vectors
 from .chunking import Chunker
 from .errors import EmbedkitError
 from .items import Item, check_unique_ids, content_hash
@@ -19,9 +19,14 @@ from .models import PartialEmbedding
 from .sources import Document, Known, TextSource, input_name
 
 
-def _metadata_json(metadata):
-    # Compact: metadata is repeated on every chunk of a document, and every byte is on disk.
-    return json.dumps(metadata, ensure_ascii=False, separators=(",", ":")) if metadata else None
+def _metadata_json(item):
+    """An item's metadata as stored: JSON any parser reads (refused in one line naming the item
+    if it cannot be), compact since it is repeated on every chunk of a document."""
+    if not item.metadata:
+        return None
+    where = f"item {item.id!r}: metadata"
+    jsondata.check(item.metadata, where)
+    return jsondata.dumps(item.metadata, where, ensure_ascii=False, separators=(",", ":"))
 
 
 @dataclass
@@ -193,7 +198,7 @@ class _Writer:
                     stats.fail(item.id, "empty content")
                     continue
                 entry = _Entry(item, content_hash(item.content), item.content if store else None,
-                               _metadata_json(item.metadata))
+                               _metadata_json(item))
                 old = existing.get(item.id)
                 if old is None or old[0] != entry.hash:
                     plan.new.append(entry)

@@ -29,7 +29,7 @@ import math
 
 import numpy as np
 
-from . import ranking, storage, vectors
+from . import jsondata, ranking, storage, vectors
 from .errors import EmbedkitError
 
 MODES = ("int8", "bit")
@@ -94,7 +94,7 @@ def _write_settings(conn, name, index):
     else:
         conn.execute(
             f"update {storage.REGISTRY} set settings = json_set(settings, '$.index', json(?)) where name = ?",
-            [json.dumps(index), name],
+            [jsondata.dumps(index, "the index settings"), name],
         )
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import ranking, storage, vectors
+from . import jsondata, ranking, storage, vectors
 from .errors import EmbedkitError
 from .filters import Filter
 
@@ -84,7 +84,8 @@ def compute(collection, n=10, min_score=None, metadata=None, same=None, progress
         raise EmbedkitError(f"n must be at least 1, not {n}")
     progress = progress or (lambda done, total: None)  # done: lists finished since the last call
     conn = collection.db.conn
-    settings = json.dumps({"n": n, "min_score": min_score, "filter": metadata or {}, "same": same}, sort_keys=True)
+    settings = jsondata.dumps({"n": n, "min_score": min_score, "filter": metadata or {}, "same": same},
+                              "the related settings", sort_keys=True)
     table = _ensure_table(collection)
     with storage.snapshot(conn):  # one snapshot for the version, the items and the lists stored
         version = collection.version()
@@ -320,16 +321,18 @@ def _lists(collection, fields, id=None) -> dict:
     first; an item whose list is empty has []."""
     table = storage.quote(table_name(collection))
     rows = collection.db.conn.execute(
-        f"select k.id, r.other_id, r.score, item.metadata from {storage.RELATED_ITEMS} as k "
+        f"select k.id, r.other_id, r.score, item.metadata, json_valid(item.metadata) from {storage.RELATED_ITEMS} as k "
         f"left join {table} as r on r.id = k.id "
         f"left join {storage.quote(collection.table)} as item on item.id = r.other_id "
         "where k.collection = ? and (? is null or k.id = ?) order by k.id, r.rank",
         [collection.name, id, id],
     )
     lists: dict[str, list] = {}
-    for item, other, score, metadata in rows:
+    for item, other, score, metadata, valid in rows:
         entries = lists.setdefault(item, [])
         if other is not None:
+            if metadata and not valid:
+                raise jsondata.stored_error(collection, other)
             entries.append(_entry(other, score, metadata, fields))
     return lists
 
@@ -381,17 +384,18 @@ def export(collection, directory, fields=None, combined=False) -> ExportStats:
     stats = ExportStats()
     if combined:
         stats.files = 1
-        stats.written = int(_write(directory / COMBINED, {"collection": collection.name, "items": lists}))
+        stats.written = int(_write(directory / COMBINED, {"collection": collection.name, "items": lists},
+                                   f"the related lists of collection {collection.name!r}"))
         return stats
     names = {id: file_name(id) + ".json" for id in lists}
     index_path = directory / INDEX
     previous = _read_index(index_path)
     for id, entries in lists.items():
-        stats.written += _write(directory / names[id], {"id": id, "related": entries})
+        stats.written += _write(directory / names[id], {"id": id, "related": entries}, f"the related list of {id!r}")
     for stale in sorted(set(previous.values()) - set(names.values())):
         (directory / stale).unlink(missing_ok=True)
         stats.removed += 1
-    _write(index_path, {"collection": collection.name, "files": names})
+    _write(index_path, {"collection": collection.name, "files": names}, "the index")
     stats.files = len(names)
     return stats
 
@@ -408,8 +412,8 @@ def _read_index(path) -> dict:
             if isinstance(name, str) and name == file_name(id) + ".json"}
 
 
-def _write(path, data) -> bool:
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n"
+def _write(path, data, where) -> bool:
+    text = jsondata.dumps(data, where, ensure_ascii=False, separators=(",", ":")) + "\n"
     data = text.encode("utf-8")
     if path.exists() and path.read_bytes() == data:
         return False

@@ -244,9 +244,13 @@ def checkpoint(conn, seconds=CHECKPOINT_SECONDS) -> bool:
     """
     deadline = time.monotonic() + seconds
     while True:
-        busy, frames, copied = conn.execute("pragma wal_checkpoint(passive)").fetchone()
-        if frames == copied or frames == -1:  # everything copied, or not in WAL mode
-            return True
+        try:
+            busy, frames, copied = conn.execute("pragma wal_checkpoint(passive)").fetchone()
+            if frames == copied or frames == -1:  # everything copied, or not in WAL mode
+                return True
+        except Exception as ex:  # another connection is checkpointing (or recovering the log)
+            if errors.sqlite_code(ex) not in (errors.BUSY, errors.LOCKED):
+                raise
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.05)

@@ -1,9 +1,9 @@
 """Vectors as little-endian float32 BLOBs: the byte format `llm` and sqlite-vec use."""
 
-import json
 
 import numpy as np
 
+from . import jsondata
 from .errors import EmbedkitError
 
 DTYPE = np.dtype("<f4")
@@ -31,7 +31,7 @@ def decode(blob) -> np.ndarray:
 def from_json(text) -> bytes:
     """A JSON array of numbers as a BLOB."""
     try:
-        values = json.loads(text)
+        values = jsondata.loads(text)
     except (TypeError, ValueError) as ex:
         raise EmbedkitError(f"not a JSON array of numbers: {ex}") from None
     if (
@@ -45,7 +45,7 @@ def from_json(text) -> bytes:
 
 def to_json(blob) -> str:
     # Each float32 printed as the double it equals, so decoding the JSON gives the same bytes.
-    return json.dumps([float(v) for v in decode(blob).tolist()])
+    return jsondata.dumps([float(v) for v in decode(blob).tolist()], "the vector")
 
 
 def check(vector: np.ndarray, dimensions=None, what="vector") -> np.ndarray:

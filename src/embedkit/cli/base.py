@@ -93,6 +93,7 @@ class LazyGroup(Group):
         "sql": "sql",
         "eval": "evaluate",
         "index": "index",
+        "check": "check",
     }
 
     def list_commands(self, ctx):
@@ -117,6 +118,8 @@ def cli(debug):
 
 def _remember_lock_timeout(ctx, param, value):
     if value is not None:
+        if not value >= 0:
+            raise click.BadParameter(f"{value} is not a number of seconds from 0 up", ctx, param)
         ctx.meta[LOCK_TIMEOUT] = value
     return value
 
@@ -124,7 +127,7 @@ def _remember_lock_timeout(ctx, param, value):
 def database_option(fn):
     fn = click.option(
         "--lock-timeout",
-        type=click.FloatRange(min=0),
+        type=float,
         metavar="SECONDS",
         expose_value=False,
         callback=_remember_lock_timeout,
@@ -142,12 +145,12 @@ def database_option(fn):
     )(fn)
 
 
-def open_database(path, create=False, write=False) -> Database:
+def open_database(path, create=False, write=False, read_only=False) -> Database:
     """Open path for the running command, closed (and checkpointed) when it ends.
 
     Reading commands refuse to create a database that is not there, and read a file they may
-    not write without writing to it; writing commands (create or write) refuse a read-only
-    file in one line before they start.
+    not write without writing to it (read_only: never write, even where they may); writing
+    commands (create or write) refuse a read-only file in one line before they start.
     """
     ctx = click.get_current_context(silent=True)
     if ctx is not None:
@@ -158,7 +161,7 @@ def open_database(path, create=False, write=False) -> Database:
         raise EmbedkitError(f"database {path} does not exist")
     if create or write:
         check_writable(path)
-    db = Database(path, read_only=False if create or write else None,
+    db = Database(path, read_only=False if create or write else True if read_only else None,
                   lock_timeout=ctx.meta.get(LOCK_TIMEOUT) if ctx is not None else None)
     if ctx is not None:
         ctx.call_on_close(db.close)

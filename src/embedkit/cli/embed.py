@@ -1,12 +1,11 @@
 import base64
 import glob
-import json
 import os
 import sys
 
 import click
 
-from .. import extras
+from .. import extras, jsondata
 from ..chunking import METHODS, Chunker
 from ..collection import validate_name
 from ..errors import EmbedkitError
@@ -98,7 +97,7 @@ def _print_vector(vector, output_format):
     elif output_format == "base64":
         click.echo(base64.b64encode(blob).decode())
     else:
-        click.echo(json.dumps([float(v) for v in vector.tolist()]))
+        click.echo(jsondata.dumps([float(v) for v in vector.tolist()], "the vector"))
 
 
 @cli.command(name="embed-multi", short_help="Embed many items from files, PDFs, URLs or a SQL query.")

@@ -1,10 +1,8 @@
 """index: build, drop or show a collection's quantised index."""
 
-import json
-
 import click
 
-from .. import quantized
+from .. import jsondata, quantized
 from ..errors import EmbedkitError
 from .base import Progress, cli, database_option, open_database
 
@@ -48,4 +46,4 @@ def index(collection, quantize, oversample, drop, database):
             result = quantized.build(target, quantize, oversample, progress=progress.indexing)
     else:
         result = quantized.status(target)
-    click.echo(json.dumps(result))
+    click.echo(jsondata.dumps(result, "the index status"))

@@ -1,7 +1,6 @@
-import json
-
 import click
 
+from .. import jsondata
 from ..errors import EmbedkitError
 from ..filters import parse_filter
 from .base import ListGroup, cli, database_option, open_database, print_table
@@ -23,7 +22,7 @@ def list_collections(as_json, database):
         for c in db.collections()
     ]
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(jsondata.dumps(rows, "the collections", indent=2))
     elif rows:
         print_table([list(r.values()) for r in rows], ["name", "model", "dimensions", "count"])
 
