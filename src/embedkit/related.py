@@ -47,8 +47,8 @@ DECIMALS = 6
 # Above this share of changed items one pass over everything is as cheap as patching.
 FULL_SHARE = 0.25
 # Rows of related lists written per transaction (benchmarks/locks.py measures how long that
-# holds the write lock: about 0.1 s).
-WRITE_ROWS = 20_000
+# holds the write lock).
+WRITE_ROWS = 5_000
 
 
 @dataclass
