@@ -157,7 +157,7 @@ def _check_vectors(collection, report) -> int:
     if unusable:
         _add(report, Problem(
             collection.name, "vectors",
-            f"{len(unusable)} cannot be used, so searches leave them out: {_named(unusable)}",
+            f"{len(unusable)} cannot be used, so searches leave them out: {_named(sorted(unusable))}",
             "embed those items again (embed-multi re-embeds an item whose text is given again) or delete them",
         ))
     return usable

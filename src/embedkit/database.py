@@ -35,6 +35,8 @@ class Database:
         # close() closes only a connection this object opened, never the caller's.
         self._owns_connection = isinstance(path, (str, os.PathLike))
         self._closed = False
+        # A fault of the file was raised: closing does not report failing to checkpoint as well.
+        self.faulted = False
         self.lock_timeout = storage.lock_timeout(lock_timeout)
         # Why writes are refused, for the message that says so.
         self._read_only_why = "opened read-only"
@@ -89,9 +91,10 @@ class Database:
             if not self.read_only and self.path != ":memory:":
                 storage.checkpoint(self.conn)
         except Exception as ex:  # the changes are safe in the log: say so, and never hide an earlier error
-            fault = errors.from_sqlite(ex, self.path, self.lock_timeout) or ex
-            storage.log.warning("embedkit: the changes are kept in %s-wal, but copying them into the file failed: %s",
-                                self.path, errors.first_line(fault))
+            if not self.faulted:
+                fault = errors.from_sqlite(ex, self.path, self.lock_timeout) or ex
+                storage.log.warning("embedkit: the changes are kept in %s-wal, but copying them into the file "
+                                    "failed: %s", self.path, errors.first_line(fault))
         finally:
             self.conn.close()
 

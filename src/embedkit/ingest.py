@@ -56,6 +56,10 @@ class EmbedStats:
         return text + (f", {self.removed} removed" if self.removed else "")
 
 
+# Rows written per transaction at most, unless one document has more (benchmarks/locks.py).
+WRITE_ROWS = 1000
+
+
 @dataclass
 class _Entry:
     """One item on its way to a row."""
@@ -262,9 +266,19 @@ class _Writer:
                 raise failure
 
     def write(self, plans, stats, records, chunker, progress, dimensions=None):
-        """Write whole documents in one transaction: their rows, stale items and source records."""
-        if not plans:
-            return
+        """Write whole documents, each in one transaction with its rows, stale items and source
+        record, about WRITE_ROWS rows to a transaction so that other writers get in between."""
+        group, rows = [], 0
+        for plan in plans:
+            group.append(plan)
+            rows += len(plan.rewrites) + len(plan.new) + len(plan.stale)
+            if rows >= WRITE_ROWS:
+                self._write(group, stats, records, chunker, progress, dimensions)
+                group, rows = [], 0
+        if group:
+            self._write(group, stats, records, chunker, progress, dimensions)
+
+    def _write(self, plans, stats, records, chunker, progress, dimensions):
         conn = self.conn
         done = 0
         with storage.transaction(conn):

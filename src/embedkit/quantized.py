@@ -105,6 +105,7 @@ def default_oversample(index) -> int:
 # Building, dropping, status
 
 
+@storage.guarded
 def build(collection, quantize, oversample=None, progress=None) -> dict:
     """Build (or rebuild) the collection's index of quantize ("int8" or "bit") codes; returns its
     status(). oversample, if given, is recorded as the index's default. progress(n, total) is
@@ -178,6 +179,7 @@ def build(collection, quantize, oversample=None, progress=None) -> dict:
     return status(collection)
 
 
+@storage.guarded
 def drop(collection) -> bool:
     """Drop the collection's index; False if it had none."""
     conn = collection.db.conn
@@ -213,6 +215,7 @@ def drop_objects(conn, collection_name):
             )
 
 
+@storage.guarded
 def status(collection) -> dict:
     """{"collection", "quantize": None} without an index; with one, also its dimensions, rows
     (None where sqlite-vec is missing), items, pending (changes not yet applied), oversample,
@@ -247,6 +250,7 @@ def status(collection) -> dict:
 # Keeping it in sync
 
 
+@storage.guarded
 def sync(collection):
     """Apply the changes logged since the index was last current, LOG_ROWS to a transaction.
 

@@ -278,9 +278,15 @@ def guarded(fn):
     """For functions and methods whose first argument is a Database or has one (.db): SQLite
     faults come out of them as errors.DatabaseError, generators included."""
 
+    @contextlib.contextmanager
     def faults_of(target):
         db = getattr(target, "db", target)
-        return faults(db.path, db.lock_timeout)
+        try:
+            with faults(db.path, db.lock_timeout):
+                yield
+        except errors.DatabaseError:
+            db.faulted = True  # said once: closing it does not say it again
+            raise
 
     if inspect.isgeneratorfunction(fn):
 

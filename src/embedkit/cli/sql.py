@@ -2,7 +2,7 @@ import base64
 
 import click
 
-from .. import jsondata
+from .. import errors, jsondata
 from ..errors import EmbedkitError
 from ..sqlfunctions import explain
 from .base import cli, database_option, open_database
@@ -36,4 +36,8 @@ def sql(query, param, database):
             click.echo(jsondata.dumps({c: _json_value(v) for c, v in zip(columns, row)}, f"row {number}",
                                       ensure_ascii=False))
     except db.sqlite_error as ex:
+        fault = errors.from_sqlite(ex, db.path, db.lock_timeout)
+        if fault is not None:
+            db.faulted = True
+            raise fault from None
         raise EmbedkitError(explain(ex)) from None
