@@ -54,7 +54,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from embedkit import database, models, search, storage
+from embedkit import database, models, ranking, search, storage
 from embedkit.cli import cli
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -253,6 +253,7 @@ def run_embedkit(tokens, cwd):
     # its databases are closed when it ends (as its process would close them).
     search._cache.clear()
     search._searched.clear()
+    ranking._warned.clear()
     opened = len(OPENED)
     try:
         result = CliRunner().invoke(cli, tokens[1:], input=stdin, env=env, catch_exceptions=False)

@@ -60,12 +60,14 @@ class Report:
             found = [p for p in self.problems if p.where == name]
             lines.append(f"{name}: {items:,} items, " + ("all in step" if not found else
                                                            f"{len(found)} problem{'s' * (len(found) != 1)}"))
-        lines += [problem.line() for problem in self.problems]
+        return lines + [problem.line() for problem in self.problems]
+
+    def summary(self) -> str:
         left = sum(not problem.fixed for problem in self.problems)
         fixed = len(self.problems) - left
-        lines.append("no problems found" if not self.problems else
-                     f"{left} problem{'s' * (left != 1)} left" + (f", {fixed} fixed" if fixed else ""))
-        return lines
+        if not self.problems:
+            return "no problems found"
+        return f"{left} problem{'s' * (left != 1)} left" + (f", {fixed} fixed" if fixed else "")
 
     def to_dict(self) -> dict:
         return {"file": self.path, "check": "integrity_check" if self.full else "quick_check",

@@ -2,6 +2,7 @@
 database, reading text, printing tables and progress bars."""
 
 import importlib
+import logging
 import os
 import sys
 
@@ -114,6 +115,18 @@ def cli(debug):
     # An SQL function's failure is reported in one line (sqlfunctions.explain), never as the
     # traceback sqlite3 prints once anything in the process (Datasette) has turned them on.
     storage.sqlite3.enable_callback_tracebacks(False)
+    if not any(isinstance(handler, _Stderr) for handler in storage.log.handlers):
+        storage.log.addHandler(_Stderr())
+
+
+class _Stderr(logging.Handler):
+    """The library's warnings (waiting for a lock, vectors left out...), as lines on stderr."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+
+    def emit(self, record):
+        click.echo(self.format(record), err=True)
 
 
 def _remember_lock_timeout(ctx, param, value):

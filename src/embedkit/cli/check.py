@@ -1,12 +1,10 @@
 """check: is the database file sound, and its collections' derived parts in step?"""
 
-import sys
-
 import click
 
 from .. import check as checking
 from .. import jsondata
-from ..errors import DatabaseCorrupt
+from ..errors import DatabaseCorrupt, EmbedkitError
 from .base import cli, database_option, open_database
 
 
@@ -21,8 +19,8 @@ def check(path, full, fix, as_json, database):
     integrity_check with --full); every collection's vectors (NULL, not a BLOB, another
     length, NaN or infinite values, all zeros: searches leave those out) and metadata (JSON
     objects); its keyword index, quantised index and version triggers in step with its
-    table; embedkit's bookkeeping. Prints what it found, one line each, and exits 1 if
-    anything is left to do.
+    table; embedkit's bookkeeping. Prints what it found, one line each; if anything is left
+    to do, says how much in an error, and exits 1.
 
     Without --fix nothing is written: a read-only file can be checked. With --fix the
     derived parts are rebuilt; a damaged file, vectors and metadata are left to you, with
@@ -49,4 +47,6 @@ def check(path, full, fix, as_json, database):
         for line in report.lines():
             click.echo(line)
     if not report.ok:
-        sys.exit(1)
+        raise EmbedkitError(report.summary())
+    if not as_json:
+        click.echo(report.summary())
