@@ -584,7 +584,7 @@ def test_twenty_embed_multi_runs_during_a_related_run_over_30k_items_all_succeed
                      ((f"bulk{i:05d}", matrix[i].tobytes(), f"h{i}") for i in range(len(matrix))))
     conn.commit()
     conn.close()
-    related = subprocess.Popen([EMBEDKIT, "related", "posts", "-n", 50], cwd=tmp_path, env=env,
+    related = subprocess.Popen([EMBEDKIT, "related", "posts", "-n", "50"], cwd=tmp_path, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     started = time.monotonic()
     results, spans = [], []
