@@ -30,7 +30,7 @@ def decode_rows(rows, dims: int, position: int = 1):
     matrix = np.frombuffer(b"".join(row[position] for row in kept), dtype=vectors.DTYPE).reshape(len(kept), dims)
     usable = np.isfinite(matrix).all(axis=1) & matrix.any(axis=1)
     if not usable.all():
-        flags: list[bool] = usable.tolist()
+        flags = [bool(ok) for ok in usable]
         unusable += [(row[0], vectors.problem(row[position], dims)) for row, ok in zip(kept, flags) if not ok]
         kept = [row for row, ok in zip(kept, flags) if ok]
         matrix = matrix[usable]
