@@ -28,7 +28,7 @@ def decode_rows(rows, dims: int, position: int = 1):
         else:
             unusable.append((row[0], vectors.problem(value, dims)))
     matrix = np.frombuffer(b"".join(row[position] for row in kept), dtype=vectors.DTYPE).reshape(len(kept), dims)
-    usable = np.isfinite(matrix).all(axis=1) & matrix.any(axis=1)
+    usable = np.asarray(np.isfinite(matrix).all(axis=1) & matrix.any(axis=1))
     if not usable.all():
         flags = [bool(ok) for ok in usable]
         unusable += [(row[0], vectors.problem(row[position], dims)) for row, ok in zip(kept, flags) if not ok]
