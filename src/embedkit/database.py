@@ -6,8 +6,9 @@ from typing import Any
 from . import errors, fulltext, jsondata, migrations, models, quantized, search, sqlfunctions, storage
 from .collection import Collection, validate_name
 from .errors import EmbedkitError, ReadOnlyDatabase
+from .explore import tables as explore_tables
 
-DEFAULT_PATH = "embeddings.db"
+DEFAULT_PATH = storage.DEFAULT_PATH
 
 
 class Database:
@@ -140,7 +141,8 @@ class Database:
     @storage.guarded
     def create_collection(self, name: str, model: str | None = None, query_prefix: str = "",
                           document_prefix: str = "", dimensions: int | None = None) -> Collection:
-        """A new, empty collection; model is an id, alias or local path (default all-MiniLM-L6-v2).
+        """A new, empty collection; model is an id, alias, local path or Hugging Face name
+        (default all-MiniLM-L6-v2-int8).
 
         dimensions keeps only the first that many of each vector, renormalised: for
         Matryoshka-trained models, a smaller collection and faster search for a little quality.
@@ -233,6 +235,7 @@ class Database:
                 self.conn.execute(f"drop table if exists {storage.quote(name + '_related')}")
             for table in (storage.RELATED, storage.RELATED_ITEMS):
                 self.conn.execute(f"delete from {table} where collection = ?", [name])
+            explore_tables.drop(self.conn, name)
         search.forget(self.key, name)
         fulltext.forget(self.key, name)
 

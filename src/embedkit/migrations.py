@@ -91,7 +91,25 @@ def m004_fulltext(conn):
             fulltext.ensure(conn, name, table)
 
 
-STEPS = [m001_registry, m002_sources, m003_related, m004_fulltext]
+def m005_explore(conn):
+    # What each collection's clusters and labels (explore/) were made with, so a re-run with the
+    # same settings on unchanged items does nothing, and assigning new items knows the filter.
+    conn.execute(
+        f"""
+        create table {storage.EXPLORE} (
+            collection text not null,
+            kind text not null,  -- clusters or labels
+            settings text not null,
+            -- the collection's version when computed
+            version integer not null,
+            computed text not null,
+            primary key (collection, kind)
+        )
+        """
+    )
+
+
+STEPS = [m001_registry, m002_sources, m003_related, m004_fulltext, m005_explore]
 
 
 def applied(conn) -> list:

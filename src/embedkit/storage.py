@@ -37,10 +37,13 @@ CHECKPOINT_SECONDS = 2.0
 # Rows of a float32 vector plus a text chunk are 2-3 KB: 8 KiB pages hold three or four of
 # them with little left over, where the default 4 KiB pages fit one and waste almost half.
 PAGE_SIZE = 8192
+# The database commands use unless told otherwise (-d, EMBEDKIT_DATABASE).
+DEFAULT_PATH = "embeddings.db"
 REGISTRY = "_embedkit_collections"
 SOURCES = "_embedkit_sources"
 RELATED = "_embedkit_related"
 RELATED_ITEMS = "_embedkit_related_items"
+EXPLORE = "_embedkit_explore"
 
 _vec_unavailable_reason = None
 _vec_notice_given = False

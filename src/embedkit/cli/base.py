@@ -5,13 +5,16 @@ import importlib
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from .. import errors, storage
-from ..database import DEFAULT_PATH, Database
 from ..errors import EmbedkitError
 from ..version import __version__
+
+if TYPE_CHECKING:
+    from ..database import Database
 
 # Where open_database leaves, in the click context's meta, the file a command works on and
 # the --lock-timeout given, for the one-line message of a fault that escapes the library.
@@ -95,6 +98,10 @@ class LazyGroup(Group):
         "eval": "evaluate",
         "index": "index",
         "check": "check",
+        "cluster": "explore",
+        "map": "explore",
+        "heatmap": "explore",
+        "classify": "explore",
     }
 
     def list_commands(self, ctx):
@@ -151,14 +158,14 @@ def database_option(fn):
         "-d",
         "--database",
         type=click.Path(dir_okay=False, path_type=str),
-        default=DEFAULT_PATH,
+        default=storage.DEFAULT_PATH,
         envvar="EMBEDKIT_DATABASE",
         show_default=True,
         help="SQLite database file (or set EMBEDKIT_DATABASE)",
     )(fn)
 
 
-def open_database(path, create=False, write=False, read_only=False) -> Database:
+def open_database(path, create=False, write=False, read_only=False) -> "Database":
     """Open path for the running command, closed (and checkpointed) when it ends.
 
     Reading commands refuse to create a database that is not there, and read a file they may
@@ -174,6 +181,8 @@ def open_database(path, create=False, write=False, read_only=False) -> Database:
         raise EmbedkitError(f"database {path} does not exist")
     if create or write:
         check_writable(path)
+    from ..database import Database  # here, not at the top: `embedkit --version` needs none of it
+
     db = Database(path, read_only=False if create or write else True if read_only else None,
                   lock_timeout=ctx.meta.get(LOCK_TIMEOUT) if ctx is not None else None)
     if ctx is not None:
@@ -251,3 +260,6 @@ class Progress:
 
     def searching(self, n, total):
         self._update("Searching", n, total)
+
+    def clustering(self, n, total):
+        self._update("Clustering", n, total)
