@@ -11,8 +11,8 @@ inserted in one transaction (BUILD_ROWS unbounded). For every run:
   10 ms throughout: the longest it waited for the lock, and its commits per second.
 
 Jobs:
-(a) Collection.embed_multi of --items new items, with a model that hashes texts to vectors
-    (no model cost: the writes alone), batches of 100 (the default);
+(a) Collection.embed_multi of --items new items, with size.py's stand-in model (seeded
+    vectors from each text's hash: no model cost, the writes alone), batches of 100;
 (b) Collection.compute_related(n=--n, 50 by default), a full run;
 (c) quantized.build(collection, "int8").
 
@@ -38,23 +38,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import data_dir, environment_line, table  # noqa: E402
 from related import unit_rows  # noqa: E402
 from search import COLLECTION, build_database  # noqa: E402
+from size import StandIn  # noqa: E402
 
 import embedkit  # noqa: E402
 from embedkit import models, quantized, related, storage  # noqa: E402
 
 PROBE_EVERY = 0.01
-
-
-class HashModel(models.EmbeddingModel):
-    """Vectors from a text's hash: embedding costs nothing, so only the writes are measured."""
-
-    model_id = "bench-locks-hash"
-    dimensions = 384
-    source = "benchmarks"
-
-    def _embed(self, texts):
-        rows = [np.random.default_rng(abs(hash(text)) % 2**32).standard_normal(self.dimensions) for text in texts]
-        return np.array(rows, dtype=np.float32)
 
 
 class Timed:
@@ -122,8 +111,8 @@ def measure(path, job):
 
 def fresh(path, matrix):
     build_database(path, matrix, rebuild=True)
-    with embedkit.Database(path) as db:  # the bench collection, switched to the hash model
-        db.conn.execute(f"update {storage.REGISTRY} set model = ? where name = ?", [HashModel.model_id, COLLECTION])
+    with embedkit.Database(path) as db:  # the bench collection, switched to the stand-in model
+        db.conn.execute(f"update {storage.REGISTRY} set model = ? where name = ?", [StandIn.model_id, COLLECTION])
 
 
 def main():
@@ -132,7 +121,7 @@ def main():
     parser.add_argument("--n", type=int, default=50, help="related items per item (default: 50)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    models.register(HashModel())
+    models.register(StandIn())
     print(f"embedkit lock benchmark: {args.items:,} items, related -n {args.n}")
     print(environment_line())
     print(f"related.WRITE_ROWS={related.WRITE_ROWS}, quantized.BUILD_ROWS={quantized.BUILD_ROWS}, "

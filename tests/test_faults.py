@@ -23,7 +23,7 @@ import uuid
 import numpy as np
 import pytest
 
-from embedserver import EmbedServer
+from conftest import command_env
 
 EMBEDKIT = os.path.join(os.path.dirname(sys.executable), "embedkit")
 MODEL = "openai/test-embed"
@@ -51,17 +51,9 @@ def fault_table():
                 f.write(f"| {fault} | `{command}` | {status} | {message} | {intact} |\n")
 
 
-@pytest.fixture(scope="module")
-def server():
-    with EmbedServer() as server:
-        yield server
-
-
 @pytest.fixture
-def env(tmp_path, server):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EMBEDKIT_", "OPENAI_"))}
-    env.update(OPENAI_BASE_URL=server.openai_url, OPENAI_API_KEY="sk-test", EMBEDKIT_USER_DIR=str(tmp_path / "user"))
-    return env
+def env(tmp_path, embed_service):
+    return command_env(tmp_path, embed_service)
 
 
 @pytest.fixture

@@ -75,6 +75,7 @@ class Report:
                 "problems": [problem.to_dict() for problem in self.problems], "ok": self.ok}
 
 
+@storage.guarded
 def run(db, full: bool = False, fix: bool = False) -> Report:
     """Check db (a Database): PRAGMA quick_check (integrity_check with full), then each
     collection. With fix, rebuild the derived parts found out of step, unless the file itself is
