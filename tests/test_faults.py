@@ -281,6 +281,14 @@ def test_a_file_that_is_not_a_database_is_left_alone(run, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["notes.txt"]  # no journal or WAL beside it
 
 
+def test_a_database_in_a_folder_that_does_not_exist(run, tmp_path):
+    result = run("embed", "posts", "x", "-c", "hello", "-m", MODEL, "-d", tmp_path / "missing" / "embeddings.db")
+    one_line_error(result, "missing/embeddings.db: its folder does not exist, so nothing was written",
+                   "create the folder first")
+    assert not (tmp_path / "missing").exists()
+    record("a folder that does not exist", "embed", result, "yes (nothing created)")
+
+
 def test_writes_that_meet_a_damaged_page_stop_and_point_to_check(run, posts, tmp_path):
     conn = sqlite3.connect(posts)
     root = conn.execute("select rootpage from sqlite_master where name = 'posts'").fetchone()[0]

@@ -45,7 +45,7 @@ class Database:
             name = os.fspath(path)
             cannot_write = name != ":memory:" and not storage.writable(name)
             if read_only is False and cannot_write:
-                raise errors.read_only_file(name)
+                raise errors.cannot_write(name)
             if read_only is None and cannot_write and os.path.exists(name):
                 read_only, self._read_only_why = True, "read-only here"
             with storage.faults(name, self.lock_timeout):
@@ -102,7 +102,7 @@ class Database:
     def require_writable(self) -> None:
         """Raise ReadOnlyDatabase, before any work, if this database may not be written."""
         if self.read_only and self._read_only_why == "read-only here":
-            raise errors.read_only_file(self.path)
+            raise errors.cannot_write(self.path)
         if self.read_only:
             raise ReadOnlyDatabase(self.path, "the database was opened read-only, so nothing was changed",
                                    "open it without read_only=True to change it")

@@ -117,8 +117,13 @@ def from_sqlite(ex: BaseException, path: str, lock_timeout: float | None = None)
     return None
 
 
-def read_only_file(path: str) -> ReadOnlyDatabase:
-    """The error for a write to a database whose file or folder this process may not write."""
+def cannot_write(path: str) -> DatabaseError:
+    """The error for a write to a database this process may not write: its folder is missing,
+    or the file or its folder is read-only."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        return CannotOpen(path, "its folder does not exist, so nothing was written",
+                          "create the folder first, or check the path (-d/--database)")
     if os.path.exists(path) and not os.access(path, os.W_OK):
         return ReadOnlyDatabase(path, "the file is read-only here, so nothing was changed",
                                 "make it writable (chmod u+w) or work on a writable copy")

@@ -195,7 +195,7 @@ def check_writable(path):
     if os.path.isdir(path):
         raise EmbedkitError(f"{path}: is a directory, not a database file")
     if os.path.exists(path) and not storage.writable(path):
-        raise errors.read_only_file(path)
+        raise errors.cannot_write(path)
 
 
 def print_table(rows, headers):
