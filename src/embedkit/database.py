@@ -194,7 +194,8 @@ class Database:
                 values (?, ?, ?, ?, ?, ?, ?, ?, abs(random() % 9007199254740991))
                 """,
                 [name, name, embedder.model_id, embedder.dimensions, query_prefix, document_prefix,
-                 jsondata.dumps({"dimensions": dimensions} if dimensions else {}), storage.now()],
+                 jsondata.dumps({**({"dimensions": dimensions} if dimensions else {}),
+                                 "stemming": fulltext.DEFAULT_STEMMING}), storage.now()],
             )
             create_version_triggers(self.conn, name, name)
             fulltext.ensure(self.conn, name, name)  # the keyword (BM25) index and its triggers

@@ -406,9 +406,7 @@ def _knn(collection, index, query, k) -> list:
 
 
 def _rescore(collection, query, ids, n, exclude):
-    rows = list(storage.select_in(collection.db.conn, collection.table, "id, embedding", "id", [id for id in ids if id != exclude]))
-    kept, matrix, unusable = ranking.decode_rows(rows, len(query))
-    ranking.warn_unusable(collection, unusable)
+    kept, matrix = ranking.stored_vectors(collection, [id for id in ids if id != exclude])
     if not kept:
         return []
     scores = vectors.normalize_rows(matrix.copy()) @ query  # as search.py scores: float32, unit rows

@@ -5,7 +5,7 @@ import logging
 
 import numpy as np
 
-from . import vectors
+from . import storage, vectors
 
 log = logging.getLogger("embedkit")
 # Ids named in a warning about unusable vectors; the rest are counted.
@@ -35,6 +35,15 @@ def decode_rows(rows, dims: int, position: int = 1):
         kept = [row for row, ok in zip(kept, flags) if ok]
         matrix = matrix[usable]
     return kept, matrix, unusable
+
+
+def stored_vectors(collection, ids):
+    """(rows, matrix) of the items of ids whose stored vectors can be used, in no particular
+    order; the others are left out, with the warning."""
+    rows = list(storage.select_in(collection.db.conn, collection.table, "id, embedding", "id", ids))
+    kept, matrix, unusable = decode_rows(rows, collection.dimensions)
+    warn_unusable(collection, unusable)
+    return kept, matrix
 
 
 def warn_unusable(collection, unusable):
