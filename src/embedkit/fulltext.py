@@ -149,10 +149,12 @@ def drop(conn, name: str):
         conn.execute(f"drop table if exists {storage.quote(table_name(name))}")
 
 
+@storage.guarded
 def rebuild(collection, stemming: str | None = None):
     """Rebuild a collection's keyword index (and its triggers) from the rows of its table;
     with stemming ("porter" or "none"), first make that the collection's setting."""
     conn = collection.db.conn
+    collection.db.require_writable()
     if stemming is not None:
         if stemming not in STEMMING:
             raise EmbedkitError(f"stemming must be one of {', '.join(STEMMING)}, not {stemming!r}")

@@ -40,7 +40,7 @@ def index(collection, quantize, oversample, drop, stemming, database):
     if stemming:
         if quantize or drop:
             raise EmbedkitError("--stemming rebuilds the keyword index: give it on its own")
-        target = open_database(database).collection(collection)
+        target = open_database(database, write=True).collection(collection)
         fulltext.rebuild(target, stemming)
         click.echo(f"Rebuilt the keyword index of {collection} with stemming {stemming}", err=True)
         return
