@@ -78,7 +78,8 @@ def test_an_http_model_embeds_and_searches(run, posts):
     keyword = [json.loads(line)["id"] for line in run("similar", "posts", "-c", "puncture", "--keyword").stdout.splitlines()]
     assert keyword == ["tyre"]
     listed = json.loads(run("collections", "--json").stdout)
-    assert listed == [{"name": "posts", "model": "openai/test-embed", "dimensions": len(vector("x")), "count": 5}]
+    assert listed == [{"name": "posts", "model": "openai/test-embed", "dimensions": len(vector("x")), "count": 5,
+                       "chunking": None}]
 
 
 def test_similar_by_vector_from_python(posts):

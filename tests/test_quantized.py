@@ -530,6 +530,7 @@ def test_cli_errors(invoke, cli_db, args, message):
     assert dump(cli_db) == before
 
 
+@pytest.mark.datasette
 def test_datasette_hides_the_index_and_still_serves_the_collection(db, coll, db_path):
     import asyncio
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from . import ingest, ranking, related, retrieval, storage, vectors
 from . import rerank as reranking
-from .chunking import Chunker
+from .chunking import Chunker, for_model
 from .errors import EmbedkitError
 from .explore import classify as classification
 from .explore import cluster as clustering
@@ -48,8 +48,12 @@ class Collection:
         self.dimensions = row["dimensions"]
         self.query_prefix = row["query_prefix"]
         self.document_prefix = row["document_prefix"]
+        settings = json.loads(row.get("settings") or "{}")
         # How many dimensions the model was asked to keep (Matryoshka), or None for all of them.
-        self.model_dimensions = json.loads(row.get("settings") or "{}").get("dimensions")
+        self.model_dimensions = settings.get("dimensions")
+        # How documents are split: {"method", "size", "overlap", "texts"}, where texts says
+        # whether every text input (rows, files) is split too. None until something was split.
+        self.chunking: dict | None = settings.get("chunking")
 
     def __repr__(self):
         return f"<Collection {self.name} model={self.model_id} dimensions={self.dimensions}>"
@@ -124,50 +128,44 @@ class Collection:
     # Writing
 
     def chunker(self, method: str | None = None, size: int | None = None, overlap: int | None = None) -> Chunker:
-        """A Chunker for this collection; by default recursive, 1000 characters, 10% overlap.
-
-        method "tokens" measures chunks in the tokens this collection's model reads, with
-        the document prefix counted, and by default makes them as long as the model reads.
-        """
-        method = method or "recursive"
-        length = None
-        if method == "tokens":
-            model, prefix = self.model, self.document_prefix
-            size = size or model.max_tokens
-            if size is None:
-                model.count_tokens([""])  # says why this model cannot count tokens
-            length = lambda text: model.count_tokens([prefix + text])[0]  # noqa: E731
-        size = size or 1000
-        return Chunker(method, size, size // 10 if overlap is None else overlap, length)
+        """The Chunker this collection splits with: its recorded chunking, with the method,
+        size or overlap given instead (see embedkit.chunking.for_model for the defaults)."""
+        return for_model(self.model, self.document_prefix, self.chunking, method, size, overlap)
 
     def embed(self, id: str, content: str, metadata: dict | None = None, store: bool = False) -> EmbedStats:
-        """Embed and store one item (re-embedding only if its content changed)."""
-        return self.embed_multi([Item(str(id), content, metadata)], store=store)
+        """Embed and store one item as id (re-embedding only if its content changed); never split."""
+        return ingest.embed_multi(self, [Item(str(id), content, metadata)], store=store, split_texts=False)
 
     @storage.guarded
     def embed_multi(self, inputs: Iterable[Item | Source], store: bool = False, batch_size: int | None = None,
                     progress: Progress | None = None, chunker: Chunker | None = None, sync: bool = False,
-                    read_progress: Progress | None = None) -> EmbedStats:
+                    read_progress: Progress | None = None, document_progress: Progress | None = None) -> EmbedStats:
         """Embed and store many items, calling the model only for content not stored yet.
 
-        inputs are Items and Sources (such as embedkit.sources.pdf.PdfSource). With a
-        chunker, each Item is cut into chunks too and becomes a source named by its id;
-        sources without one are split with the default Chunker.
+        inputs are Items and Sources (such as embedkit.sources.pdf.PdfSource). Sources are
+        split with the collection's chunking (see chunker()); with a chunker, they are split
+        with that, each Item is cut into chunks too and becomes a source named by its id, and
+        the collection records the chunker for later runs, which split the same way unless
+        given another. A source split another way before is split again: its chunks that
+        changed are embedded, the others keep their vectors.
 
         Unchanged items cost nothing, and an unchanged source is not even read again;
         changed metadata or store flag rewrites the row without embedding; content already
         stored under another id reuses that vector. A source's items are written in one
         transaction that also deletes the items it no longer has. Transactions commit as
-        batches complete, so an interrupted run keeps what it finished and a re-run
-        completes the rest. With sync, items of sources missing from inputs are deleted.
+        documents complete (a KeyboardInterrupt or SIGTERM waits for a commit under way), so
+        an interrupted run keeps what it finished, raising ingest.Interrupted (a
+        KeyboardInterrupt whose stats count it), and a re-run completes the rest. With sync,
+        items of sources missing from inputs are deleted.
 
         A source that cannot be read is counted as failed and nothing of it is written;
         the rest go on. progress(n, total) is called as n more of total items are done
         (total is known once the sources are read), read_progress(n, total) as n more of
-        total sources have been read.
+        total sources have been read, document_progress(n, total) as n more of them are done.
         """
         self.db.require_writable()
-        return ingest.embed_multi(self, inputs, store, batch_size, progress, chunker, sync, read_progress)
+        return ingest.embed_multi(self, inputs, store, batch_size, progress, chunker, sync, read_progress,
+                                  document_progress)
 
     @storage.guarded
     def delete(self, ids: str | Iterable[str]) -> int:
@@ -214,9 +212,10 @@ class Collection:
                 where: str | None = None, min_score: float | None = None, mode: str = "dense",
                 mmr: float | None = None, exact: bool = False, expand: bool = False, feedback: int | None = None,
                 fusion: str = "rrf", alpha: float = 0.5, stop_words: bool = True,
-                rerank: reranking.Reranker | str | None = None, rerank_depth: int | None = None) -> list[Entry]:
+                rerank: reranking.Reranker | str | None = None, rerank_depth: int | None = None,
+                vector: np.ndarray | None = None) -> list[Entry]:
         """The n items most similar to text, embedded with the collection's model (after its
-        query prefix).
+        query prefix), unless its query vector is given (a caller that embeds it elsewhere).
 
         - unique: a metadata key (such as "source"): only the best item of each distinct value
           of it is returned; items without the key count as distinct.
@@ -247,7 +246,12 @@ class Collection:
         options = retrieval.Options(stop_words, expand, feedback, fusion, alpha).check()
         if self.db.conn.execute(f"select 1 from {storage.quote(self.table)} limit 1").fetchone() is None:
             return []  # nothing to find: no model is loaded for it
-        vector = None if mode == "keyword" else self._embed_checked([self.query_prefix + text])[0]
+        if mode == "keyword":
+            vector = None
+        elif vector is None:
+            vector = self._embed_checked([self.query_prefix + text])[0]
+        else:
+            vector = vectors.check(np.asarray(vector, dtype=np.float32), self.dimensions, "the query vector")
         filter = Filter(metadata or {}, where)
         if rerank is None:
             return self._search(vector, text, n, None, unique, filter, min_score, mode, mmr, exact, options)
@@ -261,7 +265,8 @@ class Collection:
     def similar_by_id(self, id: str, n: int = 10, unique: str | None = None, metadata: dict | None = None,
                       where: str | None = None, min_score: float | None = None, mmr: float | None = None,
                       exact: bool = False) -> list[Entry]:
-        """The n items most similar to a stored item, not counting the item itself."""
+        """The n items most similar to a stored item, not counting the item itself; from its
+        precomputed related list (compute_related) when that is fresh and long enough."""
         row = self.db.conn.execute(f"select embedding from {storage.quote(self.table)} where id = ?", [id]).fetchone()
         if row is None:
             raise self._no_item(id)
@@ -269,6 +274,11 @@ class Collection:
         if problem is not None:
             raise EmbedkitError(f"the stored vector of {id!r} cannot be searched by ({problem}; written by another "
                                 "program?): embed the item again")
+        if unique is None and not metadata and where is None and mmr is None and not exact:
+            hits = related.precomputed(self, id, n)
+            if hits is not None:
+                return self._entries([(other, score) for other, score in hits
+                                      if min_score is None or score >= min_score])
         return self._search(vectors.decode(row[0]), None, n, id, unique, Filter(metadata or {}, where), min_score,
                             "dense", mmr, exact)
 
@@ -296,11 +306,7 @@ class Collection:
                 raise EmbedkitError(f"the condition {filter.where!r} is not valid SQL here: {ex}") from None
             if min_score is not None:
                 hits = [(id, score) for id, score in hits if score >= min_score]
-            rows = {
-                id: (content, json.loads(metadata) if metadata else None)
-                for id, content, metadata in self._select_in("id, content, metadata", "id", [id for id, _ in hits])
-            }
-            results = [Entry(id, score, *rows.get(id, (None, None))) for id, score in hits]
+            results = self._entries(hits)
             if unique is not None:
                 best = {}
                 for entry in results:  # best first, so the first of each value is its best
@@ -313,6 +319,14 @@ class Collection:
         if mmr is not None:
             results = self._diversify(vector, results, n, mmr, mode)
         return results[:n]
+
+    def _entries(self, hits) -> list[Entry]:
+        """[(id, score)] as Entries with their stored text and metadata."""
+        rows = {
+            id: (content, json.loads(metadata) if metadata else None)
+            for id, content, metadata in self._select_in("id, content, metadata", "id", [id for id, _ in hits])
+        }
+        return [Entry(id, score, *rows.get(id, (None, None))) for id, score in hits]
 
     def _diversify(self, query, results, n, mmr, mode):
         if query is None:

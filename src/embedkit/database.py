@@ -19,7 +19,8 @@ class Database:
 
     read_only: True opens the file for reading only: embedkit then never writes to it, not
     even to upgrade its tables or switch its journal mode, and every write raises
-    ReadOnlyDatabase. False requires a writable file (ReadOnlyDatabase at once if it is not).
+    ReadOnlyDatabase; an older embedkit schema is read as it is (pending_migrations() lists
+    what `embedkit migrate` would do). False requires a writable file (ReadOnlyDatabase at once if it is not).
     None (the default) opens it writable if this process may write it and its folder, else
     read-only. With a connection, True promises it is never written through this object.
 
@@ -106,6 +107,12 @@ class Database:
         if self.read_only:
             raise ReadOnlyDatabase(self.path, "the database was opened read-only, so nothing was changed",
                                    "open it without read_only=True to change it")
+
+    def pending_migrations(self) -> list[str]:
+        """The schema upgrades this database lacks (only a read_only one can lack any)."""
+        if not storage.table_exists(self.conn, storage.REGISTRY):
+            return []
+        return migrations.pending(self.conn)
 
     def _registry_rows(self, name=None):
         if not storage.table_exists(self.conn, storage.REGISTRY):

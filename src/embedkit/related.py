@@ -352,6 +352,24 @@ def document(collection, id, fields=None) -> dict:
     return {"id": id, "related": _lists(collection, fields, id).get(id, [])}
 
 
+def precomputed(collection, id, n) -> list | None:
+    """[(id, score)]: the n items most similar to item id, from its stored related list when
+    that list is fresh (nothing written to the collection since) and was computed for at least
+    n items with nothing left out (no --min-score, --filter or --same); else None. An exact
+    search gives the same, at the cost of scanning every vector."""
+    conn = collection.db.conn
+    row = conn.execute(f"select settings, version from {storage.RELATED} where collection = ?",
+                       [collection.name]).fetchone() if storage.table_exists(conn, storage.RELATED) else None
+    if row is None or row[1] != collection.version():
+        return None
+    settings = json.loads(row[0])
+    if settings["n"] < n or settings["min_score"] is not None or settings["filter"] or settings["same"] is not None:
+        return None
+    hits = conn.execute(f"select other_id, score from {storage.quote(table_name(collection))} where id = ? "
+                        "order by rank limit ?", [id, n]).fetchall()
+    return [(other, score) for other, score in hits]
+
+
 def _check_computed(collection):
     if not storage.table_exists(collection.db.conn, table_name(collection)):
         raise EmbedkitError(f"collection {collection.name!r} has no related items yet: "

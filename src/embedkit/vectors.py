@@ -40,7 +40,11 @@ def from_json(text) -> bytes:
         or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
     ):
         raise EmbedkitError("not a JSON array of numbers")
-    return encode(values)
+    with np.errstate(over="ignore"):
+        blob = encode(values)
+    if not np.isfinite(np.frombuffer(blob, dtype=DTYPE)).all():  # NaN, Infinity, or past float32's range
+        raise EmbedkitError("not a JSON array of finite float32 numbers (NaN, infinity or beyond ±3.4e38)")
+    return blob
 
 
 def to_json(blob) -> str:
@@ -79,10 +83,14 @@ def problem(value, dimensions: int) -> str | None:
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     if a.shape != b.shape:
         raise EmbedkitError(f"dimension mismatch: {a.shape[0]} vs {b.shape[0]}")
+    # float64 throughout: float32 norms of large values overflow to infinity.
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise EmbedkitError("cosine similarity is undefined for a vector holding NaN or infinity")
     na, nb = np.linalg.norm(a), np.linalg.norm(b)
     if na == 0 or nb == 0:
         raise EmbedkitError("cosine similarity is undefined for a zero vector")
-    return float(np.dot(a.astype(np.float64), b.astype(np.float64)) / (float(na) * float(nb)))
+    return float(np.dot(a, b) / (float(na) * float(nb)))
 
 
 def normalize_rows(matrix: np.ndarray) -> np.ndarray:

@@ -4,6 +4,7 @@ database, reading text, printing tables and progress bars."""
 import importlib
 import logging
 import os
+import signal
 import sys
 from typing import TYPE_CHECKING
 
@@ -89,6 +90,7 @@ class LazyGroup(Group):
         "ask": "ask",
         "collections": "manage",
         "delete": "manage",
+        "migrate": "manage",
         "models": "models",
         "aliases": "models",
         "keys": "models",
@@ -222,20 +224,22 @@ def read_text(content, input_path, what="content"):
 
 
 class Progress:
-    """Bars on stderr when it is a terminal: reading sources, embedding their items, relating them."""
+    """Bars on stderr when it is a terminal: reading sources, embedding their items (with the
+    documents done), relating them."""
 
     def __init__(self):
         self.bar = None
         self.label = None
         self.show = sys.stderr.isatty()
+        self.documents_done = self.documents_total = 0
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        self._close()
+        self.close()
 
-    def _close(self):
+    def close(self):
         if self.bar is not None:
             self.bar.render_finish()
             self.bar = None
@@ -244,17 +248,30 @@ class Progress:
         if not self.show:
             return
         if self.label != label:
-            self._close()
+            self.close()
             self.label = label
-            self.bar = click.progressbar(length=total, label=label, file=sys.stderr)
+            self.bar = click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True,
+                                         item_show_func=self._documents)
+            self.bar.render_progress()  # at once: the first step may take a while (loading a model)
         self.bar.length = total
         self.bar.update(n)
+
+    def _documents(self, _item):
+        if not self.documents_total or self.label != "Embedding":
+            return None
+        return f"{self.documents_done}/{self.documents_total} documents"
 
     def reading(self, n, total):
         self._update("Reading", n, total)
 
     def embedding(self, n, total):
         self._update("Embedding", n, total)
+
+    def documents(self, n, total):
+        self.documents_done += n
+        self.documents_total = total
+        if self.bar is not None and self.label == "Embedding":
+            self.bar.render_progress()
 
     def relating(self, n, total):
         self._update("Relating", n, total)
@@ -264,3 +281,24 @@ class Progress:
 
     def clustering(self, n, total):
         self._update("Clustering", n, total)
+
+
+class interruptible:
+    """Ctrl-C and SIGTERM both raise KeyboardInterrupt while in this block, so a long command
+    can keep what it finished and say so; received is the signal's number (for the exit
+    status, 128 + it), 0 until one comes."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self):
+        self.received = 0
+        self.previous = {sig: signal.signal(sig, self._raise) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _raise(self, number, frame):
+        self.received = number
+        raise KeyboardInterrupt
