@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-from . import ingest, related, retrieval, storage, vectors
+from . import ingest, ranking, related, retrieval, storage, vectors
 from . import rerank as reranking
 from .chunking import Chunker, for_model
 from .errors import EmbedkitError
@@ -73,12 +73,14 @@ class Collection:
 
     # Reading
 
+    @storage.guarded
     def count(self) -> int:
         return self.db.conn.execute(f"select count(*) from {storage.quote(self.table)}").fetchone()[0]
 
     def __len__(self):
         return self.count()
 
+    @storage.guarded
     def __iter__(self):
         """Every stored item as an Entry (score None), in id order."""
         cursor = self.db.conn.execute(
@@ -90,6 +92,7 @@ class Collection:
     def __contains__(self, id):
         return self.vector(id, missing_ok=True) is not None
 
+    @storage.guarded
     def get(self, id: str) -> Entry:
         row = self.db.conn.execute(
             f"select id, content, metadata from {storage.quote(self.table)} where id = ?", [id]
@@ -98,6 +101,7 @@ class Collection:
             raise self._no_item(id)
         return Entry(row[0], None, row[1], json.loads(row[2]) if row[2] else None)
 
+    @storage.guarded
     def vector(self, id: str, missing_ok: bool = False) -> np.ndarray | None:
         row = self.db.conn.execute(
             f"select embedding from {storage.quote(self.table)} where id = ?", [id]
@@ -108,6 +112,7 @@ class Collection:
             raise self._no_item(id)
         return vectors.decode(row[0])
 
+    @storage.guarded
     def version(self) -> int:
         row = self.db.conn.execute(
             f"select version, dimensions from {storage.REGISTRY} where name = ?", [self.name]
@@ -131,6 +136,7 @@ class Collection:
         """Embed and store one item as id (re-embedding only if its content changed); never split."""
         return ingest.embed_multi(self, [Item(str(id), content, metadata)], store=store, split_texts=False)
 
+    @storage.guarded
     def embed_multi(self, inputs: Iterable[Item | Source], store: bool = False, batch_size: int | None = None,
                     progress: Progress | None = None, chunker: Chunker | None = None, sync: bool = False,
                     read_progress: Progress | None = None, document_progress: Progress | None = None) -> EmbedStats:
@@ -157,19 +163,24 @@ class Collection:
         (total is known once the sources are read), read_progress(n, total) as n more of
         total sources have been read, document_progress(n, total) as n more of them are done.
         """
+        self.db.require_writable()
         return ingest.embed_multi(self, inputs, store, batch_size, progress, chunker, sync, read_progress,
                                   document_progress)
 
+    @storage.guarded
     def delete(self, ids: str | Iterable[str]) -> int:
         """Delete items by id; returns how many existed."""
         ids = [ids] if isinstance(ids, str) else list(ids)
+        self.db.require_writable()
         with storage.transaction(self.db.conn):
             return ingest.delete_ids(self, ids)
 
+    @storage.guarded
     def delete_where(self, metadata: dict) -> int:
         """Delete the items whose metadata has all these key/value pairs (e.g. every chunk of
         one source: {"source": "paper.pdf"}); returns how many there were."""
         condition, params = metadata_condition(metadata)
+        self.db.require_writable()
         with storage.transaction(self.db.conn):
             deleted = self.db.conn.execute(
                 f"delete from {storage.quote(self.table)} where {condition}", params
@@ -196,6 +207,7 @@ class Collection:
 
     # Searching
 
+    @storage.guarded
     def similar(self, text: str, n: int = 10, unique: str | None = None, metadata: dict | None = None,
                 where: str | None = None, min_score: float | None = None, mode: str = "dense",
                 mmr: float | None = None, exact: bool = False, expand: bool = False, feedback: int | None = None,
@@ -249,20 +261,28 @@ class Collection:
         results = reranking.rerank(reranker, text, candidates)
         return [entry for entry in results if min_score is None or entry.score >= min_score][:n]
 
+    @storage.guarded
     def similar_by_id(self, id: str, n: int = 10, unique: str | None = None, metadata: dict | None = None,
                       where: str | None = None, min_score: float | None = None, mmr: float | None = None,
                       exact: bool = False) -> list[Entry]:
         """The n items most similar to a stored item, not counting the item itself; from its
         precomputed related list (compute_related) when that is fresh and long enough."""
-        vector = self.vector(id)
+        row = self.db.conn.execute(f"select embedding from {storage.quote(self.table)} where id = ?", [id]).fetchone()
+        if row is None:
+            raise self._no_item(id)
+        problem = vectors.problem(row[0], self.dimensions)
+        if problem is not None:
+            raise EmbedkitError(f"the stored vector of {id!r} cannot be searched by ({problem}; written by another "
+                                "program?): embed the item again")
         if unique is None and not metadata and where is None and mmr is None and not exact:
             hits = related.precomputed(self, id, n)
             if hits is not None:
                 return self._entries([(other, score) for other, score in hits
                                       if min_score is None or score >= min_score])
-        return self._search(vector, None, n, id, unique, Filter(metadata or {}, where), min_score, "dense", mmr,
-                            exact)
+        return self._search(vectors.decode(row[0]), None, n, id, unique, Filter(metadata or {}, where), min_score,
+                            "dense", mmr, exact)
 
+    @storage.guarded
     def similar_by_vector(self, vector: Sequence[float] | np.ndarray, n: int = 10, exclude: str | None = None,
                           unique: str | None = None, metadata: dict | None = None, where: str | None = None,
                           min_score: float | None = None, mmr: float | None = None,
@@ -311,9 +331,10 @@ class Collection:
     def _diversify(self, query, results, n, mmr, mode):
         if query is None:
             raise EmbedkitError("MMR needs vectors: use it with dense or hybrid search")
+        found = {row[0]: vector for row, vector in zip(*ranking.stored_vectors(self, [e.id for e in results]))}
+        results = [e for e in results if e.id in found]  # a keyword match whose stored vector is unusable
         if not results:
             return results
-        found = {id: vectors.decode(blob) for id, blob in self._select_in("id, embedding", "id", [e.id for e in results])}
         matrix = vectors.normalize_rows(np.stack([found[e.id] for e in results]).astype(np.float32))
         # Dense scores are the similarity to the query already (recomputing them could reorder
         # near-ties); fused hybrid scores are not, so those are measured here.
@@ -333,6 +354,7 @@ class Collection:
 
     # Related items (related.py): every item's neighbours, computed ahead for static sites
 
+    @storage.guarded
     def compute_related(self, n: int = 10, min_score: float | None = None, metadata: dict | None = None,
                         same: str | None = None, progress: Progress | None = None) -> RelatedStats:
         """Store every item's n most similar items in the table COLLECTION_related; a re-run
@@ -341,12 +363,15 @@ class Collection:
         metadata (a dict) relates only items having those metadata values; same (a metadata
         key) relates an item only to items with its value of that key.
         """
+        self.db.require_writable()
         return related.compute(self, n, min_score, metadata, same, progress)
 
+    @storage.guarded
     def related(self, id: str, fields: Sequence[str] | None = None) -> dict:
         """{"id", "related": [{"id", "score", ...metadata}]}: the item's stored related list."""
         return related.document(self, id, fields)
 
+    @storage.guarded
     def export_related(self, directory: str | os.PathLike, fields: Sequence[str] | None = None,
                        combined: bool = False) -> ExportStats:
         """Write the related lists to directory as JSON files (see related.export)."""
@@ -354,22 +379,28 @@ class Collection:
 
     # Exploring (explore/): clusters, a map, heatmaps and classification by example
 
+    @storage.guarded
     def cluster(self, k: int | str = 8, seed: int = 0, metadata: dict | None = None, where: str | None = None,
                 progress: Callable[[int, int], None] | None = None) -> clustering.Clustering:
         """Cluster the items (those metadata and where choose) into k clusters, or k="auto", with
         seeded k-means, each named by its distinctive terms, into the tables COLLECTION_clusters
         and COLLECTION_cluster_info (see explore.cluster)."""
+        self.db.require_writable()
         return clustering.cluster(self, k, seed, metadata, where, progress)
 
+    @storage.guarded
     def assign_clusters(self) -> clustering.Clustering:
         """Put every item in the nearest existing cluster (new ones join, deleted ones leave),
         without clustering again."""
+        self.db.require_writable()
         return clustering.assign(self)
 
+    @storage.guarded
     def clusters(self) -> list[clustering.Cluster]:
         """The stored clusters, largest first."""
         return clustering.stored(self)
 
+    @storage.guarded
     def map(self, path: str | os.PathLike | None = None, color_by: str | None = None, title_key: str = "title",
             link: str | None = None, max_points: int = projection.MAX_POINTS, metadata: dict | None = None,
             where: str | None = None) -> maps.Map:
@@ -380,6 +411,7 @@ class Collection:
             maps.save(result, path, link)
         return result
 
+    @storage.guarded
     def heatmap(self, ids: Sequence[str] = (), texts: Sequence[str] = (),
                 path: str | os.PathLike | None = None) -> heatmaps.Heatmap:
         """Pairwise cosine similarities of stored items and texts (at most 50 in all), written to
@@ -389,10 +421,12 @@ class Collection:
             heatmaps.save(result, path, f"Similarity in {self.name}")
         return result
 
+    @storage.guarded
     def classify(self, examples: Iterable[classification.Example], min_score: float | None = None,
                  metadata: dict | None = None, where: str | None = None) -> classification.Classification:
         """Label every item (those metadata and where choose) by the most similar centroid of
         labelled examples (stored items or texts) into the table COLLECTION_labels."""
+        self.db.require_writable()
         return classification.classify(self, examples, min_score, metadata, where)
 
 

@@ -14,16 +14,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import storage, vectors
+from . import jsondata, storage, vectors
 from .errors import EmbedkitError
 from .items import Item, check_unique_ids, content_hash
 from .models import PartialEmbedding
 from .sources import Document, Known, TextSource, input_name
 
 
-def _metadata_json(metadata):
-    # Compact: metadata is repeated on every chunk of a document, and every byte is on disk.
-    return json.dumps(metadata, ensure_ascii=False, separators=(",", ":")) if metadata else None
+def _metadata_json(item):
+    """An item's metadata as stored: JSON any parser reads (refused in one line naming the item
+    if it cannot be), compact since it is repeated on every chunk of a document."""
+    if not item.metadata:
+        return None
+    where = f"item {item.id!r}: metadata"
+    jsondata.check(item.metadata, where)
+    return jsondata.dumps(item.metadata, where, ensure_ascii=False, separators=(",", ":"))
 
 
 @dataclass
@@ -53,6 +58,10 @@ class EmbedStats:
             f"{self.unchanged} unchanged, {self.failed} failed"
         )
         return text + (f", {self.removed} removed" if self.removed else "")
+
+
+# Rows written per transaction at most, unless one document has more (benchmarks/locks.py).
+WRITE_ROWS = 1000
 
 
 @dataclass
@@ -233,7 +242,7 @@ class _Writer:
                     stats.fail(item.id, "empty content")
                     continue
                 entry = _Entry(item, content_hash(item.content), item.content if store else None,
-                               _metadata_json(item.metadata))
+                               _metadata_json(item))
                 old = existing.get(item.id)
                 if old is None or old[0] != entry.hash:
                     plan.new.append(entry)
@@ -298,9 +307,19 @@ class _Writer:
                 raise failure
 
     def write(self, plans, stats, records, chunker, dimensions=None):
-        """Write whole documents in one transaction: their rows, stale items and source records."""
-        if not plans:
-            return
+        """Write whole documents, each in one transaction with its rows, stale items and source
+        record, about WRITE_ROWS rows to a transaction so that other writers get in between."""
+        group, rows = [], 0
+        for plan in plans:
+            group.append(plan)
+            rows += len(plan.rewrites) + len(plan.new) + len(plan.stale)
+            if rows >= WRITE_ROWS:
+                self._write(group, stats, records, chunker, dimensions)
+                group, rows = [], 0
+        if group:
+            self._write(group, stats, records, chunker, dimensions)
+
+    def _write(self, plans, stats, records, chunker, dimensions):
         conn = self.conn
         # Counted before a signal held during the commit takes effect: what was committed is kept.
         with _uninterrupted():

@@ -1,9 +1,9 @@
 """Vectors as little-endian float32 BLOBs: the byte format `llm` and sqlite-vec use."""
 
-import json
 
 import numpy as np
 
+from . import jsondata
 from .errors import EmbedkitError
 
 DTYPE = np.dtype("<f4")
@@ -31,7 +31,7 @@ def decode(blob) -> np.ndarray:
 def from_json(text) -> bytes:
     """A JSON array of numbers as a BLOB."""
     try:
-        values = json.loads(text)
+        values = jsondata.loads(text)
     except (TypeError, ValueError) as ex:
         raise EmbedkitError(f"not a JSON array of numbers: {ex}") from None
     if (
@@ -49,11 +49,7 @@ def from_json(text) -> bytes:
 
 def to_json(blob) -> str:
     # Each float32 printed as the double it equals, so decoding the JSON gives the same bytes.
-    # NaN and infinity have no JSON: a vector holding them is an error, not invalid JSON.
-    vector = decode(blob)
-    if not np.isfinite(vector).all():
-        raise EmbedkitError("the vector holds NaN or infinity, which JSON cannot represent")
-    return json.dumps(vector.tolist())
+    return jsondata.dumps([float(v) for v in decode(blob).tolist()], "the vector")
 
 
 def check(vector: np.ndarray, dimensions=None, what="vector") -> np.ndarray:
@@ -65,6 +61,23 @@ def check(vector: np.ndarray, dimensions=None, what="vector") -> np.ndarray:
     if not np.any(vector):
         raise EmbedkitError(f"{what} is all zeros; cosine similarity is undefined for it")
     return vector
+
+
+def problem(value, dimensions: int) -> str | None:
+    """Why a stored value cannot take part in a search of dimensions-wide vectors (written by
+    another program, or damaged), or None if it can."""
+    if value is None:
+        return "NULL"
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        return f"{type(value).__name__}, not a BLOB"
+    if len(value) != dimensions * 4:
+        return f"{len(value)} bytes, not {dimensions * 4}"
+    vector = np.frombuffer(value, dtype=DTYPE)
+    if not np.all(np.isfinite(vector)):
+        return "NaN or infinite values"
+    if not np.any(vector):
+        return "all zeros"
+    return None
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
