@@ -3,6 +3,7 @@ chat server on 127.0.0.1 (tests/chatserver.py) and the real default model."""
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -207,3 +208,13 @@ def test_cli_summarize_with_ollama_and_option_errors(topics, db_path, invoke, mo
     assert bad.exit_code == 1 and "--base-url, --key-env and --timeout go with --summarize MODEL" in bad.output
     bad = invoke("cluster", "notes", "--assign", "--summarize", "ollama/x", "-d", db_path)
     assert bad.exit_code == 1 and "give no -k, --filter, --where or --summarize" in bad.output
+
+
+def test_no_answer_within_the_timeout_gives_up_in_one_line(topics, db):
+    """A server that takes the connection and never answers."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/v1"
+        slow = chat.get_chat_model("openai/test-chat", base_url=url, timeout=0.5, retries=1, backoff=0)
+        with pytest.raises(EmbedkitError, match=r"failed after 2 attempts \(no answer within 0.5 s\)$"):
+            topics.cluster(k=3, seed=0, summarize=slow)
+    assert db.conn.execute("select count(*) from notes_clusters").fetchone() == (18,)
