@@ -9,6 +9,7 @@ import numpy as np
 
 from . import ingest, ranking, related, retrieval, storage, vectors
 from . import rerank as reranking
+from .chat import ChatModel
 from .chunking import Chunker, for_model
 from .errors import EmbedkitError
 from .explore import classify as classification
@@ -381,12 +382,14 @@ class Collection:
 
     @storage.guarded
     def cluster(self, k: int | str = 8, seed: int = 0, metadata: dict | None = None, where: str | None = None,
-                progress: Callable[[int, int], None] | None = None) -> clustering.Clustering:
+                progress: Callable[[int, int], None] | None = None,
+                summarize: str | ChatModel | None = None) -> clustering.Clustering:
         """Cluster the items (those metadata and where choose) into k clusters, or k="auto", with
         seeded k-means, each named by its distinctive terms, into the tables COLLECTION_clusters
-        and COLLECTION_cluster_info (see explore.cluster)."""
+        and COLLECTION_cluster_info (see explore.cluster). summarize: a chat model (or its name,
+        openai/NAME or ollama/NAME) that names each cluster and sums it up in a sentence."""
         self.db.require_writable()
-        return clustering.cluster(self, k, seed, metadata, where, progress)
+        return clustering.cluster(self, k, seed, metadata, where, progress, summarize)
 
     @storage.guarded
     def assign_clusters(self) -> clustering.Clustering:
