@@ -31,6 +31,18 @@ def content_hash(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
 
+def metadata_json(metadata) -> "str | None":
+    # Compact: metadata is repeated on every chunk of a document, and every byte is on disk.
+    return json.dumps(metadata, ensure_ascii=False, separators=(",", ":")) if metadata else None
+
+
+def same_json(stored, new) -> bool:
+    """Whether two metadata JSON texts (or NULLs) hold the same value."""
+    if stored is None or new is None:
+        return stored is new
+    return stored == new or json.loads(stored) == json.loads(new)
+
+
 def check_unique_ids(items):
     """Raise on the first id that occurs twice: an input must name each item once."""
     seen = set()
