@@ -75,7 +75,7 @@ def test_refuses_a_newer_format(chroma_dir, tmp_path):
 
 def test_refuses_an_unknown_index_version(chroma_dir, tmp_path):
     target = copy(chroma_dir, tmp_path)
-    header = next(target.glob("*/header.bin"))
+    header = next(target.glob("*/index_metadata.pickle")).parent / "header.bin"  # the collection of 1,500
     data = bytearray(header.read_bytes())
     data[:4] = struct.pack("<i", 2)
     header.write_bytes(bytes(data))

@@ -13,15 +13,8 @@ other programs stay and fire as usual.
 from . import fulltext, quantized, storage
 
 COLUMNS = "id, embedding, content, metadata, content_hash, updated"
-# Ids per statement for lookups by id: SQLite allows 32766 host parameters, old builds 999.
-CHUNK = 500
 # The largest rowid: past it SQLite stops numbering new rows max(rowid) + 1.
 MAX_ROWID = 2**63 - 1
-
-
-def chunks(sequence, size=CHUNK):
-    for start in range(0, len(sequence), size):
-        yield sequence[start : start + size]
 
 
 class Writer:
@@ -36,7 +29,7 @@ class Writer:
     def __init__(self, conn, name: str, table: str):
         if not conn.in_transaction:
             raise RuntimeError("a Writer works inside a transaction")
-        self.conn, self.name, self.table = conn, name, storage.quote(table)
+        self.conn, self.name, self.raw_table, self.table = conn, name, table, storage.quote(table)
         self.changed = False
         self.inserted = 0
         self.inserted_ids = []
@@ -64,9 +57,16 @@ class Writer:
             self.inserted_ids.extend(row[0] for row in rows)
             self.changed = True
 
+    def upsert(self, rows):
+        """insert() the rows whose ids the table does not have, replace() the others."""
+        rows = list(rows)
+        found = {id for (id,) in storage.select_in(self.conn, self.raw_table, "id", "id", [row[0] for row in rows])}
+        self.insert([row for row in rows if row[0] not in found])
+        self.replace([row for row in rows if row[0] in found])
+
     def replace(self, rows):
         """Rewrite whole rows (a new vector) of ids the table has."""
-        for chunk in chunks(list(rows)):
+        for chunk in _chunks(list(rows)):
             self._retext([(row[0], row[2]) for row in chunk], lambda: self.conn.executemany(
                 f"update {self.table} set embedding = ?, content = ?, metadata = ?, content_hash = ?, updated = ? "
                 "where id = ?",
@@ -78,7 +78,7 @@ class Writer:
     def update_text(self, rows):
         """Rewrite the stored text and metadata of ids the table has; rows are
         (id, content, metadata, updated)."""
-        for chunk in chunks(list(rows)):
+        for chunk in _chunks(list(rows)):
             self._retext([(row[0], row[1]) for row in chunk], lambda: self.conn.executemany(
                 f"update {self.table} set content = ?, metadata = ?, updated = ? where id = ?",
                 [(*row[1:], row[0]) for row in chunk],
@@ -86,7 +86,7 @@ class Writer:
 
     def delete(self, ids) -> int:
         deleted = 0
-        for chunk in chunks(list(ids)):
+        for chunk in _chunks(list(ids)):
             where = f"where id in ({','.join('?' * len(chunk))})"
             if self.fts:
                 self.conn.execute(
@@ -132,7 +132,7 @@ class Writer:
             if self.last_rowid + self.inserted < MAX_ROWID:
                 self._each_new(f"where rowid > {self.last_rowid}", [])
             else:
-                for chunk in chunks(self.inserted_ids):
+                for chunk in _chunks(self.inserted_ids):
                     self._each_new(f"where id in ({','.join('?' * len(chunk))})", chunk)
         if self.changed:
             self.conn.execute(f"update {storage.REGISTRY} set version = version + 1 where name = ?", [self.name])
@@ -147,6 +147,19 @@ class Writer:
             )
         if self.log:
             self.conn.execute(f"insert into {self.log} (id) select id from {self.table} {where}", params)
+
+
+def _chunks(sequence):
+    return storage.chunked(list(sequence), storage.IN_CHUNK)
+
+
+def record_dimensions(collection, dimensions: int):
+    """Record the width of a collection's vectors once the first arrive (inside a transaction)."""
+    if collection.dimensions is None:
+        collection.db.conn.execute(
+            f"update {storage.REGISTRY} set dimensions = ? where name = ?", [dimensions, collection.name]
+        )
+        collection.dimensions = dimensions
 
 
 def own_triggers(name: str) -> set:

@@ -11,17 +11,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import storage, vectors
+from . import bulkwrite, storage, vectors
 from .chunking import Chunker
 from .errors import EmbedkitError
-from .items import Item, check_unique_ids, content_hash
+from .items import Item, check_unique_ids, content_hash, metadata_json, same_json
 from .models import PartialEmbedding
 from .sources import Document, Known, TextSource, input_name
-
-
-def _metadata_json(metadata):
-    # Compact: metadata is repeated on every chunk of a document, and every byte is on disk.
-    return json.dumps(metadata, ensure_ascii=False, separators=(",", ":")) if metadata else None
 
 
 @dataclass
@@ -56,7 +51,7 @@ class _Entry:
     """One item on its way to a row."""
 
     item: Item
-    hash: str
+    hash: bytes
     stored: str | None  # the text, when it is to be stored
     metadata: str | None  # as JSON
     blob: bytes | None = None  # its vector, once known
@@ -192,12 +187,13 @@ class _Writer:
                 if item.content is None or not str(item.content).strip():
                     stats.fail(item.id, "empty content")
                     continue
-                entry = _Entry(item, content_hash(item.content), item.content if store else None,
-                               _metadata_json(item.metadata))
+                entry = _Entry(item, content_hash(item.content, self.collection.hash), item.content if store else None,
+                               metadata_json(item.metadata))
                 old = existing.get(item.id)
+                # A row without a hash holds a vector from elsewhere: embedded again, never reused.
                 if old is None or old[0] != entry.hash:
                     plan.new.append(entry)
-                elif old[1] == entry.stored and _same_json(old[2], entry.metadata):
+                elif old[1] == entry.stored and same_json(old[2], entry.metadata):
                     stats.unchanged += 1
                 else:
                     plan.rewrites.append(entry)
@@ -262,16 +258,16 @@ class _Writer:
             return
         conn = self.conn
         done = 0
+        now = storage.unix_time()
         with storage.transaction(conn):
             if dimensions is not None:
-                self.record_dimensions(dimensions)
+                bulkwrite.record_dimensions(self.collection, dimensions)
+            rows = bulkwrite.Writer(conn, self.collection.name, self.collection.table)
             for plan in plans:
                 document = plan.document
-                for entry in plan.rewrites:
-                    self.update_row(entry)
-                for entry in plan.new:
-                    self.upsert_row(entry)
-                delete_ids(self.collection, plan.stale)
+                rows.update_text([(e.item.id, e.stored, e.metadata, now) for e in plan.rewrites])
+                rows.upsert([(e.item.id, e.blob, e.stored, e.metadata, e.hash, now) for e in plan.new])
+                rows.delete(plan.stale)
                 if document.digest is not None:
                     conn.execute(
                         f"""
@@ -288,6 +284,7 @@ class _Writer:
                         [self.collection.name, document.source],
                     )
                 done += len(plan.rewrites) + len(plan.new)
+            rows.finish()
         for plan in plans:
             stats.updated += len(plan.rewrites)
             stats.embedded += sum(entry.how == "embedded" for entry in plan.new)
@@ -337,12 +334,6 @@ class _Writer:
         for source, id in rows:
             by_source.setdefault(source, set()).add(id)
         return by_source
-    def record_dimensions(self, dimensions):
-        if self.collection.dimensions is None:
-            self.conn.execute(
-                f"update {storage.REGISTRY} set dimensions = ? where name = ?", [dimensions, self.collection.name]
-            )
-            self.collection.dimensions = dimensions
 
     def select_in(self, columns, key, values):
         return storage.select_in(self.conn, self.collection.table, columns, key, values)
@@ -354,26 +345,3 @@ class _Writer:
     def vectors_by_hash(self, digests):
         # Equal content has equal vectors: any row with the hash will do.
         return dict(self.select_in("content_hash, embedding", "content_hash", digests))
-
-    def update_row(self, entry):
-        self.conn.execute(
-            f"update {storage.quote(self.collection.table)} set content = ?, metadata = ?, updated = ? where id = ?",
-            [entry.stored, entry.metadata, storage.now(), entry.item.id],
-        )
-
-    def upsert_row(self, entry):
-        self.conn.execute(
-            f"""
-            insert into {storage.quote(self.collection.table)} (id, embedding, content, metadata, content_hash, updated)
-            values (?, ?, ?, ?, ?, ?)
-            on conflict (id) do update set embedding = excluded.embedding, content = excluded.content,
-                metadata = excluded.metadata, content_hash = excluded.content_hash, updated = excluded.updated
-            """,
-            [entry.item.id, entry.blob, entry.stored, entry.metadata, entry.hash, storage.now()],
-        )
-
-
-def _same_json(stored, new) -> bool:
-    if stored is None or new is None:
-        return stored is new
-    return stored == new or json.loads(stored) == json.loads(new)

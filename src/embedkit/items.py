@@ -29,11 +29,21 @@ class Entry:
         return {"id": self.id, "score": self.score, "content": self.content, "metadata": self.metadata}
 
 
-def content_hash(text: str) -> str:
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+# How a collection hashes the text of its items, by the name its settings give ("hash"):
+# BLAKE2b-128 for embedkit's own collections, MD5 for those copied from llm, which hashes so.
+HASHES = {
+    "blake2b": lambda data: hashlib.blake2b(data, digest_size=16).digest(),
+    "md5": lambda data: hashlib.md5(data, usedforsecurity=False).digest(),
+}
+DEFAULT_HASH = "blake2b"
 
 
-def metadata_json(metadata) -> "str | None":
+def content_hash(text: str, scheme: str = DEFAULT_HASH) -> bytes:
+    """The 16-byte digest of text (UTF-8) that a row's content_hash holds."""
+    return HASHES[scheme](text.encode("utf-8"))
+
+
+def metadata_json(metadata) -> str | None:
     # Compact: metadata is repeated on every chunk of a document, and every byte is on disk.
     return json.dumps(metadata, ensure_ascii=False, separators=(",", ":")) if metadata else None
 

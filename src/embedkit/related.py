@@ -192,7 +192,10 @@ class _Items:
                 group = json.dumps((json.loads(meta) if meta else {}).get(same), sort_keys=True) if same else ""
                 ids.append(id)
                 group_values.append(group)
-                signatures.append(f"{digest} {group}")
+                # The text's digest, in hex as embedkit once stored it; a vector from elsewhere
+                # (no digest) is known by its bytes.
+                known = digest.hex() if digest is not None else "vector:" + hashlib.blake2b(blob, digest_size=16).hexdigest()
+                signatures.append(f"{known} {group}")
         codes = {value: code for code, value in enumerate(sorted(set(group_values)))}
         vectors.normalize_rows(matrix)
         return cls(ids, signatures, np.array([codes[v] for v in group_values], dtype=np.int64), matrix,

@@ -8,7 +8,6 @@ stored with a NULL content_hash, which equals no digest: embed_multi never reuse
 embeds the item again when it meets its id with text.
 """
 
-import time
 from dataclasses import dataclass
 
 from . import bulkwrite, storage, vectors
@@ -60,7 +59,7 @@ def upsert(collection, batches, model=None, progress=None) -> VectorStats:
             ids = _checked_ids(batch.ids, seen)
             matrix = vectors.matrix(batch.vectors, ids, collection.dimensions)
             if collection.dimensions is None and len(ids):
-                collection._record_dimensions(matrix.shape[1])
+                bulkwrite.record_dimensions(collection, matrix.shape[1])
             content = _column(batch.content, ids, "content")
             metadata = [metadata_json(_metadata(m, id)) for m, id in zip(_column(batch.metadata, ids, "metadata"), ids)]
             for value, id in zip(content, ids):
@@ -72,7 +71,7 @@ def upsert(collection, batches, model=None, progress=None) -> VectorStats:
                 hashes = [content_hash(text, collection.hash) if text and text.strip() else None for text in content]
             else:
                 hashes = [None] * len(ids)
-            now = int(time.time())
+            now = storage.unix_time()
             rows = [(id, row.tobytes(), text, meta, digest, now)
                     for id, row, text, meta, digest in zip(ids, matrix, content, metadata, hashes)]
             existing = _existing(conn, collection.table, ids)
@@ -120,17 +119,10 @@ def _metadata(value, id):
 
 def _existing(conn, table, ids) -> dict:
     """id -> (embedding, content, metadata, content_hash) of the ids the table has."""
-    found = {}
     if conn.execute(f"select not exists (select 1 from {storage.quote(table)})").fetchone()[0]:
-        return found
-    for chunk in bulkwrite.chunks(ids):
-        rows = conn.execute(
-            f"select id, embedding, content, metadata, content_hash from {storage.quote(table)} "
-            f"where id in ({','.join('?' * len(chunk))})",
-            chunk,
-        )
-        found.update((row[0], row[1:]) for row in rows)
-    return found
+        return {}
+    rows = storage.select_in(conn, table, "id, embedding, content, metadata, content_hash", "id", ids)
+    return {row[0]: row[1:] for row in rows}
 
 
 def _same(old, row) -> bool:
