@@ -63,6 +63,9 @@ class LazyGroup(Group):
         "sql": "sql",
         "eval": "evaluate",
         "index": "index",
+        "import": "imports",
+        "import-llm": "imports",
+        "import-chroma": "imports",
     }
 
     def list_commands(self, ctx):
@@ -128,7 +131,8 @@ def read_text(content, input_path, what="content"):
 
 
 class Progress:
-    """Bars on stderr when it is a terminal: reading sources, embedding their items, relating them."""
+    """Bars on stderr when it is a terminal: reading sources, embedding or importing their items,
+    relating them."""
 
     def __init__(self):
         self.bar = None
@@ -167,3 +171,6 @@ class Progress:
 
     def searching(self, n, total):
         self._update("Searching", n, total)
+
+    def importing(self, n, total):
+        self._update("Importing", n, total)

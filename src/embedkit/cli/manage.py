@@ -25,7 +25,9 @@ def list_collections(as_json, database):
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     elif rows:
-        print_table([list(r.values()) for r in rows], ["name", "model", "dimensions", "count"])
+        # A collection of vectors brought without a model has none.
+        print_table([[r["name"], r["model"] or "(none)", r["dimensions"], r["count"]] for r in rows],
+                    ["name", "model", "dimensions", "count"])
 
 
 @collections.command(name="delete")

@@ -29,7 +29,8 @@ import numpy as np
 
 from .. import storage
 from ..errors import EmbedkitError
-from ..upsert import Batch
+from ..upsert import Batch, VectorStats, upsert
+from . import renamed, target
 
 BATCH_ROWS = 5000
 # The migrations of chroma.sqlite3 as chromadb 1.5.9 applies them, by directory. Older
@@ -378,3 +379,32 @@ def _read_pickle(path):
         raise EmbedkitError(f"{path}: missing (the index's labels cannot be matched to ids)") from None
     except (pickle.UnpicklingError, EOFError, ValueError) as ex:
         raise EmbedkitError(f"{path}: not a label mapping embedkit knows ({ex})") from None
+
+
+@dataclass
+class Copied:
+    """What import-chroma did with one collection."""
+
+    name: str  # of the embedkit collection
+    source: ChromaCollection
+    stats: VectorStats
+
+
+def copy(db, path, names=None, into=None, model=None, progress=None) -> list:
+    """Copy the Chroma collections named (all of them by default) from the directory at path
+    into db, each in one transaction. model names the model that made their vectors from
+    their documents, for new collections (see importers.target); without, they have none.
+    progress(n, total) is called as n more items of a collection of total are copied."""
+    with ChromaDirectory(path) as directory:
+        found = {c.name: c for c in directory.collections()}
+        names = list(names or found)
+        for name in names:
+            if name not in found:
+                raise EmbedkitError(f"no collection named {name!r} in {path} (collections: {', '.join(found) or 'none'})")
+        copied = []
+        for name, target_name in renamed(names, into).items():
+            collection = target(db, target_name, model)
+            tick = (lambda n, total=found[name].count: progress(n, total)) if progress else None
+            stats = upsert(collection, directory.batches(found[name]), model, tick)
+            copied.append(Copied(target_name, found[name], stats))
+        return copied

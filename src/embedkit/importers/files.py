@@ -17,7 +17,8 @@ import numpy as np
 from ..errors import EmbedkitError
 from ..items import as_text, parse_metadata
 from ..sources.tabular import FORMATS, detect_format
-from ..upsert import Batch
+from ..upsert import Batch, VectorStats, upsert
+from . import target
 
 BATCH_ROWS = 5000
 VECTOR_COLUMNS = ("embedding", "vector")
@@ -228,3 +229,31 @@ def _npy_ids(path, columns):
         return
     for row, where in _rows(path, None):
         yield (_id(row, columns.id, where), *_text_and_metadata(row, columns, where))
+
+
+def import_file(db, name, path, columns=None, format=None, ids_path=None, model=None, progress=None) -> VectorStats:
+    """Store the vectors of a file in collection name (see importers.target), in one
+    transaction. model names the model that made them from their text (upsert.upsert).
+    progress(n) is called as n more items are stored."""
+    collection = target(db, name, model)
+    return upsert(collection, batches(path, columns or Columns(), format, ids_path), model, progress)
+
+
+def count_rows(path, format=None):
+    """About how many items a file holds, for a progress bar (its lines, or the rows of a .npy
+    file); None for standard input and a JSON array."""
+    if path == "-" or not os.path.isfile(path):
+        return None
+    if (format or ("npy" if path.lower().endswith(".npy") else None)) == "npy":
+        try:
+            return len(np.load(path, mmap_mode="r", allow_pickle=False))
+        except (OSError, ValueError):
+            return None
+    with open(path, "rb") as fp:
+        if fp.read(4096).lstrip().startswith(b"["):
+            return None
+        fp.seek(0)
+        lines = 0
+        while block := fp.read(1 << 20):
+            lines += block.count(b"\n")
+    return lines

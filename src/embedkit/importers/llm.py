@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from .. import llmdb, storage
 from ..errors import EmbedkitError
-from ..upsert import Batch
+from ..upsert import Batch, VectorStats, upsert
+from . import renamed
 
 BATCH_ROWS = 5000
 
@@ -99,3 +100,52 @@ def _metadata(text, id, collection):
     if not isinstance(value, dict):
         raise EmbedkitError(f"llm collection {collection!r}, item {id!r}: its metadata is not a JSON object")
     return value or None
+
+
+@dataclass
+class Copied:
+    """What import-llm did with one collection."""
+
+    name: str  # of the embedkit collection
+    model: str  # as embedkit records it
+    stats: VectorStats
+    binary: list  # ids whose binary content was not copied
+
+
+def copy(db, path, names=None, into=None, progress=None) -> list:
+    """Copy the llm collections named (all of them by default) from the llm database at path
+    into db, each in one transaction; a collection copied before is brought up to date.
+    progress(n, total) is called as n more items of a collection of total are copied."""
+    conn = open_database(path)
+    try:
+        found = {info.name: info for info in collections(conn)}
+        names = list(names or found)
+        for name in names:
+            if name not in found:
+                raise EmbedkitError(f"no collection named {name!r} in {path} (collections: {', '.join(found) or 'none'})")
+        copied = []
+        for name, target_name in renamed(names, into).items():
+            info = found[name]
+            collection = _target(db, target_name, info)
+            skipped: list = []
+            tick = (lambda n, total=info.count: progress(n, total)) if progress else None
+            stats = upsert(collection, batches(conn, info, skipped), progress=tick)
+            copied.append(Copied(target_name, collection.model_id, stats, skipped))
+        return copied
+    finally:
+        conn.close()
+
+
+def _target(db, name, info):
+    """The collection an llm collection is copied into: llm's model and MD5 content hashes."""
+    model_id, kept = llmdb.model_for(info.model)
+    if db.has_collection(name):
+        collection = db.collection(name)
+        if (collection.model_id, collection.hash) != (model_id, llmdb.HASH) or not collection.managed:
+            raise EmbedkitError(
+                f"collection {name!r} exists and is not a copy of llm's {info.name!r} (model {info.model}): "
+                "give another name with --into"
+            )
+        return collection
+    settings = {"hash": llmdb.HASH, **({"dimensions": kept} if kept else {})}
+    return db._new_collection(name, model_id, None, settings=settings)
