@@ -108,6 +108,11 @@ class LlmCollection(Collection):
 
     managed = False
 
+    def __init__(self, db, row: dict):
+        super().__init__(db, row)
+        # The collection's id in llm's tables: its rows are those of `embeddings` with it.
+        self.llm_id = json.loads(row["settings"])["llm"]["collection_id"]
+
     def version(self) -> int:
         return next(_versions)
 
@@ -131,3 +136,9 @@ class LlmCollection(Collection):
 
     def compute_related(self, *args, **kwargs):
         raise self._read_only("computing related items")
+
+    def related(self, *args, **kwargs):
+        raise self._read_only("related items")
+
+    def export_related(self, *args, **kwargs):
+        raise self._read_only("related items")

@@ -11,6 +11,8 @@ Installing embedkit with the `datasette` extra registers this package through Da
   related`), the document `embedkit export-related` writes, for dynamic sites.
 - A "Similar items" link on each row page of a collection, and in the table's actions menu.
 - embedkit's tables of bookkeeping (`_embedkit_*`) are hidden.
+- An llm embeddings database is searched in place: its collections share llm's table
+  `embeddings`, so their pages are `/<db>/embeddings/-/similar?collection=NAME&...`.
 """
 
 import asyncio
@@ -22,9 +24,10 @@ from datasette import hookimpl
 from datasette.utils import tilde_decode, tilde_encode
 from datasette.utils.asgi import Forbidden, Response
 
-from .. import sqlfunctions, storage
+from .. import llmdb, sqlfunctions, storage
 from ..collection import MODES
 from ..database import Database
+from ..llmdb import LlmCollection
 from ..errors import EmbedkitError
 from ..filters import parse_filter
 from ..models import get_model
@@ -60,7 +63,8 @@ def startup(datasette):
         # which Datasette's time limit would cut short.
         models = set()
         for database in datasette.databases.values():
-            models.update((await _collections(database)).values())
+            for found in (await _collections(database)).values():
+                models.update(model for _, model in found if model)
         for model in models:
             try:
                 await asyncio.to_thread(get_model(model).embed, ["warm up"])
@@ -81,9 +85,11 @@ def register_routes():
 @hookimpl
 def table_actions(datasette, actor, database, table):
     async def links():
-        if not await _collection_of(datasette, database, table):
-            return []
-        return [{"href": datasette.urls.table(database, table) + "/-/similar", "label": "Similar items"}]
+        found = await _collection_of(datasette, database, table)
+        if len(found) == 1:
+            return [{"href": _similar_url(datasette, database, table), "label": "Similar items"}]
+        return [{"href": _similar_url(datasette, database, table, collection=name), "label": f"Similar items in {name}"}
+                for name, _ in found]
 
     return links
 
@@ -91,11 +97,17 @@ def table_actions(datasette, actor, database, table):
 @hookimpl
 def extra_body_script(view_name, database, table, request, datasette):
     async def script():
-        if view_name != "row" or not await _collection_of(datasette, database, table):
+        found = await _collection_of(datasette, database, table) if view_name == "row" else []
+        if not found:
             return ""
-        item_id = tilde_decode(request.url_vars["pks"])
+        item_id, name = tilde_decode(request.url_vars["pks"]), None
+        if table == llmdb.EMBEDDINGS and "," in request.url_vars["pks"]:  # llm's: (collection_id, id)
+            collection_id, item_id = (tilde_decode(part) for part in request.url_vars["pks"].split(",", 1))
+            name = await _llm_collection_name(datasette.get_database(database), collection_id)
+            if name is None:
+                return ""
         # json.dumps makes the URL a string literal; escaping "<" keeps "</script>" out of it.
-        url = json.dumps(_similar_url(datasette, database, table, id=item_id)).replace("<", "\\u003c")
+        url = json.dumps(_similar_url(datasette, database, table, id=item_id, collection=name)).replace("<", "\\u003c")
         return f"""
 (function () {{
   var heading = document.querySelector("h1");
@@ -114,22 +126,37 @@ def extra_body_script(view_name, database, table, request, datasette):
 
 
 async def _collections(database) -> dict:
-    """{table name: model} of the collections in a Datasette database."""
+    """{table name: [(collection name, model)]} of the collections in a Datasette database:
+    one each in embedkit's tables, all an llm database has in its `embeddings`."""
 
     def read(conn):
-        if not storage.table_exists(conn, storage.REGISTRY):
-            return {}
-        return dict(conn.execute(f"select table_name, model from {storage.REGISTRY}").fetchall())
+        found: dict = {}
+        if storage.table_exists(conn, storage.REGISTRY):
+            for table, name, model in conn.execute(f"select table_name, name, model from {storage.REGISTRY}"):
+                found.setdefault(table, []).append((name, model))
+        if llmdb.is_llm_database(conn):
+            taken = {name for collections in found.values() for name, _ in collections}
+            rows = conn.execute(f"select name, model from {llmdb.COLLECTIONS} order by name").fetchall()
+            found[llmdb.EMBEDDINGS] = [(name, llmdb.model_for(model)[0]) for name, model in rows if name not in taken]
+        return found
 
     return await database.execute_fn(read)
 
 
-async def _collection_of(datasette, database, table):
+async def _collection_of(datasette, database, table) -> list:
     try:
         db = datasette.get_database(database)
     except KeyError:
-        return None
-    return table in await _collections(db)
+        return []
+    return (await _collections(db)).get(table, [])
+
+
+async def _llm_collection_name(database, collection_id):
+    def read(conn):
+        row = conn.execute(f"select name from {llmdb.COLLECTIONS} where id = ?", [collection_id]).fetchone()
+        return row and row[0]
+
+    return await database.execute_fn(read)
 
 
 def _similar_url(datasette, database, table, as_json=False, **params):
@@ -203,7 +230,7 @@ async def _related(datasette, request, as_json):
     fields = request.args.getlist("field") or None
 
     def read(conn):
-        collection = _collection(conn, db, table)
+        collection = _collection(conn, db, table, request.args.get("collection"))
         if id not in collection:
             raise _Failure(404, f"No item with id {id!r} in {table}")
         try:
@@ -246,12 +273,28 @@ async def _visible_table(datasette, request, as_json):
     return db, table
 
 
-def _collection(conn, db, table):
-    collections = Database(conn)
-    name = next((c.name for c in collections.collections() if c.table == table), None)
-    if name is None:
-        raise _Failure(404, f"{table} is not an embedkit collection in {db.name}")
-    return collections.collection(name)
+def _collection(conn, db, table, name=None):
+    """The collection a request is about: the one in table, or the one named (collection=)
+    of the several an llm database keeps in its table `embeddings`."""
+    found = [c for c in Database(conn).collections() if _table_of(c) == table and name in (None, c.name)]
+    if not found:
+        missing = f"no collection {name!r} in {table}" if name else f"{table} is not an embedkit collection"
+        raise _Failure(404, f"{missing} in {db.name}")
+    if len(found) > 1:
+        raise _Failure(400, f"{table} holds the collections {', '.join(c.name for c in found)}: choose one with collection=NAME")
+    return found[0]
+
+
+def _table_of(collection) -> str:
+    """The table a collection's rows are in, as Datasette shows it."""
+    return llmdb.EMBEDDINGS if isinstance(collection, LlmCollection) else collection.table
+
+
+def _row_path(collection, item_id) -> str:
+    """The row of an item, as Datasette names it: its primary key, tilde-encoded."""
+    if isinstance(collection, LlmCollection):  # llm's key is (collection_id, id)
+        return tilde_encode(str(collection.llm_id)) + "," + tilde_encode(item_id)
+    return tilde_encode(item_id)
 
 
 async def _similar(datasette, request, as_json):
@@ -261,8 +304,8 @@ async def _similar(datasette, request, as_json):
         query.error = "give q (text to search for) or id (an item)"
 
     def search(conn):
-        collection = _collection(conn, db, table)
-        info = {"collection": collection.name, "model": collection.model_id, "count": collection.count()}
+        collection = _collection(conn, db, table, request.args.get("collection"))
+        info = {"collection": collection, "model": collection.model_id, "count": collection.count()}
         if query.error or not query.searched:
             return info, []
         if query.id is not None and query.id not in collection:
@@ -277,6 +320,9 @@ async def _similar(datasette, request, as_json):
             raise _Failure(500, f"{table}: {ex}") from None
 
     info, rows = await db.execute_fn(search)
+    collection = info["collection"]
+    # Which collection of the table, in the links: llm keeps all of its in one.
+    chosen = collection.name if isinstance(collection, LlmCollection) else None
     if as_json:
         if query.error:
             raise _Failure(400, query.error)
@@ -285,6 +331,7 @@ async def _similar(datasette, request, as_json):
                 "ok": True,
                 "database": db.name,
                 "table": table,
+                "collection": collection.name,
                 "model": info["model"],
                 "q": query.q,
                 "id": query.id,
@@ -299,13 +346,16 @@ async def _similar(datasette, request, as_json):
     context = {
         "database": db.name,
         "table": table,
+        "name": collection.name,
+        "collection": chosen,
         "q": query.q,
         "item_id": query.id,
         "n": query.n,
         "unique": query.unique,
         "filters": query.filters,
         "mode": query.mode,
-        "modes": [("dense", "by meaning"), ("keyword", "by keywords"), ("hybrid", "both")],
+        # An llm collection read in place has no keyword index.
+        "modes": [("dense", "by meaning"), ("keyword", "by keywords"), ("hybrid", "both")][: 3 if collection.managed else 1],
         "max_n": MAX_N,
         "error": query.error,
         "searched": query.searched,
@@ -313,10 +363,10 @@ async def _similar(datasette, request, as_json):
         "model": info["model"],
         "count": f"{info['count']:,}",
         "action": _similar_url(datasette, db.name, table),
-        "json_url": _similar_url(datasette, db.name, table, as_json=True, q=query.q, id=query.id,
+        "json_url": _similar_url(datasette, db.name, table, as_json=True, collection=chosen, q=query.q, id=query.id,
                                  n=query.n, unique=query.unique, filter=query.filters,
                                  mode=None if query.mode == "dense" else query.mode, min_score=query.min_score),
-        "row_url": lambda item_id: datasette.urls.row(db.name, table, tilde_encode(item_id)),
+        "row_url": lambda item_id: datasette.urls.row(db.name, table, _row_path(collection, item_id)),
         "snippet": _snippet,
     }
     return Response.html(
