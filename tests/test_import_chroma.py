@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import embedkit
 from embedkit.errors import EmbedkitError
 from embedkit.importers.chroma import ChromaDirectory
 
@@ -103,3 +104,45 @@ def test_a_pickle_naming_code_is_refused(chroma_dir, tmp_path):
     with ChromaDirectory(target) as directory:
         with pytest.raises(EmbedkitError, match="refers to os.system"):
             list(directory.batches(directory.collection("papers")))
+
+
+def test_import_chroma_copies_every_collection(chroma_dir, invoke, db_path):
+    path, expected = chroma_dir
+    result = invoke("import-chroma", path)
+    assert result.exit_code == 0, result.output
+    assert "papers: 1499 added, 0 updated, 0 unchanged" in result.output
+    assert "bare: 2 added, 0 updated, 0 unchanged" in result.output
+    with embedkit.Database(db_path) as db:
+        papers = db.collection("papers")
+        assert papers.model_id is None and papers.dimensions == 8 and papers.count() == 1499
+        for id in ("p0", "p5", "p6", "p999", "p1499", "new"):
+            entry = papers.get(id)
+            assert papers.vector(id).tolist() == expected["papers"][id]["embedding"]
+            assert (entry.content, entry.metadata) == (expected["papers"][id]["document"], expected["papers"][id]["metadata"])
+        # The documents are searchable by keyword, the vectors by item.
+        assert [e.id for e in papers.similar("number 1234", mode="keyword", n=1)] == ["p1234"]
+        assert len(papers.similar_by_id("p10", n=3)) == 3
+    again = invoke("import-chroma", path, "papers")
+    assert "papers: 0 added, 0 updated, 1499 unchanged" in again.output
+
+
+def test_import_chroma_with_a_model_and_a_new_name(chroma_dir, invoke, db_path, letters):
+    path, _ = chroma_dir
+    result = invoke("import-chroma", path, "bare", "--into", "shapes", "-m", "test-letters")
+    # The vectors are 3-dimensional; test-letters makes 8.
+    assert result.exit_code == 1 and "the vector of 'x' has 3 dimensions, expected 8" in result.output
+    with embedkit.Database(db_path) as db:
+        assert db.collection("shapes").count() == 0
+
+
+def test_import_chroma_refuses_an_unknown_format_in_one_line(chroma_dir, invoke, tmp_path, db_path):
+    target = copy(chroma_dir, tmp_path)
+    conn = sqlite3.connect(target / "chroma.sqlite3")
+    with conn:
+        conn.execute("insert into migrations (dir, version, filename, sql, hash) values ('metadb', 7, '00007-x.sqlite.sql', '', '')")
+    conn.close()
+    result = invoke("import-chroma", target)
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
+    assert "made by a Chroma newer than 1.5.9 (its chroma.sqlite3 has migration metadb/00007-x.sqlite.sql)" in result.output
+    with embedkit.Database(db_path) as db:
+        assert db.collection_names() == []
