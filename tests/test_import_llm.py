@@ -10,11 +10,11 @@ import sqlite_utils
 pytest.importorskip("llm")
 
 import llm  # noqa: E402
-import llm_fixture  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 from llm.cli import cli as llm_cli  # noqa: E402
 
 import embedkit  # noqa: E402
+import llm_fixture  # noqa: E402
 from conftest import dump  # noqa: E402
 from embedkit import storage  # noqa: E402
 

@@ -32,7 +32,7 @@ class Writer:
         self.conn, self.name, self.raw_table, self.table = conn, name, table, storage.quote(table)
         self.changed = False
         self.inserted = 0
-        self.inserted_ids = []
+        self.inserted_ids: list[str] = []
         self.fts = storage.quote(fulltext.table_name(name)) if storage.table_exists(conn, fulltext.table_name(name)) else None
         log = quantized.names(name)["log"]
         self.log = storage.quote(log) if storage.table_exists(conn, log) else None
@@ -67,11 +67,12 @@ class Writer:
     def replace(self, rows):
         """Rewrite whole rows (a new vector) of ids the table has."""
         for chunk in _chunks(list(rows)):
-            self._retext([(row[0], row[2]) for row in chunk], lambda: self.conn.executemany(
+            self._retext(
+                [(row[0], row[2]) for row in chunk],
                 f"update {self.table} set embedding = ?, content = ?, metadata = ?, content_hash = ?, updated = ? "
                 "where id = ?",
                 [(*row[1:], row[0]) for row in chunk],
-            ))
+            )
             if self.log:
                 self.conn.executemany(f"insert into {self.log} (id) values (?)", [(row[0],) for row in chunk])
 
@@ -79,10 +80,11 @@ class Writer:
         """Rewrite the stored text and metadata of ids the table has; rows are
         (id, content, metadata, updated)."""
         for chunk in _chunks(list(rows)):
-            self._retext([(row[0], row[1]) for row in chunk], lambda: self.conn.executemany(
+            self._retext(
+                [(row[0], row[1]) for row in chunk],
                 f"update {self.table} set content = ?, metadata = ?, updated = ? where id = ?",
                 [(*row[1:], row[0]) for row in chunk],
-            ))
+            )
 
     def delete(self, ids) -> int:
         deleted = 0
@@ -100,12 +102,12 @@ class Writer:
         self.changed = self.changed or deleted > 0
         return deleted
 
-    def _retext(self, texts, write):
-        """Run write() on existing rows, keeping the keyword index in step where their text
-        changes: FTS5 must be told the text it indexed before that text is gone."""
+    def _retext(self, texts, sql, params):
+        """executemany(sql, params) on existing rows, keeping the keyword index in step where
+        their text changes: FTS5 must be told the text it indexed before that text is gone."""
         self.changed = True
         if not self.fts:
-            write()
+            self.conn.executemany(sql, params)
             return
         ids = [id for id, _ in texts]
         old = {
@@ -119,7 +121,7 @@ class Writer:
             f"insert into {self.fts} ({self.fts}, rowid, content) values ('delete', ?, ?)",
             [old[id] for id, _ in moved],
         )
-        write()
+        self.conn.executemany(sql, params)
         self.conn.executemany(
             f"insert into {self.fts} (rowid, content) values (?, ?)", [(old[id][0], content) for id, content in moved]
         )

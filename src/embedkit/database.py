@@ -64,9 +64,9 @@ class Database:
     def _all(self, name=None) -> list[Collection]:
         """The collections (or the one named): embedkit's, then those of llm's tables that no
         collection of embedkit's has the name of (see llmdb)."""
-        own = [Collection(self, row) for row in self._registry_rows(name)]
+        own: list[Collection] = [Collection(self, row) for row in self._registry_rows(name)]
         taken = {c.name for c in own} if name is None else {name} if own else set()
-        found = [LlmCollection(self, row) for row in llmdb.registry_rows(self.conn, taken)
+        found: list[Collection] = [LlmCollection(self, row) for row in llmdb.registry_rows(self.conn, taken)
                  if name is None or row["name"] == name]
         return sorted(own + found, key=lambda c: c.name) if name is None else own + found
 

@@ -8,7 +8,9 @@ stored with a NULL content_hash, which equals no digest: embed_multi never reuse
 embeds the item again when it meets its id with text.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from . import bulkwrite, storage, vectors
 from .errors import EmbedkitError
@@ -33,10 +35,10 @@ class Batch:
     its metadata (a dict) and the digest of the text its vector was made from."""
 
     ids: list
-    vectors: object
-    content: list = None
-    metadata: list = None
-    hashes: list = None
+    vectors: Any
+    content: Sequence | None = None
+    metadata: Sequence | None = None
+    hashes: Sequence | None = None
 
 
 def upsert(collection, batches, model=None, progress=None) -> VectorStats:
@@ -51,7 +53,7 @@ def upsert(collection, batches, model=None, progress=None) -> VectorStats:
             )
         collection.check_model(model)
     stats = VectorStats()
-    seen = set()
+    seen: set[str] = set()
     conn = collection.db.conn
     with storage.transaction(conn):
         writer = bulkwrite.Writer(conn, collection.name, collection.table)

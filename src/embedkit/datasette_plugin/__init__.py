@@ -27,9 +27,9 @@ from datasette.utils.asgi import Forbidden, Response
 from .. import llmdb, sqlfunctions, storage
 from ..collection import MODES
 from ..database import Database
-from ..llmdb import LlmCollection
 from ..errors import EmbedkitError
 from ..filters import parse_filter
+from ..llmdb import LlmCollection
 from ..models import get_model
 
 log = logging.getLogger("embedkit")

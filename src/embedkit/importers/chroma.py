@@ -198,7 +198,7 @@ class ChromaDirectory:
     def _items(self, collection) -> dict:
         """id -> (document, metadata): the metadata segment, then the log entries after it."""
         segment = self._segment(collection.id, "METADATA")
-        items = {}
+        items: dict[str, list] = {}
         for item, key, string, integer, real, boolean in self.conn.execute(
             f"""
             select e.embedding_id, m.key, m.string_value, m.int_value, m.float_value, {_bool_column(self.conn, 'embedding_metadata')}
@@ -222,7 +222,7 @@ class ChromaDirectory:
                 [segment],
             ):
                 items[item][1].setdefault(key, []).append(_value(string, integer, real, boolean))
-        for seq_id, operation, id, _, _, metadata in self._log(collection, self._max_seq_id(segment)):
+        for _, operation, id, _, _, metadata in self._log(collection, self._max_seq_id(segment)):
             metadata = json.loads(metadata) if metadata else {}
             document = metadata.pop(DOCUMENT_KEY, None)
             if operation == DELETE:

@@ -33,8 +33,8 @@ class Columns:
     """
 
     id: str = "id"
-    vector: str = None
-    content: str = None
+    vector: str | None = None
+    content: str | None = None
     metadata: list = field(default_factory=list)
 
 
