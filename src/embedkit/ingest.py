@@ -236,8 +236,7 @@ class _Writer:
             except PartialEmbedding as ex:
                 # Keep what the model did return (documents it completes are written), then stop.
                 embeddings, failure = {k: np.asarray(v, dtype=np.float32) for k, v in ex.vectors.items()}, ex
-            for position, embedding in embeddings.items():
-                vectors.check(embedding, self.collection.dimensions, f"the vector for {texts[position][:40]!r}")
+            vectors.check_all(embeddings, self.collection.dimensions, lambda position: f"the vector for {texts[position][:40]!r}")
             stats.truncated += model.count_truncated(texts)
             ready = {}
             for position, embedding in embeddings.items():
@@ -262,12 +261,13 @@ class _Writer:
         with storage.transaction(conn):
             if dimensions is not None:
                 bulkwrite.record_dimensions(self.collection, dimensions)
+            # All the documents' rows at once: a statement per kind of write, not per document.
             rows = bulkwrite.Writer(conn, self.collection.name, self.collection.table)
+            rows.delete([id for plan in plans for id in plan.stale])
+            rows.update_text([(e.item.id, e.stored, e.metadata, now) for plan in plans for e in plan.rewrites])
+            rows.upsert([(e.item.id, e.blob, e.stored, e.metadata, e.hash, now) for plan in plans for e in plan.new])
             for plan in plans:
                 document = plan.document
-                rows.update_text([(e.item.id, e.stored, e.metadata, now) for e in plan.rewrites])
-                rows.upsert([(e.item.id, e.blob, e.stored, e.metadata, e.hash, now) for e in plan.new])
-                rows.delete(plan.stale)
                 if document.digest is not None:
                     conn.execute(
                         f"""

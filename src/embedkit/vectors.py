@@ -59,6 +59,22 @@ def check(vector: np.ndarray, dimensions=None, what="vector") -> np.ndarray:
     return vector
 
 
+def check_all(found: dict, dimensions, describe) -> None:
+    """check() each vector of found (position -> vector) at once; describe(position) names the
+    one at fault."""
+    if not found:
+        return
+    try:
+        rows = np.stack(list(found.values()))
+    except ValueError:  # widths differ: the first that is not dimensions (or the first's) says so
+        rows = None
+    if rows is not None and rows.ndim == 2 and dimensions in (None, rows.shape[1]) and \
+            np.isfinite(rows).all() and rows.any(axis=1).all():
+        return
+    for position, vector in found.items():
+        check(np.asarray(vector), dimensions or len(next(iter(found.values()))), describe(position))
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     if a.shape != b.shape:
         raise EmbedkitError(f"dimension mismatch: {a.shape[0]} vs {b.shape[0]}")
