@@ -236,7 +236,13 @@ def import_file(db, name, path, columns=None, format=None, ids_path=None, model=
     transaction. model names the model that made them from their text (upsert.upsert).
     progress(n) is called as n more items are stored."""
     collection = target(db, name, model)
-    return upsert(collection, batches(path, columns or Columns(), format, ids_path), model, progress)
+    try:
+        return upsert(collection, batches(path, columns or Columns(), format, ids_path), model, progress)
+    except EmbedkitError as ex:
+        source = "stdin" if path == "-" else path
+        if str(ex).startswith(source):
+            raise
+        raise EmbedkitError(f"{source}: {ex}") from None  # a vector or id at fault: name the file too
 
 
 def count_rows(path, format=None):
