@@ -236,7 +236,8 @@ class _Writer:
             except PartialEmbedding as ex:
                 # Keep what the model did return (documents it completes are written), then stop.
                 embeddings, failure = {k: np.asarray(v, dtype=np.float32) for k, v in ex.vectors.items()}, ex
-            vectors.check_all(embeddings, self.collection.dimensions, lambda position: f"the vector for {texts[position][:40]!r}")
+            vectors.check_all(embeddings, self.collection.dimensions,
+                              lambda position, texts=texts: f"the vector for {texts[position][:40]!r}")
             stats.truncated += model.count_truncated(texts)
             ready = {}
             for position, embedding in embeddings.items():

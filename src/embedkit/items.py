@@ -104,22 +104,11 @@ class RowMapping:
     id_prefix: str = ""
 
     def item(self, row: dict, where: str) -> Item:
-        if self.id_column not in row:
-            raise EmbedkitError(
-                f"{where}: no {self.id_column!r} column (columns: {', '.join(map(str, row)) or 'none'}); "
-                "choose one with --id-column"
-            )
-        raw_id = row[self.id_column]
-        if raw_id is None or raw_id == "" or isinstance(raw_id, (dict, list, bytes)):
-            raise EmbedkitError(f"{where}: {self.id_column!r} is empty or not a scalar")
-        for name in (*self.content_columns, *self.metadata_columns):
+        id = row_id(row, self.id_column, where)
+        for name in self.content_columns:
             if name not in row:
                 raise EmbedkitError(f"{where}: no {name!r} column")
-        metadata = {}
-        if "metadata" in row and "metadata" not in self.content_columns:
-            metadata.update(parse_metadata(row["metadata"], f"{where}: metadata") or {})
-        for name in self.metadata_columns:
-            metadata[name] = row[name]
+        metadata = row_metadata(row, self.metadata_columns, where, "metadata" not in self.content_columns)
         content_columns = self.content_columns or [
             name
             for name in row
@@ -130,7 +119,32 @@ class RowMapping:
         except EmbedkitError as ex:
             raise EmbedkitError(f"{where}: {ex}") from None
         return Item(
-            id=self.id_prefix + as_text(raw_id),
+            id=self.id_prefix + id,
             content="\n".join(part for part in parts if part != ""),
-            metadata=metadata or None,
+            metadata=metadata,
         )
+
+
+def row_id(row: dict, column: str, where: str) -> str:
+    """The id an input row gives in column, as text."""
+    if column not in row:
+        raise EmbedkitError(
+            f"{where}: no {column!r} column (columns: {', '.join(map(str, row)) or 'none'}); choose one with --id-column"
+        )
+    value = row[column]
+    if value is None or value == "" or isinstance(value, (dict, list, bytes)):
+        raise EmbedkitError(f"{where}: {column!r} is empty or not a scalar")
+    return as_text(value)
+
+
+def row_metadata(row: dict, columns, where: str, merge_metadata_column: bool = True) -> dict | None:
+    """The metadata of an input row: its columns named, merged into the JSON object of its
+    `metadata` column (unless that column is used otherwise)."""
+    metadata = {}
+    if merge_metadata_column and "metadata" in row:
+        metadata.update(parse_metadata(row["metadata"], f"{where}: metadata") or {})
+    for name in columns:
+        if name not in row:
+            raise EmbedkitError(f"{where}: no {name!r} column")
+        metadata[name] = row[name]
+    return metadata or None

@@ -15,8 +15,13 @@ def target(db, name, model=None):
     return db.create_collection(name, model=model)
 
 
-def renamed(names, into):
-    """The collection names to import into: names, or into for the single one given."""
+def chosen(found, names, into, source) -> dict:
+    """{name in the source: name to import it into} for the collections named (all those
+    found, by default); into renames the single one imported."""
+    names = list(names or found)
+    for name in names:
+        if name not in found:
+            raise EmbedkitError(f"no collection named {name!r} in {source} (collections: {', '.join(found) or 'none'})")
     if into is None:
         return {name: name for name in names}
     if len(names) != 1:

@@ -30,7 +30,7 @@ import numpy as np
 from .. import storage
 from ..errors import EmbedkitError
 from ..upsert import Batch, VectorStats, upsert
-from . import renamed, target
+from . import chosen, target
 
 BATCH_ROWS = 5000
 # The migrations of chroma.sqlite3 as chromadb 1.5.9 applies them, by directory. Older
@@ -397,12 +397,8 @@ def copy(db, path, names=None, into=None, model=None, progress=None) -> list:
     progress(n, total) is called as n more items of a collection of total are copied."""
     with ChromaDirectory(path) as directory:
         found = {c.name: c for c in directory.collections()}
-        names = list(names or found)
-        for name in names:
-            if name not in found:
-                raise EmbedkitError(f"no collection named {name!r} in {path} (collections: {', '.join(found) or 'none'})")
         copied = []
-        for name, target_name in renamed(names, into).items():
+        for name, target_name in chosen(found, names, into, path).items():
             collection = target(db, target_name, model)
             tick = (lambda n, total=found[name].count: progress(n, total)) if progress else None
             stats = upsert(collection, directory.batches(found[name]), model, tick)

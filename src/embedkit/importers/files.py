@@ -6,7 +6,6 @@ Rows are read as a stream, a batch at a time, so a file larger than memory can b
 numbers: a list in JSON, its text in CSV.
 """
 
-import csv
 import io
 import json
 import os
@@ -15,8 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import EmbedkitError
-from ..items import as_text, parse_metadata
-from ..sources.tabular import FORMATS, detect_format
+from ..items import as_text, row_id, row_metadata
+from ..sources.tabular import FORMATS, detect_format, read_rows
 from ..upsert import Batch, VectorStats, upsert
 from . import target
 
@@ -71,7 +70,7 @@ def batches(path, columns: Columns, format=None, ids_path=None, batch_rows=BATCH
 def _batch(rows, columns, vector_column) -> Batch:
     ids, vectors, content, metadata = [], [], [], []
     for row, where in rows:
-        ids.append(_id(row, columns.id, where))
+        ids.append(row_id(row, columns.id, where))
         if vector_column not in row:
             raise EmbedkitError(f"{where}: no {vector_column!r} column")
         vectors.append(_vector(row[vector_column], where))
@@ -79,17 +78,6 @@ def _batch(rows, columns, vector_column) -> Batch:
         content.append(text)
         metadata.append(meta)
     return Batch(ids, vectors, content, metadata)
-
-
-def _id(row, column, where) -> str:
-    if column not in row:
-        raise EmbedkitError(
-            f"{where}: no {column!r} column (columns: {', '.join(map(str, row)) or 'none'}); choose one with --id-column"
-        )
-    value = row[column]
-    if value is None or value == "" or isinstance(value, (dict, list)):
-        raise EmbedkitError(f"{where}: {column!r} is empty or not a scalar")
-    return as_text(value)
 
 
 def _vector(value, where):
@@ -112,12 +100,7 @@ def _text_and_metadata(row, columns, where):
     text = row.get(content_column) if content_column else None
     if text is not None and not isinstance(text, str):
         text = as_text(text)
-    metadata = dict(parse_metadata(row.get("metadata"), f"{where}: metadata") or {})
-    for name in columns.metadata:
-        if name not in row:
-            raise EmbedkitError(f"{where}: no {name!r} column")
-        metadata[name] = row[name]
-    return text or None, metadata or None
+    return text or None, row_metadata(row, columns.metadata, where)
 
 
 def _rows(path, format):
@@ -136,14 +119,7 @@ def _rows(path, format):
             raise EmbedkitError(f"{name}: unknown format {format!r}")
         text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
         try:
-            if format == "json":
-                yield from _json_rows(text.read(), name)
-            elif format == "nl":
-                for number, line in enumerate(text, 1):
-                    if line.strip():
-                        yield _json_object(line, f"{name} line {number}"), f"{name} line {number}"
-            else:
-                yield from _delimited_rows(text, name, "\t" if format == "tsv" else ",")
+            yield from read_rows(text, name, format)
         except UnicodeDecodeError as ex:
             raise EmbedkitError(f"{name}: not valid utf-8 ({ex.reason})") from None
 
@@ -152,48 +128,6 @@ def _open(path):
     import sys
 
     return sys.stdin.buffer if path == "-" else open(path, "rb")
-
-
-def _json_object(text, where) -> dict:
-    try:
-        row = json.loads(text)
-    except ValueError as ex:
-        raise EmbedkitError(f"{where}: invalid JSON: {ex}") from None
-    if not isinstance(row, dict):
-        raise EmbedkitError(f"{where}: not a JSON object")
-    return row
-
-
-def _json_rows(text, name):
-    try:
-        data = json.loads(text)
-    except ValueError as ex:
-        raise EmbedkitError(f"{name}: invalid JSON: {ex}") from None
-    if not isinstance(data, list):
-        data = [data]
-    for number, row in enumerate(data, 1):
-        if not isinstance(row, dict):
-            raise EmbedkitError(f"{name} item {number}: not a JSON object")
-        yield row, f"{name} item {number}"
-
-
-def _delimited_rows(text, name, delimiter):
-    reader = csv.reader(text, delimiter=delimiter, strict=True)
-    kind = "TSV" if delimiter == "\t" else "CSV"
-    try:
-        header = next(reader, None)
-        if not header:
-            return
-        if len(set(header)) != len(header):
-            raise EmbedkitError(f"{name}: duplicate column names in the header")
-        for values in reader:
-            if not values:
-                continue
-            if len(values) != len(header):
-                raise EmbedkitError(f"{name} line {reader.line_num}: {len(values)} fields, the header has {len(header)}")
-            yield dict(zip(header, values)), f"{name} line {reader.line_num}"
-    except csv.Error as ex:
-        raise EmbedkitError(f"{name} line {reader.line_num}: malformed {kind}: {ex}") from None
 
 
 def _npy_batches(path, ids_path, columns, batch_rows):
@@ -228,7 +162,7 @@ def _npy_ids(path, columns):
             raise EmbedkitError(f"{path}: not valid utf-8 ({ex.reason})") from None
         return
     for row, where in _rows(path, None):
-        yield (_id(row, columns.id, where), *_text_and_metadata(row, columns, where))
+        yield (row_id(row, columns.id, where), *_text_and_metadata(row, columns, where))
 
 
 def import_file(db, name, path, columns=None, format=None, ids_path=None, model=None, progress=None) -> VectorStats:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from .. import llmdb, storage
 from ..errors import EmbedkitError
 from ..upsert import Batch, VectorStats, upsert
-from . import renamed
+from . import chosen
 
 BATCH_ROWS = 5000
 
@@ -119,12 +119,8 @@ def copy(db, path, names=None, into=None, progress=None) -> list:
     conn = open_database(path)
     try:
         found = {info.name: info for info in collections(conn)}
-        names = list(names or found)
-        for name in names:
-            if name not in found:
-                raise EmbedkitError(f"no collection named {name!r} in {path} (collections: {', '.join(found) or 'none'})")
         copied = []
-        for name, target_name in renamed(names, into).items():
+        for name, target_name in chosen(found, names, into, path).items():
             info = found[name]
             collection = _target(db, target_name, info)
             skipped: list = []
