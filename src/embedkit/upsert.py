@@ -46,6 +46,8 @@ def upsert(collection, batches, model=None, progress=None) -> VectorStats:
     already are left as they are. model names the model that made the vectors from their
     text: it must be the collection's own, and their digests are then kept (see above).
     progress(n) is called as n more items are written."""
+    if not collection.managed:
+        raise EmbedkitError(f"collection {collection.name!r} is another program's, read in place: store vectors in a copy")
     if model is not None:
         if collection.model_id is None:
             raise EmbedkitError(

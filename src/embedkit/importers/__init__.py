@@ -9,7 +9,11 @@ def target(db, name, model=None):
     """The collection vectors are imported into: the one named, or a new one with model (an
     id or alias of the model that made them) or, without, no model."""
     if db.has_collection(name):
-        return db.collection(name)
+        collection = db.collection(name)
+        if not collection.managed:
+            raise EmbedkitError(f"collection {name!r} is another program's, read in place: import into another name")
+        collection.check_model(model)
+        return collection
     if model is None:
         return db.create_collection(name, model=False)
     return db.create_collection(name, model=model)
