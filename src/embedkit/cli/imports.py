@@ -14,7 +14,7 @@ from .base import Progress, cli, database_option, open_database
 @cli.command(name="import", short_help="Store vectors made elsewhere, from NL-JSON, JSON, CSV or .npy files.")
 @click.argument("collection")
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("--ids", "ids_path", type=click.Path(exists=True, dir_okay=False), help="With a .npy FILE: the ids, one per line of a .txt file, or the rows (id, content, metadata) of a CSV/JSON/NL-JSON file, in the order of the vectors")
+@click.option("--ids", "ids_path", type=click.Path(dir_okay=False), help="With a .npy FILE: the ids, one per line of a .txt file, or the rows (id, content, metadata) of a CSV/JSON/NL-JSON file, in the order of the vectors")
 @click.option("--format", "input_format", type=click.Choice([*FORMATS, "npy"]), help="Format of FILE (default: from its name and content)")
 @click.option("--id-column", default="id", show_default=True, help="Column holding each item's id")
 @click.option("--vector-column", help="Column holding each vector, a JSON array of numbers  [default: embedding, else vector]")
