@@ -11,7 +11,7 @@ from embedkit.cli import cli
 
 # Fixtures that load the real model: tests using them (directly or through other fixtures) are
 # marked `model`, so `pytest -m "not (browser or model or slow)"` runs the quick part.
-REAL_MODEL_FIXTURES = {"minilm"}
+REAL_MODEL_FIXTURES = {"minilm", "torch_minilm"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -96,8 +96,20 @@ def user_dir(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="session")
 def minilm():
-    """The real default model (loaded once per test session)."""
-    return models.get_model()
+    """The real default model, all-MiniLM-L6-v2-int8, prepared in the session's cache and loaded
+    once per test session (so no test's output depends on whether it came first)."""
+    model = models.get_model()
+    model.load()
+    return model
+
+
+@pytest.fixture(scope="session")
+def torch_minilm():
+    """The same model on torch, all-MiniLM-L6-v2 (loaded once per test session)."""
+    pytest.importorskip("sentence_transformers")
+    model = models.get_model("all-MiniLM-L6-v2")
+    model.load()
+    return model
 
 
 @pytest.fixture

@@ -393,10 +393,10 @@ def test_existing_collection_needs_no_model_option(invoke, letters, db_path, tmp
     assert sorted(rows(db_path, "docs")) == ["a", "b", "c"]
 
 
-def test_default_model_is_minilm(invoke, minilm, db_path, tmp_path):
+def test_default_model_is_minilm_int8(invoke, minilm, db_path, tmp_path):
     ok(invoke("embed-multi", "docs", write(tmp_path / "data.csv", render("csv")), "--store"), FRESH)
     row = registry(db_path, "docs")
-    assert (row["model"], row["dimensions"]) == ("all-MiniLM-L6-v2", 384)
+    assert (row["model"], row["dimensions"]) == ("all-MiniLM-L6-v2-int8", 384)
     assert {len(row["embedding"]) for row in rows(db_path, "docs").values()} == {384 * 4}
 
 
@@ -682,12 +682,12 @@ def test_similar_with_real_model(invoke, minilm, tmp_path, query, best):
         {"id": "football", "text": "The striker scored twice in the second half."},
     ]
     ok(invoke("embed-multi", "docs", write(tmp_path / "d.nl", render("nl", data)), "--store"))
-    hits = json_lines(ok(invoke("similar", "docs", "-c", query, "-m", "all-MiniLM-L6-v2")))
+    hits = json_lines(ok(invoke("similar", "docs", "-c", query, "-m", "all-MiniLM-L6-v2-int8")))
     assert hits[0]["id"] == best
     assert hits[0]["score"] > hits[1]["score"] + 0.1
     assert all(-1 <= hit["score"] <= 1 for hit in hits)
     # the alias names the same model
-    aliased = json_lines(ok(invoke("similar", "docs", "-c", query, "-m", "sentence-transformers/all-MiniLM-L6-v2")))
+    aliased = json_lines(ok(invoke("similar", "docs", "-c", query, "-m", "all-MiniLM-L6-v2-onnx")))
     assert [hit["id"] for hit in aliased] == [hit["id"] for hit in hits]
 
 
@@ -867,7 +867,7 @@ def run_isolated(tmp_path, *args):
 
 @pytest.fixture
 def minilm_db(invoke, minilm, db_path, tmp_path):
-    """A database with a small all-MiniLM-L6-v2 collection, embedded in this process."""
+    """A database with a small collection of the default model, embedded in this process."""
     path = write(tmp_path / "docs.csv", render("csv"))
     ok(invoke("embed-multi", "docs", path, "--store"), FRESH)
     return path
@@ -878,8 +878,8 @@ def minilm_db(invoke, minilm, db_path, tmp_path):
     [
         (["--help"], "embed-multi"),
         (["embed-multi", "--help"], "--batch-size"),
-        (["collections"], "docs  all-MiniLM-L6-v2  384         3"),
-        (["collections", "list", "--json"], '"model": "all-MiniLM-L6-v2"'),
+        (["collections"], "docs  all-MiniLM-L6-v2-int8  384         3"),
+        (["collections", "list", "--json"], '"model": "all-MiniLM-L6-v2-int8"'),
         (["models"], "all-MiniLM-L6-v2"),
         (["models", "--json"], '"dimensions": 384'),
         (["similar", "docs", "a"], '"id": "b"'),  # by id: the stored vector is the query
@@ -904,9 +904,15 @@ def test_rerun_over_unchanged_input_does_not_import_torch(minilm_db, db_path, tm
     assert dump(db_path) == before
 
 
-def test_embedding_does_import_torch(minilm_db, tmp_path):
-    """The check above can fail: a command that needs the model does import torch."""
+def test_only_the_torch_model_imports_torch(minilm_db, torch_minilm, invoke, tmp_path):
+    """Searching by text with the default model needs no torch; the check above can fail: with the
+    torch backend, the same command does import torch."""
     process, heavy = run_isolated(tmp_path, "similar", "docs", "-c", "dessert", "-n", "1")
+    assert process.returncode == 0, process.stderr
+    assert json.loads(process.stdout)["id"] == "a"
+    assert heavy == []
+    ok(invoke("embed-multi", "torch-docs", minilm_db, "--store", "-m", "all-MiniLM-L6-v2"), FRESH)
+    process, heavy = run_isolated(tmp_path, "similar", "torch-docs", "-c", "dessert", "-n", "1")
     assert process.returncode == 0, process.stderr
     assert json.loads(process.stdout)["id"] == "a"
     assert "torch" in heavy and "sentence_transformers" in heavy

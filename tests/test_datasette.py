@@ -58,7 +58,7 @@ def test_similar_to_typed_text_as_json(ds, posts_db):
     with embedkit.Database(posts_db) as db:
         expected = db.collection("posts").similar("rye bread with caraway", n=3)
     assert data["ok"] is True
-    assert (data["database"], data["table"], data["model"], data["n"]) == ("embeddings", "posts", "all-MiniLM-L6-v2", 3)
+    assert (data["database"], data["table"], data["model"], data["n"]) == ("embeddings", "posts", "all-MiniLM-L6-v2-int8", 3)
     assert [row["id"] for row in data["rows"]] == [entry.id for entry in expected] and data["rows"][0]["id"] == "4"
     assert [row["score"] for row in data["rows"]] == pytest.approx([entry.score for entry in expected], abs=1e-6)
     assert data["rows"][0]["metadata"] == {"tag": "baking"}
@@ -113,7 +113,7 @@ def test_similar_page_lists_results_with_links_and_snippets(ds):
     assert POSTS[5][1] not in html
     assert '<td class="metadata"><span class="key">tag:</span> baking</td>' in html
     assert 'href="/embeddings/posts/-/similar.json?q=bread+recipes&amp;n=6"' in html
-    assert "6 items, embedded with <code>all-MiniLM-L6-v2</code>" in html
+    assert "6 items, embedded with <code>all-MiniLM-L6-v2-int8</code>" in html
 
 
 def test_similar_page_without_a_query_is_a_form(ds):
@@ -132,6 +132,7 @@ def test_row_page_links_to_similar_items(ds):
 def test_table_actions_offer_similar_items(ds):
     html = request(ds, "/embeddings/posts").text
     assert '<a href="/embeddings/posts/-/similar">Similar items</a>' in html
+    assert '<a href="/embeddings/posts/-/map">Map</a>' in html
     assert "Similar items" not in request(ds, "/embeddings/notes").text
 
 
@@ -212,7 +213,7 @@ def test_a_collection_the_actor_may_not_view_is_not_searchable(posts_db):
         metadata={"databases": {"embeddings": {"tables": {"posts": {"allow": {"id": "alice"}}}}}},
     )
     for path in ("/embeddings/posts", "/embeddings/posts/-/similar?q=bread", "/embeddings/posts/-/similar.json?q=bread",
-                 "/embeddings/posts/-/related.json?id=1"):
+                 "/embeddings/posts/-/related.json?id=1", "/embeddings/posts/-/map"):
         assert request(private, path).status_code == 403, path
         assert request(private, path, actor={"id": "bob"}).status_code == 403, path
         assert request(private, path, actor={"id": "alice"}).status_code == 200, path

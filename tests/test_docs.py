@@ -355,7 +355,7 @@ def run_blocks(name, blocks, cwd):
 
 
 @pytest.fixture
-def page_env(tmp_path, monkeypatch):
+def page_env(tmp_path, monkeypatch, minilm):  # minilm: the default model is prepared before any page runs
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("EMBEDKIT_DATABASE", raising=False)
     # The models a user has (not the test suite's), and the ones a page registers stay on that page.

@@ -338,7 +338,7 @@ def test_token_chunks_fit_the_model_and_long_texts_are_warned_about(invoke, mini
     (tmp_path / "long.csv").write_text(f"id,body\nlong,{long}\nshort,a short text\n")
     result = invoke("embed-multi", "plain", "long.csv")
     assert result.stderr.splitlines()[0] == (
-        "Warning: 1 text is longer than the 256 tokens all-MiniLM-L6-v2 reads; only the beginning was "
+        "Warning: 1 text is longer than the 256 tokens all-MiniLM-L6-v2-int8 reads; only the beginning was "
         "embedded. Split them to fit with --chunker tokens"
     )
     result = invoke("embed-multi", "fitted", "long.csv", "--chunker", "tokens", "--store")

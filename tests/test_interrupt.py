@@ -18,7 +18,7 @@ TOPICS = ["weather", "football", "cooking", "taxes", "music", "trains", "gardens
 
 
 @pytest.fixture
-def job(tmp_path):
+def job(tmp_path, minilm):  # minilm: the default model prepared before the clock starts
     path = tmp_path / "items.jsonl"
     with open(path, "w") as f:
         for i in range(ITEMS):
@@ -76,7 +76,7 @@ def check_consistent(database):
         version_row = conn.execute("select model, dimensions from _embedkit_collections where name = 'items'").fetchone()
     finally:
         conn.close()
-    assert version_row == ("all-MiniLM-L6-v2", 384)
+    assert version_row == ("all-MiniLM-L6-v2-int8", 384)
     for id, embedding, digest in rows:
         assert id.startswith("item")
         assert isinstance(embedding, bytes) and len(embedding) == 384 * 4

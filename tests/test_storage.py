@@ -299,7 +299,7 @@ def test_an_older_database_is_converted_to_the_compact_layout(db_path, letters, 
     triggers = sorted(row[0] for row in conn.execute("select name from sqlite_master where type = 'trigger'"))
     conn.close()
     with embedkit.Database(db_path) as db:
-        assert "m005_compact_rows" in migrations.applied(db.conn)
+        assert "m006_compact_rows" in migrations.applied(db.conn)
         columns = {row[1]: (row[2], row[3]) for row in db.conn.execute("pragma table_info(docs)")}
         assert columns["content_hash"] == ("BLOB", 0) and columns["updated"] == ("INTEGER", 1)
         digest, updated = db.conn.execute("select content_hash, updated from docs where id = 'd3'").fetchone()

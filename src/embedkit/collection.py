@@ -10,6 +10,10 @@ import numpy as np
 from . import fulltext, ingest, related, search, storage, upsert, vectors
 from .chunking import Chunker
 from .errors import EmbedkitError
+from .explore import classify as classification
+from .explore import cluster as clustering
+from .explore import heatmap as heatmaps
+from .explore import maps, projection
 from .filters import Filter, metadata_condition
 from .ingest import EmbedStats
 from .items import DEFAULT_HASH, Entry, Item
@@ -261,6 +265,8 @@ class Collection:
             raise EmbedkitError(f"unknown search mode {mode!r}: use one of {', '.join(MODES)}")
         if mode != "dense" and not self.managed:
             raise EmbedkitError(f"collection {self.name!r} has no keyword index: {mode} search needs one")
+        if self.db.conn.execute(f"select 1 from {storage.quote(self.table)} limit 1").fetchone() is None:
+            return []  # nothing to find: no model is loaded for it
         vector = None if mode == "keyword" else self._embed_checked([self.query_prefix + text])[0]
         return self._search(vector, text, n, None, unique, Filter(metadata or {}, where), min_score, mode, mmr,
                             exact)
@@ -365,6 +371,49 @@ class Collection:
                        combined: bool = False) -> ExportStats:
         """Write the related lists to directory as JSON files (see related.export)."""
         return related.export(self, directory, fields, combined)
+
+    # Exploring (explore/): clusters, a map, heatmaps and classification by example
+
+    def cluster(self, k: int | str = 8, seed: int = 0, metadata: dict | None = None, where: str | None = None,
+                progress: Callable[[int, int], None] | None = None) -> clustering.Clustering:
+        """Cluster the items (those metadata and where choose) into k clusters, or k="auto", with
+        seeded k-means, each named by its distinctive terms, into the tables COLLECTION_clusters
+        and COLLECTION_cluster_info (see explore.cluster)."""
+        return clustering.cluster(self, k, seed, metadata, where, progress)
+
+    def assign_clusters(self) -> clustering.Clustering:
+        """Put every item in the nearest existing cluster (new ones join, deleted ones leave),
+        without clustering again."""
+        return clustering.assign(self)
+
+    def clusters(self) -> list[clustering.Cluster]:
+        """The stored clusters, largest first."""
+        return clustering.stored(self)
+
+    def map(self, path: str | os.PathLike | None = None, color_by: str | None = None, title_key: str = "title",
+            link: str | None = None, max_points: int = projection.MAX_POINTS, metadata: dict | None = None,
+            where: str | None = None) -> maps.Map:
+        """The items on a 2-D map, written to path (.html or .png) if given. color_by: "cluster"
+        (the default once clustered) or a metadata key; link: a URL with {id} for the HTML page."""
+        result = maps.build(self, color_by, title_key, max_points, metadata, where)
+        if path is not None:
+            maps.save(result, path, link)
+        return result
+
+    def heatmap(self, ids: Sequence[str] = (), texts: Sequence[str] = (),
+                path: str | os.PathLike | None = None) -> heatmaps.Heatmap:
+        """Pairwise cosine similarities of stored items and texts (at most 50 in all), written to
+        path (.png, .html or .json) if given."""
+        result = heatmaps.build(self, ids, texts)
+        if path is not None:
+            heatmaps.save(result, path, f"Similarity in {self.name}")
+        return result
+
+    def classify(self, examples: Iterable[classification.Example], min_score: float | None = None,
+                 metadata: dict | None = None, where: str | None = None) -> classification.Classification:
+        """Label every item (those metadata and where choose) by the most similar centroid of
+        labelled examples (stored items or texts) into the table COLLECTION_labels."""
+        return classification.classify(self, examples, min_score, metadata, where)
 
 
 def _group(entry, key):

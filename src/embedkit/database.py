@@ -7,9 +7,10 @@ from typing import Any, Literal
 from . import fulltext, llmdb, migrations, models, quantized, search, sqlfunctions, storage
 from .collection import Collection, validate_name
 from .errors import EmbedkitError
+from .explore import tables as explore_tables
 from .llmdb import LlmCollection
 
-DEFAULT_PATH = "embeddings.db"
+DEFAULT_PATH = storage.DEFAULT_PATH
 
 
 class Database:
@@ -89,7 +90,8 @@ class Database:
 
     def create_collection(self, name: str, model: str | None | Literal[False] = None, query_prefix: str = "",
                           document_prefix: str = "", dimensions: int | None = None) -> Collection:
-        """A new, empty collection; model is an id, alias or local path (default all-MiniLM-L6-v2).
+        """A new, empty collection; model is an id, alias, local path or Hugging Face name
+        (default all-MiniLM-L6-v2-int8).
 
         dimensions keeps only the first that many of each vector, renormalised: for
         Matryoshka-trained models, a smaller collection and faster search for a little quality.
@@ -196,6 +198,7 @@ class Database:
                 self.conn.execute(f"drop table if exists {storage.quote(name + '_related')}")
             for table in (storage.RELATED, storage.RELATED_ITEMS):
                 self.conn.execute(f"delete from {table} where collection = ?", [name])
+            explore_tables.drop(self.conn, name)
         search.forget(self.key, name)
         fulltext.forget(self.key, name)
 

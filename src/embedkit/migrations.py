@@ -91,6 +91,26 @@ def m004_fulltext(conn):
             fulltext.ensure(conn, name, table)
 
 
+def m005_explore(conn):
+    # What each collection's clusters and labels (explore/) were made with, so a re-run with the
+    # same settings on unchanged items does nothing, and assigning new items knows the filter.
+    conn.execute(
+        f"""
+        create table {storage.EXPLORE} (
+            collection text not null,
+            kind text not null,  -- clusters or labels
+            settings text not null,
+            -- the collection's version when computed
+            version integer not null,
+            computed text not null,
+            primary key (collection, kind)
+        )
+        """
+    )
+
+
+
+
 def collection_table(table: str) -> str:
     """The CREATE TABLE statement of a collection's table."""
     return f"""
@@ -116,7 +136,7 @@ def hash_index(name: str, table: str) -> str:
     )
 
 
-def m005_compact_rows(conn):
+def m006_compact_rows(conn):
     # Smaller rows: the content hash as its 16 bytes instead of 32 hex digits (NULL for a
     # vector not made by the collection's model), the time as unix seconds instead of 20
     # characters of ISO 8601; and the registry's model may be NULL (vectors brought without
@@ -164,7 +184,7 @@ def _unhex(value):
     return value
 
 
-STEPS = [m001_registry, m002_sources, m003_related, m004_fulltext, m005_compact_rows]
+STEPS = [m001_registry, m002_sources, m003_related, m004_fulltext, m005_explore, m006_compact_rows]
 
 
 def applied(conn) -> list:
@@ -197,7 +217,7 @@ def migrate(conn):
         migrations(name=step.__name__)(lambda db, step=step: step(db.conn))
     # recursive_triggers stays as embedkit's triggers expect (off); plugins are not sqlite-utils' business here.
     db = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
-    compact = m005_compact_rows.__name__ in pending(conn)
+    compact = m006_compact_rows.__name__ in pending(conn)
     with storage.transaction(conn):  # one writer upgrades; the others wait, then find nothing to do
         _convert_old_table(conn)
         migrations.apply(db)

@@ -26,10 +26,13 @@ BUSY_TIMEOUT_MS = 5000
 # 4 KiB ones almost half (benchmarks/size.py). Each table and index takes at least a page,
 # 64 KiB, which a few thousand rows make up for.
 PAGE_SIZE = 65536
+# The database commands use unless told otherwise (-d, EMBEDKIT_DATABASE).
+DEFAULT_PATH = "embeddings.db"
 REGISTRY = "_embedkit_collections"
 SOURCES = "_embedkit_sources"
 RELATED = "_embedkit_related"
 RELATED_ITEMS = "_embedkit_related_items"
+EXPLORE = "_embedkit_explore"
 
 _vec_unavailable_reason = None
 _vec_notice_given = False

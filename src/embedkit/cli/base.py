@@ -4,13 +4,16 @@ database, reading text, printing tables and progress bars."""
 import importlib
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from .. import storage
-from ..database import DEFAULT_PATH, Database
 from ..errors import EmbedkitError
 from ..version import __version__
+
+if TYPE_CHECKING:
+    from ..database import Database
 
 
 class Group(click.Group):
@@ -63,6 +66,10 @@ class LazyGroup(Group):
         "sql": "sql",
         "eval": "evaluate",
         "index": "index",
+        "cluster": "explore",
+        "map": "explore",
+        "heatmap": "explore",
+        "classify": "explore",
         "import": "imports",
         "import-llm": "imports",
         "import-chroma": "imports",
@@ -92,19 +99,21 @@ def database_option(fn):
         "-d",
         "--database",
         type=click.Path(dir_okay=False, path_type=str),
-        default=DEFAULT_PATH,
+        default=storage.DEFAULT_PATH,
         envvar="EMBEDKIT_DATABASE",
         show_default=True,
         help="SQLite database file (or set EMBEDKIT_DATABASE)",
     )(fn)
 
 
-def open_database(path, create=False) -> Database:
+def open_database(path, create=False) -> "Database":
     """Open path; reading commands refuse to create a database that is not there."""
     if os.path.isdir(path):
         raise EmbedkitError(f"{path}: is a directory, not a database file")
     if not create and not os.path.exists(path):
         raise EmbedkitError(f"database {path} does not exist")
+    from ..database import Database  # here, not at the top: `embedkit --version` needs none of it
+
     return Database(path)
 
 
@@ -171,6 +180,9 @@ class Progress:
 
     def searching(self, n, total):
         self._update("Searching", n, total)
+
+    def clustering(self, n, total):
+        self._update("Clustering", n, total)
 
     def importing(self, n, total):
         self._update("Importing", n, total)

@@ -9,7 +9,10 @@ Installing embedkit with the `datasette` extra registers this package through Da
   (repeatable), `min_score` and `mode` (dense, keyword, hybrid) refine them.
 - `/<db>/<collection>/-/related.json?id=ID`: the item's precomputed related list (`embedkit
   related`), the document `embedkit export-related` writes, for dynamic sites.
-- A "Similar items" link on each row page of a collection, and in the table's actions menu.
+- `/<db>/<collection>/-/map`: the collection on a 2-D map (embedkit map's page), colored by
+  cluster once clustered, or by `color=KEY`; clicking an item opens its row page.
+- A "Similar items" link on each row page of a collection, and "Similar items" and "Map" in the
+  table's actions menu.
 - embedkit's tables of bookkeeping (`_embedkit_*`) are hidden.
 - An llm embeddings database is searched in place: its collections share llm's table
   `embeddings`, so their pages are `/<db>/embeddings/-/similar?collection=NAME&...`.
@@ -28,6 +31,7 @@ from .. import llmdb, sqlfunctions, storage
 from ..collection import MODES
 from ..database import Database
 from ..errors import EmbedkitError
+from ..explore import maps
 from ..filters import parse_filter
 from ..llmdb import LlmCollection
 from ..models import get_model
@@ -79,6 +83,7 @@ def register_routes():
     return [
         (r"^/(?P<database>[^/]+)/(?P<table>[^/]+)/-/similar(?P<as_json>\.json)?$", similar),
         (r"^/(?P<database>[^/]+)/(?P<table>[^/]+)/-/related\.json$", related),
+        (r"^/(?P<database>[^/]+)/(?P<table>[^/]+)/-/map$", map_page),
     ]
 
 
@@ -87,7 +92,9 @@ def table_actions(datasette, actor, database, table):
     async def links():
         found = await _collection_of(datasette, database, table)
         if len(found) == 1:
-            return [{"href": _similar_url(datasette, database, table), "label": "Similar items"}]
+            base = datasette.urls.table(database, table)
+            return [{"href": base + "/-/similar", "label": "Similar items"}, {"href": base + "/-/map", "label": "Map"}]
+        # llm's table of all its collections: a page for each
         return [{"href": _similar_url(datasette, database, table, collection=name), "label": f"Similar items in {name}"}
                 for name, _ in found]
 
@@ -239,6 +246,37 @@ async def _related(datasette, request, as_json):
             raise _Failure(404, str(ex)) from None
 
     return Response.json({"ok": True, "database": db.name, "table": table, **await db.execute_fn(read)})
+
+
+async def map_page(datasette, request):
+    """The collection on a 2-D map (see explore.maps), each point linking to its row page."""
+    return await _answer(datasette, request, _map, as_json=False)
+
+
+async def _map(datasette, request, as_json):
+    db, table = await _visible_table(datasette, request, as_json)
+    color = request.args.get("color") or None
+
+    def build(conn):
+        try:
+            return maps.build(_collection(conn, db, table, request.args.get("collection")), color_by=color)
+        except EmbedkitError as ex:  # no clusters yet, an empty collection...
+            raise _Failure(400, str(ex)) from None
+
+    result = await db.execute_fn(build)
+    data = result.to_dict()
+    data["points"]["href"] = [datasette.urls.row(db.name, table, tilde_encode(id)) for id in result.ids]
+    context = {
+        "database": db.name,
+        "table": table,
+        "color": color,
+        "caption": maps.caption(result),
+        "data": maps.json_for_script(data),
+        "script": maps.script(),
+    }
+    return Response.html(
+        await datasette.render_template("embedkit_map.html", context, request=request, view_name="embedkit-map")
+    )
 
 
 async def _answer(datasette, request, view, as_json):

@@ -9,7 +9,10 @@ from .base import EmbeddingModel, PartialEmbedding, Truncated
 
 __all__ = ["EmbeddingModel", "PartialEmbedding", "Truncated", "get_model", "register"]
 
-DEFAULT_MODEL = "all-MiniLM-L6-v2"
+# New collections (and `embed -c`, `embedkit_embed(text)`) use it unless told otherwise: it answers
+# a question from a cold process in well under a second, where the torch backend takes 10 s and more
+# importing torch (benchmarks/cold.py). A collection keeps the model it recorded.
+DEFAULT_MODEL = "all-MiniLM-L6-v2-int8"
 
 
 _registry: dict[str, EmbeddingModel] = {}
@@ -76,7 +79,8 @@ def _mapping(settings, key) -> dict:
 
 def get_model(name=None) -> EmbeddingModel:
     """A model by id or alias: built in, from a plugin, configured in models.json, an
-    `openai/NAME` or `ollama/NAME` service, or a sentence-transformers model by local path."""
+    `openai/NAME` or `ollama/NAME` service, a sentence-transformers model by local path, or one
+    by Hugging Face hub name from the local Hugging Face cache."""
     name = name or DEFAULT_MODEL
     if name in _registry:
         return _registry[name]
@@ -101,6 +105,14 @@ def get_model(name=None) -> EmbeddingModel:
 
         model_id = os.path.abspath(name)
         return _made_once(model_id, lambda: SentenceTransformerModel(model_id, model_id, source="local path"))
+    from . import hub
+
+    cached = hub.find(name)
+    if cached is not None:
+        from .sentence_transformers import SentenceTransformerModel
+
+        hub_id, snapshot = cached
+        return _made_once(cached, lambda: SentenceTransformerModel(hub_id, snapshot, source=f"Hugging Face cache, {snapshot}"))
     return _unknown(name)
 
 
@@ -113,7 +125,8 @@ def _made_once(key, make):
 def _unknown(name):
     raise EmbedkitError(
         f"unknown model {name!r}: use a name from 'embedkit models', a local "
-        "sentence-transformers model directory, openai/NAME or ollama/NAME"
+        "sentence-transformers model directory, a Hugging Face name such as BAAI/bge-small-en-v1.5, "
+        "openai/NAME or ollama/NAME"
     )
 
 

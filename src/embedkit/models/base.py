@@ -106,7 +106,6 @@ class Truncated(EmbeddingModel):
         self.model_id, self.aliases, self.source = base.model_id, base.aliases, base.source
         self.dimensions = dimensions
         self.texts_per_call = base.texts_per_call
-        self.requirements = base.requirements
 
     def _embed(self, texts):
         try:
@@ -134,3 +133,6 @@ class Truncated(EmbeddingModel):
     @property
     def loaded(self) -> bool:
         return self.base.loaded
+
+    def check_available(self):
+        self.base.check_available()
