@@ -33,8 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from ingest import StandIn, make_data  # noqa: E402
 from _common import environment_line, table  # noqa: E402
+from ingest import StandIn, make_data  # noqa: E402
 
 import embedkit  # noqa: E402
 from embedkit import fulltext, models, storage  # noqa: E402

@@ -52,7 +52,7 @@ def import_(collection, file, ids_path, input_format, id_column, vector_column, 
 
 
 @cli.command(name="import-llm", short_help="Copy collections out of an llm embeddings database.")
-@click.argument("llm_database", type=click.Path(exists=True, dir_okay=False))
+@click.argument("llm_database", type=click.Path(dir_okay=False))
 @click.argument("collections", nargs=-1)
 @click.option("--into", help="Name of the embedkit collection (when copying one)")
 @database_option
@@ -78,7 +78,7 @@ def import_llm(llm_database, collections, into, database):
 
 
 @cli.command(name="import-chroma", short_help="Copy collections out of a Chroma persistent directory.")
-@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.argument("directory", type=click.Path(file_okay=False))
 @click.argument("collections", nargs=-1)
 @click.option("--into", help="Name of the embedkit collection (when copying one)")
 @click.option("-m", "--model", help="The model that made the vectors from the documents (for new collections)")
