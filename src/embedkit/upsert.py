@@ -8,6 +8,7 @@ stored with a NULL content_hash, which equals no digest: embed_multi never reuse
 embeds the item again when it meets its id with text.
 """
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -65,10 +66,11 @@ def upsert(collection, batches, model=None, progress=None) -> VectorStats:
             if collection.dimensions is None and len(ids):
                 bulkwrite.record_dimensions(collection, matrix.shape[1])
             content = _column(batch.content, ids, "content")
-            metadata = [metadata_json(_metadata(m, id)) for m, id in zip(_column(batch.metadata, ids, "metadata"), ids)]
-            for value, id in zip(content, ids):
-                if value is not None and not isinstance(value, str):
-                    raise EmbedkitError(f"the content of {id!r} is not text ({type(value).__name__})")
+            if not all(value is None or type(value) is str for value in content):
+                value, id = next((v, id) for v, id in zip(content, ids) if v is not None and not isinstance(v, str))
+                raise EmbedkitError(f"the content of {id!r} is not text ({type(value).__name__})")
+            metadata = ([None] * len(ids) if batch.metadata is None else
+                        [metadata_json(_metadata(m, id)) for m, id in zip(_column(batch.metadata, ids, "metadata"), ids)])
             if batch.hashes is not None:
                 hashes = _column(batch.hashes, ids, "hashes")
             elif model is not None:
@@ -76,8 +78,8 @@ def upsert(collection, batches, model=None, progress=None) -> VectorStats:
             else:
                 hashes = [None] * len(ids)
             now = storage.unix_time()
-            rows = [(id, row.tobytes(), text, meta, digest, now)
-                    for id, row, text, meta, digest in zip(ids, matrix, content, metadata, hashes)]
+            # zip, in C, builds the rows of 100k items in a fraction of what a comprehension takes.
+            rows = list(zip(ids, [row.tobytes() for row in matrix], content, metadata, hashes, itertools.repeat(now)))
             existing = _existing(conn, collection.table, ids)
             new = [row for row in rows if row[0] not in existing]
             changed = [row for row in rows if row[0] in existing and not _same(existing[row[0]], row)]
@@ -93,6 +95,11 @@ def upsert(collection, batches, model=None, progress=None) -> VectorStats:
 
 
 def _checked_ids(ids, seen) -> list:
+    ids = list(ids)
+    # The usual case, checked at C speed: distinct non-empty strings not seen before.
+    if all(type(id) is str for id in ids) and all(ids) and len(set(ids)) == len(ids) and seen.isdisjoint(ids):
+        seen.update(ids)
+        return ids
     checked = []
     for id in ids:
         if isinstance(id, int) and not isinstance(id, bool):
