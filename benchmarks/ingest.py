@@ -6,8 +6,8 @@
 Data: --count items (default 100,000), each a random 384-dimension float32 vector and a
 seeded synthetic text of 800-1,200 characters (ids doc000000...).
 
-Sides, each into a fresh database file, interleaved round by round (the order rotating),
-the best round of each counting:
+Sides, each into a fresh database file, interleaved round by round (the order rotating,
+the disk synced before each), the best round of each counting:
 
 - reference: `executemany("insert into t values (?, ?, ?, ?, ?, ?)", rows)` and a commit,
   into a table of the collection's shape (id text primary key, embedding blob, content
@@ -189,6 +189,7 @@ def main():
         for round in range(args.rounds):
             order = names[round % len(names):] + names[: round % len(names)]
             for name in order:
+                os.sync()  # the last side's 250 MB written out first: none pays for another's writes
                 times[name].append(sides[name]())
             print(f"round {round + 1}: " + ", ".join(f"{name.split(':')[0][:24]} {times[name][-1]:.2f}s" for name in names),
                   flush=True)
