@@ -7,7 +7,8 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-from . import fulltext, ingest, related, search, storage, upsert, vectors
+from . import ingest, related, retrieval, storage, upsert, vectors
+from . import rerank as reranking
 from .chunking import Chunker
 from .errors import EmbedkitError
 from .explore import classify as classification
@@ -27,8 +28,6 @@ RESERVED_PREFIXES = ("_embedkit", "sqlite_")
 MODES = ("dense", "keyword", "hybrid")
 # progress(n, total): n more of total are done.
 Progress = Callable[[int, int], None]
-# How far down each ranking hybrid search looks before fusing them.
-HYBRID_DEPTH = 100
 
 
 def validate_name(name: str):
@@ -242,7 +241,9 @@ class Collection:
 
     def similar(self, text: str, n: int = 10, unique: str | None = None, metadata: dict | None = None,
                 where: str | None = None, min_score: float | None = None, mode: str = "dense",
-                mmr: float | None = None, exact: bool = False) -> list[Entry]:
+                mmr: float | None = None, exact: bool = False, expand: bool = False, feedback: int | None = None,
+                fusion: str = "rrf", alpha: float = 0.5, stop_words: bool = True,
+                rerank: reranking.Reranker | str | None = None, rerank_depth: int | None = None) -> list[Entry]:
         """The n items most similar to text, embedded with the collection's model (after its
         query prefix).
 
@@ -252,12 +253,21 @@ class Collection:
           choose the items searched, before ranking: n come back whenever n items match.
         - min_score: leave out results scoring less.
         - mode: "dense" (cosine similarity), "keyword" (BM25 over the stored text) or "hybrid"
-          (the two rankings fused by reciprocal rank, see fulltext.RRF_K); scores are then
+          (the two rankings fused, by default by reciprocal rank, see fulltext.RRF_K); scores are then
           BM25 or fused scores, not cosine similarities.
         - mmr: a lambda from 0 to 1 for maximal marginal relevance: results chosen one by one
           for lambda x similarity to the query - (1 - lambda) x similarity to those already
           chosen, so that near-duplicates give way to other items (1 is plain ranking).
         - exact: never use a quantised index (embedkit index), scan every vector.
+        - expand (keyword, hybrid): RM3, the keyword query expanded with words of its top results.
+        - feedback: Rocchio, the query vector moved toward the top `feedback` results (of the
+          hybrid ranking in hybrid mode), then searched again; 0 is off, None (the default) is
+          3 in hybrid mode and off in the others.
+        - fusion (hybrid): "rrf" or "convex" (alpha x dense + (1 - alpha) x keyword scores,
+          each normalised); stop_words: drop English stop words from keyword queries.
+        - rerank: a reranker (embedkit.rerank, or its name: a cross-encoder, cohere/NAME,
+          jina/NAME, tei) re-orders the first rerank_depth results (default 50); scores are then
+          the reranker's.
         """
         if not text or not text.strip():
             raise EmbedkitError("the query text is empty")
@@ -265,11 +275,18 @@ class Collection:
             raise EmbedkitError(f"unknown search mode {mode!r}: use one of {', '.join(MODES)}")
         if mode != "dense" and not self.managed:
             raise EmbedkitError(f"collection {self.name!r} has no keyword index: {mode} search needs one")
+        options = retrieval.Options(stop_words, expand, feedback, fusion, alpha).check()
         if self.db.conn.execute(f"select 1 from {storage.quote(self.table)} limit 1").fetchone() is None:
             return []  # nothing to find: no model is loaded for it
         vector = None if mode == "keyword" else self._embed_checked([self.query_prefix + text])[0]
-        return self._search(vector, text, n, None, unique, Filter(metadata or {}, where), min_score, mode, mmr,
-                            exact)
+        filter = Filter(metadata or {}, where)
+        if rerank is None:
+            return self._search(vector, text, n, None, unique, filter, min_score, mode, mmr, exact, options)
+        reranker = reranking.get_reranker(rerank) if isinstance(rerank, str) else rerank
+        candidates = self._search(vector, text, max(n, rerank_depth or reranking.CANDIDATES), None, unique, filter,
+                                  None, mode, mmr, exact, options)
+        results = reranking.rerank(reranker, text, candidates)
+        return [entry for entry in results if min_score is None or entry.score >= min_score][:n]
 
     def similar_by_id(self, id: str, n: int = 10, unique: str | None = None, metadata: dict | None = None,
                       where: str | None = None, min_score: float | None = None, mmr: float | None = None,
@@ -286,14 +303,15 @@ class Collection:
         return self._search(vector, None, n, exclude, unique, Filter(metadata or {}, where), min_score, "dense",
                             mmr, exact)
 
-    def _search(self, vector, text, n, exclude, unique, filter, min_score, mode, mmr, exact=False):
+    def _search(self, vector, text, n, exclude, unique, filter, min_score, mode, mmr, exact=False,
+                options=retrieval.DEFAULT):
         if mmr is not None and not 0 <= mmr <= 1:
             raise EmbedkitError(f"the MMR lambda must be from 0 to 1, not {mmr}")
         # MMR chooses among more candidates than it returns; unique may skip many.
         wanted = n * 4 if unique is not None else max(n * 4, 20) if mmr is not None else n
         while True:
             try:
-                hits = self._rank(vector, text, wanted, exclude, filter, mode, exact)
+                hits = retrieval.rank(self, vector, text, wanted, exclude, filter, mode, exact, options)
             except Exception as ex:  # the driver's Error, or its Warning for several statements
                 if not filter.where or not type(ex).__module__.startswith(("sqlite3", "pysqlite3")):
                     raise
@@ -317,16 +335,6 @@ class Collection:
         if mmr is not None:
             results = self._diversify(vector, results, n, mmr, mode)
         return results[:n]
-
-    def _rank(self, vector, text, n, exclude, filter, mode, exact):
-        if mode == "dense":
-            return search.top_n(self, vector, n, exclude, filter, exact)
-        keyword = fulltext.keyword_top(self, text, n if mode == "keyword" else max(n, HYBRID_DEPTH),
-                                       *filter.condition())
-        if mode == "keyword":
-            return keyword
-        dense = search.top_n(self, vector, max(n, HYBRID_DEPTH), exclude, filter, exact)
-        return fulltext.fuse([[id for id, _ in dense], [id for id, _ in keyword]])[:n]
 
     def _diversify(self, query, results, n, mmr, mode):
         if query is None:

@@ -145,8 +145,8 @@ class Database:
                 (name, table_name, model, dimensions, query_prefix, document_prefix, settings, created, version)
                 values (?, ?, ?, ?, ?, ?, ?, ?, abs(random() % 9007199254740991))
                 """,
-                [name, name, model_id, dimensions, query_prefix, document_prefix, json.dumps(settings or {}),
-                 storage.now()],
+                [name, name, model_id, dimensions, query_prefix, document_prefix,
+                 json.dumps({**(settings or {}), "stemming": fulltext.DEFAULT_STEMMING}), storage.now()],
             )
             registry_name = name.replace("'", "''")
             for event in ("insert", "update", "delete"):

@@ -55,6 +55,7 @@ class LazyGroup(Group):
         "embed": "embed",
         "embed-multi": "embed",
         "similar": "similar",
+        "ask": "ask",
         "collections": "manage",
         "delete": "manage",
         "models": "models",

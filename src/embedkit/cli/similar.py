@@ -6,6 +6,7 @@ import click
 from ..errors import EmbedkitError
 from ..filters import parse_filter
 from .base import cli, database_option, open_database, read_text
+from .search_options import ranking_options, search_kwargs
 
 
 @cli.command(short_help="Find the items most similar to a text or to a stored item.")
@@ -23,10 +24,11 @@ from .base import cli, database_option, open_database, read_text
 @click.option("--hybrid", "mode", flag_value="hybrid", help="Fuse the vector and the BM25 rankings (reciprocal rank fusion)")
 @click.option("--mmr", type=click.FloatRange(0, 1), metavar="LAMBDA", help="Diversify: maximal marginal relevance, 1 = plain ranking, 0 = most diverse (0.5 is a good start)")
 @click.option("--exact", is_flag=True, help="Scan every vector even when the collection has a quantised index")
+@ranking_options
 @click.option("--plain", is_flag=True, help="Readable text instead of JSON lines")
 @database_option
 def similar(collection, id, content, input_path, number, model, unique, filters, where, min_score, mode, mmr,
-            exact, plain, database):
+            exact, plain, database, **ranking):
     """Items of COLLECTION most similar to a text or to the stored item ID.
 
     Prints one JSON object per line: {"id", "score", "content", "metadata"}, best
@@ -39,7 +41,10 @@ def similar(collection, id, content, input_path, number, model, unique, filters,
     embedkit similar papers -c 'ternary weights' --unique source
     embedkit similar posts -c 'bread' --filter tag=baking --min-score 0.3
     embedkit similar docs -c 'FTS5 bm25' --hybrid
+    embedkit similar docs -c 'FTS5 bm25' --hybrid --expand --feedback 3
+    embedkit similar papers -c 'ternary weights' --rerank tei --rerank-url http://127.0.0.1:8080
     """
+    searching = search_kwargs(ranking)
     target = open_database(database).collection(collection)
     target.check_model(model)
     options = {"unique": unique, "metadata": dict(parse_filter(f) for f in filters), "where": where,
@@ -49,10 +54,13 @@ def similar(collection, id, content, input_path, number, model, unique, filters,
             raise EmbedkitError("give ID or a text to search for (-c or -i), not both")
         if mode is not None:
             raise EmbedkitError(f"--{mode} searches for a text (-c or -i), not for the item ID")
+        if any(value != default for value, default in zip(
+                (searching["expand"], searching["feedback"] or 0, searching.get("rerank")), (False, 0, None))):
+            raise EmbedkitError("--expand, --feedback and --rerank search for a text (-c or -i), not for the item ID")
         results = target.similar_by_id(id, number, **options)
     else:
         results = target.similar(read_text(content, input_path, "text to search for"), number,
-                                 mode=mode or "dense", **options)
+                                 mode=mode or "dense", **options, **searching)
     for entry in results:
         if plain:
             click.echo(f"{entry.id} ({entry.score:.4f})")

@@ -67,6 +67,15 @@ class EmbeddingModel:
         """How many tokens the model sees in each text, counting the ones it adds itself."""
         raise EmbedkitError(f"model {self.model_id} has no tokenizer embedkit can use to count tokens")
 
+    def embed_late(self, text: str, spans) -> np.ndarray:
+        """Late chunking: one vector per (start, end) character span of text, each pooled from
+        the token vectors of a single pass over the whole text, so that every chunk's vector
+        is made with the rest of the text in view. Only models that expose their token
+        vectors can do this."""
+        raise EmbedkitError(
+            f"model {self.model_id} cannot do late chunking: it needs a local sentence-transformers model"
+        )
+
     def count_truncated(self, texts) -> int:
         """How many of texts are longer than the model reads (0 when that is unknown)."""
         limit = self.max_tokens
