@@ -74,7 +74,10 @@ def serve(db, timeout=120):
     log_path = db.with_name("datasette.log")
     with open(log_path, "wb") as log:
         server = subprocess.Popen(
-            [sys.executable, "-m", "datasette", "serve", str(db), "--port", str(port), "--host", "127.0.0.1"],
+            # A generous time limit for the model (embedkit's pages wait at most this long): the
+            # machine running the tests may be busy.
+            [sys.executable, "-m", "datasette", "serve", str(db), "--port", str(port), "--host", "127.0.0.1",
+             "--setting", "sql_time_limit_ms", "60000"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         try:

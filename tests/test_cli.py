@@ -14,6 +14,7 @@ import sqlite_utils
 
 import embedkit
 from conftest import LETTERS, dump
+from terminal import run_on_a_terminal
 
 ITEMS = [
     {"id": "a", "title": "Apple pie", "body": "Sweet baked dessert"},
@@ -714,19 +715,54 @@ def test_collections_list(invoke, two_collections, args):
 @pytest.mark.parametrize("args", [["--json"], ["list", "--json"]])
 def test_collections_json(invoke, two_collections, args):
     assert json.loads(ok(invoke("collections", *args)).stdout) == [
-        {"name": "alpha", "model": "test-letters", "dimensions": 8, "count": 1},
-        {"name": "fruit", "model": "test-letters", "dimensions": 8, "count": 3},
+        {"name": "alpha", "model": "test-letters", "dimensions": 8, "count": 1, "chunking": None},
+        {"name": "fruit", "model": "test-letters", "dimensions": 8, "count": 3, "chunking": None},
     ]
 
 
-def test_collections_of_empty_database(invoke, db_path):
+def test_an_empty_collections_list_says_there_are_none(invoke, db_path):
     embedkit.Database(db_path).close()
-    assert ok(invoke("collections")).stdout == ""
+    result = ok(invoke("collections"))
+    assert result.stdout == "" and result.stderr == "No collections in embeddings.db\n"
     assert json.loads(ok(invoke("collections", "--json")).stdout) == []
 
 
+def test_collections_delete_confirms_and_says_what_it_deleted(invoke, two_collections, db_path):
+    # Nobody to ask (standard input is not a terminal): only with --yes.
+    before = dump(db_path)
+    result = invoke("collections", "delete", "fruit")
+    assert result.exit_code == 1
+    assert result.stderr == "Error: collection 'fruit' not deleted: pass --yes to delete it without asking\n"
+    assert dump(db_path) == before
+
+    # At a terminal, in processes of their own (as a person runs them).
+    embedkit_command = os.path.join(os.path.dirname(sys.executable), "embedkit")
+    env = {k: v for k, v in os.environ.items() if k != "EMBEDKIT_DATABASE"}
+
+    def run(*args, typed=None):
+        return run_on_a_terminal([embedkit_command, *args, "-d", db_path], env, timeout=60, typed=typed)
+
+    def names():
+        status, shown = run("collections", "--json")
+        assert status == 0, shown
+        return [row["name"] for row in json.loads(shown)]
+
+    status, shown = run("collections", "delete", "fruit", typed="n\n")
+    assert status == 1
+    assert shown.splitlines() == [
+        f"Delete collection 'fruit' and its 3 items from {db_path}? [y/N]: n",
+        "Error: collection 'fruit' not deleted",
+    ]
+    assert names() == ["alpha", "fruit"]
+    status, shown = run("collections", "delete", "fruit", typed="y\n")
+    assert status == 0 and shown.splitlines()[-1] == "Deleted collection 'fruit' (3 items)"
+    assert names() == ["alpha"]
+    assert run("collections", "delete", "alpha", "--yes") == (0, "Deleted collection 'alpha' (1 item)\r\n")
+    assert names() == []
+
+
 def test_collections_delete(invoke, two_collections, db_path):
-    result = ok(invoke("collections", "delete", "fruit"))
+    result = ok(invoke("collections", "delete", "fruit", "--yes"))
     assert result.stdout == ""
     db = sqlite_utils.Database(db_path)
     assert "fruit" not in db.table_names()
@@ -902,6 +938,19 @@ def test_rerun_over_unchanged_input_does_not_import_torch(minilm_db, db_path, tm
     assert process.stderr == RERUN + "\n"
     assert heavy == []
     assert dump(db_path) == before
+
+
+def test_rerun_over_unchanged_pdfs_does_not_import_torch(invoke, torch_minilm, db_path, tmp_path):
+    """The default chunking counts tokens, which the torch model does only once loaded: a re-run
+    reads the chunking from the collection, never from the model."""
+    import pdfs
+
+    paper = str(pdfs.text_pdf(tmp_path / "paper.pdf", ["Ternary weights need no multiplications.", "Page two."]))
+    ok(invoke("embed-multi", "papers", paper, "-m", "all-MiniLM-L6-v2"),
+       "2 embedded, 0 reused, 0 updated, 0 unchanged, 0 failed")
+    process, heavy = run_isolated(tmp_path, "embed-multi", "papers", paper)
+    assert process.stderr == "0 embedded, 0 reused, 0 updated, 2 unchanged, 0 failed\n"
+    assert heavy == []
 
 
 def test_only_the_torch_model_imports_torch(minilm_db, torch_minilm, invoke, tmp_path):

@@ -62,7 +62,7 @@ import pytest
 from click.testing import CliRunner
 
 from chatserver import ChatServer
-from embedkit import database, models, search, storage
+from embedkit import database, models, ranking, search, storage
 from embedkit.cli import cli
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -262,6 +262,7 @@ def run_embedkit(tokens, cwd):
     # its databases are closed when it ends (as its process would close them).
     search._cache.clear()
     search._searched.clear()
+    ranking._warned.clear()
     opened = len(OPENED)
     try:
         result = CliRunner().invoke(cli, tokens[1:], input=stdin, env=env, catch_exceptions=False)
@@ -514,6 +515,22 @@ def test_sqlite_vec_notice_is_quoted_exactly(monkeypatch, caplog):
     messages = [record.getMessage() for record in caplog.records]
     assert len(messages) == 1, "the notice is given once per process"
     assert messages[0] in (DOCS / "search.md").read_text(encoding="utf-8")
+
+
+def test_the_int8_speed_up_the_docs_quote_is_the_benchmarks():
+    """The int8 backend's speed-up wherever the docs quote it is what benchmarks/embed.py printed,
+    as recorded in benchmarks/README.md, to at least one decimal."""
+    record = (ROOT / "benchmarks" / "README.md").read_text()
+    measured = float(re.search(r"^\| ONNX Runtime int8.*?\*\*([\d.]+)×\*\*", record, re.M).group(1))
+    quoted = [
+        (path.name, figure)
+        for path in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+        for figure in re.findall(r"([\d.]+)× (?:as fast|in the\s+\[?benchmark)", path.read_text())
+    ]
+    assert {name for name, _ in quoted} >= {"index.md", "models.md"}
+    for name, figure in quoted:
+        digits = len(figure.partition(".")[2])
+        assert digits >= 1 and float(figure) == round(measured, digits), (name, figure, measured)
 
 
 def test_index_links_every_page():

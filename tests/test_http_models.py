@@ -111,7 +111,7 @@ def test_cli_openai_collection_and_similar_use_the_collection_model_and_prefixes
     assert {call.headers["Authorization"] for call in server.calls} == {f"Bearer {KEY}"}
 
     listed = json.loads(invoke("collections", "--json").output)
-    assert listed == [{"name": "notes", "model": "openai/fake-small", "dimensions": DIMENSIONS, "count": 30}]
+    assert listed == [{"name": "notes", "model": "openai/fake-small", "dimensions": DIMENSIONS, "count": 30, "chunking": None}]
 
     server.reset_counts()
     result = invoke("similar", "notes", "-c", "trains", "-n", "3")  # no -m: the collection's model

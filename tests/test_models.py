@@ -244,10 +244,10 @@ def test_keys_are_stored_privately_and_never_printed(invoke, runner):
     assert json.loads(open(path).read()) == {"openai": "sk-one", "other": "sk-two"}
     if os.name == "posix":
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert config.get_key("openai", "EMBEDKIT_TEST_KEY") == "sk-one"
+    assert config.get_key("openai", "EMBEDKIT_TEST_KEY").reveal() == "sk-one"
     os.environ["EMBEDKIT_TEST_KEY"] = "sk-env"
     try:
-        assert config.get_key("openai", "EMBEDKIT_TEST_KEY") == "sk-env"
+        assert config.get_key("openai", "EMBEDKIT_TEST_KEY").reveal() == "sk-env"
     finally:
         del os.environ["EMBEDKIT_TEST_KEY"]
     assert "the key 'x' is empty" in single_error(invoke("keys", "set", "x", "--value", "  "))

@@ -4,6 +4,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from . import jsondata
 from .errors import EmbedkitError
 
 
@@ -43,9 +44,13 @@ def content_hash(text: str, scheme: str = DEFAULT_HASH) -> bytes:
     return HASHES[scheme](text.encode("utf-8"))
 
 
-def metadata_json(metadata) -> str | None:
-    # Compact: metadata is repeated on every chunk of a document, and every byte is on disk.
-    return json.dumps(metadata, ensure_ascii=False, separators=(",", ":")) if metadata else None
+def metadata_json(metadata, where: str = "metadata") -> str | None:
+    """Metadata as stored: JSON any parser reads (refused in one line naming where if it cannot
+    be), compact since it is repeated on every chunk of a document and every byte is on disk."""
+    if not metadata:
+        return None
+    jsondata.check(metadata, where)
+    return jsondata.dumps(metadata, where, ensure_ascii=False, separators=(",", ":"))
 
 
 def same_json(stored, new) -> bool:
@@ -81,11 +86,12 @@ def parse_metadata(value, where="metadata") -> dict | None:
         return None
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            value = jsondata.loads(value)
         except ValueError as ex:
             raise EmbedkitError(f"{where} is not valid JSON: {ex}") from None
     if not isinstance(value, dict):
         raise EmbedkitError(f"{where} must be a JSON object, got {type(value).__name__}")
+    jsondata.check(value, where)
     return value or None
 
 
@@ -118,6 +124,8 @@ class RowMapping:
             parts = [as_text(row[name]) for name in content_columns if row[name] is not None]
         except EmbedkitError as ex:
             raise EmbedkitError(f"{where}: {ex}") from None
+        if metadata:
+            jsondata.check(metadata, f"{where}: metadata")
         return Item(
             id=self.id_prefix + id,
             content="\n".join(part for part in parts if part != ""),

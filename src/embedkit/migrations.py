@@ -8,6 +8,8 @@ Whether anything is pending is one query, so opening a current database costs no
 sqlite-utils; it is loaded only to apply migrations.
 """
 
+import json
+
 from . import fulltext, storage
 
 TABLE = "_embedkit_migrations"
@@ -109,6 +111,32 @@ def m005_explore(conn):
     )
 
 
+def m006_chunking(conn):
+    # Each collection records how it splits (settings' "chunking"), so that a later default
+    # never re-splits it. One made before keeps the split most of its sources have, and splits
+    # texts too if any of its chunks is a text's (PDF chunks have a page).
+    collections = conn.execute(f"select name, table_name from {storage.REGISTRY}").fetchall()
+    for name, table in collections:
+        split = conn.execute(
+            f"select split from {storage.SOURCES} where collection = ? group by split order by count(*) desc limit 1",
+            [name],
+        ).fetchone()
+        if split is None or not storage.table_exists(conn, table):
+            continue
+        method, size, overlap = split[0].split(":")
+        texts = conn.execute(
+            f"""
+            select 1 from {storage.quote(table)} where json_extract(metadata, '$.page') is null
+            and json_extract(metadata, '$.source') in (select source from {storage.SOURCES} where collection = ?)
+            limit 1
+            """,
+            [name],
+        ).fetchone()
+        chunking = {"method": method, "size": int(size), "overlap": int(overlap), "texts": texts is not None}
+        conn.execute(
+            f"update {storage.REGISTRY} set settings = json_set(settings, '$.chunking', json(?)) where name = ?",
+            [json.dumps(chunking), name],
+        )
 
 
 def collection_table(table: str) -> str:
@@ -136,7 +164,7 @@ def hash_index(name: str, table: str) -> str:
     )
 
 
-def m006_compact_rows(conn):
+def m007_compact_rows(conn):
     # Smaller rows: the content hash as its 16 bytes instead of 32 hex digits (NULL for a
     # vector not made by the collection's model), the time as unix seconds instead of 20
     # characters of ISO 8601; and the registry's model may be NULL (vectors brought without
@@ -184,7 +212,7 @@ def _unhex(value):
     return value
 
 
-STEPS = [m001_registry, m002_sources, m003_related, m004_fulltext, m005_explore, m006_compact_rows]
+STEPS = [m001_registry, m002_sources, m003_related, m004_fulltext, m005_explore, m006_chunking, m007_compact_rows]
 
 
 def applied(conn) -> list:
@@ -217,7 +245,7 @@ def migrate(conn):
         migrations(name=step.__name__)(lambda db, step=step: step(db.conn))
     # recursive_triggers stays as embedkit's triggers expect (off); plugins are not sqlite-utils' business here.
     db = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
-    compact = m006_compact_rows.__name__ in pending(conn)
+    compact = m007_compact_rows.__name__ in pending(conn)
     with storage.transaction(conn):  # one writer upgrades; the others wait, then find nothing to do
         _convert_old_table(conn)
         migrations.apply(db)

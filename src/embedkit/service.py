@@ -170,22 +170,18 @@ class Service:
         # Whether the server ever answered: a refused connection is retried only after that.
         self.reached = False
 
-    def key(self):
+    def key(self) -> config.Secret | None:
         """The API key to send, or None when the settings name none; raises when one is named
-        but not set."""
+        but not set. A config.Secret: only Bearer reveals it, as each request is sent."""
         name, variable = self.settings["key_name"], self.settings["key_env"]
         if name is None and variable is None:
             return None
-        key = config.get_key(name, variable) if name is not None else os.environ.get(variable)
-        key = key.strip() if key else None
-        if not key:
+        key = config.get_key(name, variable)
+        if key is None:
             how = [f"set {variable}"] if variable else []
             how += [f"run 'embedkit keys set {name}'"] if name else []
             raise EmbedkitError(f"no API key for {self.label}: {' or '.join(how)}")
         return key
-
-    def headers(self, key) -> dict:
-        return {"Authorization": f"Bearer {key}"} if key else {}
 
     def key_source(self) -> str:
         """Which key was sent, for a message saying it was refused."""
@@ -226,8 +222,8 @@ class Service:
                 raise Stopped()
             wait = None
             try:
-                request = client.build_request("POST", url, json=payload, headers=self.headers(key))
-                response = client.send(request, stream=stream)
+                request = client.build_request("POST", url, json=payload)
+                response = client.send(request, stream=stream, auth=Bearer(key) if key is not None else None)
             except httpx.TimeoutException:
                 reason = f"no answer within {self.timeout:g} s"
             except httpx.ConnectError as ex:
@@ -335,4 +331,20 @@ def shown(url) -> str:
 
 
 def redact(message, key) -> str:
-    return message.replace(key, "***") if key else message
+    """message without the key (a config.Secret) in it: services echo a key they refuse."""
+    return message.replace(key.reveal(), "***") if key is not None else message
+
+
+class Bearer:
+    """httpx auth that sets the Authorization header as each request is sent, so the key is
+    never in a header dict or a local variable that a traceback could print."""
+
+    def __init__(self, key: config.Secret):
+        self.key = key
+
+    def __call__(self, request):
+        request.headers["Authorization"] = "Bearer " + self.key.reveal()
+        return request
+
+    def __repr__(self):
+        return "<Bearer ***>"

@@ -70,7 +70,7 @@ def upsert(collection, batches, model=None, progress=None) -> VectorStats:
                 value, id = next((v, id) for v, id in zip(content, ids) if v is not None and not isinstance(v, str))
                 raise EmbedkitError(f"the content of {id!r} is not text ({type(value).__name__})")
             metadata = ([None] * len(ids) if batch.metadata is None else
-                        [metadata_json(_metadata(m, id)) for m, id in zip(_column(batch.metadata, ids, "metadata"), ids)])
+                        [metadata_json(_metadata(m, id), f"item {id!r}: metadata") for m, id in zip(_column(batch.metadata, ids, "metadata"), ids)])
             if batch.hashes is not None:
                 hashes = _column(batch.hashes, ids, "hashes")
             elif model is not None:

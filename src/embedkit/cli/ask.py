@@ -1,10 +1,10 @@
 """ask: answer a question from a collection's passages, with numbered sources."""
 
-import json
 
 import click
 
 from .. import ask as asking
+from .. import jsondata
 from ..filters import parse_filter
 from .base import cli, database_option, open_database
 from .search_options import ranking_options, search_kwargs
@@ -52,7 +52,7 @@ def ask(collection, question, chat_model, number, mode, unique, filters, where, 
     )
     if context_only:
         if as_json:
-            click.echo(json.dumps(asking.context_json(question, passages), ensure_ascii=False))
+            click.echo(jsondata.dumps(asking.context_json(question, passages), "the passages", ensure_ascii=False))
         else:
             click.echo(asking.context(passages))
         return
@@ -64,7 +64,8 @@ def ask(collection, question, chat_model, number, mode, unique, filters, where, 
     model = get_chat_model(chat_model, base_url=base_url, key_env=key_env, timeout=timeout)
     if as_json:
         text = "".join(asking.answer(model, question, passages))
-        click.echo(json.dumps({**asking.context_json(question, passages), "answer": text}, ensure_ascii=False))
+        click.echo(jsondata.dumps({**asking.context_json(question, passages), "answer": text}, "the answer",
+                                  ensure_ascii=False))
         return
     text = ""
     for piece in asking.answer(model, question, passages):

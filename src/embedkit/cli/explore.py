@@ -1,9 +1,9 @@
 """cluster, map, heatmap and classify: looking at a collection as a whole."""
 
-import json
 
 import click
 
+from .. import jsondata
 from ..errors import EmbedkitError
 from ..filters import parse_filter
 from .base import Progress, cli, database_option, open_database, print_table
@@ -49,7 +49,7 @@ def cluster(collection, k, seed, filters, where, assign, plain, database):
     embedkit cluster posts --assign
     sqlite3 embeddings.db "select cluster, size, name from posts_cluster_info"
     """
-    target = open_database(database).collection(collection)
+    target = open_database(database, write=True).collection(collection)
     if assign:
         if filters or where or k != "8":
             raise EmbedkitError("--assign uses the clusters' own settings: give no -k, --filter or --where")
@@ -62,7 +62,7 @@ def cluster(collection, k, seed, filters, where, assign, plain, database):
         print_table([(c.cluster, c.size, c.name) for c in result.clusters], ["cluster", "size", "name"])
     else:
         for c in result.clusters:
-            click.echo(json.dumps(c.to_dict(), ensure_ascii=False))
+            click.echo(jsondata.dumps(c.to_dict(), f"cluster {c.cluster}", ensure_ascii=False))
     click.echo(result.summary(), err=True)
 
 
@@ -114,7 +114,7 @@ def heatmap(collection, ids, texts, output, database):
     target = open_database(database).collection(collection)
     result = target.heatmap(ids, texts, output)
     if output is None:
-        click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+        click.echo(jsondata.dumps(result.to_dict(), "the heatmap", ensure_ascii=False))
     else:
         click.echo(f"{len(result.labels)} x {len(result.labels)} in {output}", err=True)
 
@@ -142,10 +142,10 @@ def classify(collection, examples, min_score, filters, where, database):
     from ..explore.classify import read_examples
     from ..sources.tabular import read_input
 
-    target = open_database(database).collection(collection)
+    target = open_database(database, write=True).collection(collection)
     name = "stdin" if examples == "-" else examples
     result = target.classify(read_examples(read_input(examples), name), min_score,
                              dict(parse_filter(f) for f in filters) or None, where)
     for label, count in [*result.counts.items(), (None, result.items - result.labelled)]:
-        click.echo(json.dumps({"label": label, "items": count}, ensure_ascii=False))
+        click.echo(jsondata.dumps({"label": label, "items": count}, "the counts", ensure_ascii=False))
     click.echo(result.summary(), err=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import storage, vectors
+from .. import jsondata, storage, vectors
 from ..errors import EmbedkitError
 from ..extras import require
 from ..filters import Filter
@@ -207,7 +207,7 @@ def _write(collection, ids, labels, distances, clusters, settings, version):
             info_table: (
                 ["create table {table} (cluster integer primary key, size integer not null, name text not null, "
                  "terms text not null, central text not null, summary text, centroid blob not null)"],
-                [(c.cluster, c.size, c.name, json.dumps(c.terms), json.dumps(c.central), c.summary,
+                [(c.cluster, c.size, c.name, jsondata.dumps(c.terms), jsondata.dumps(c.central), c.summary,
                   vectors.encode(c.centroid)) for c in clusters],
             ),
         },

@@ -77,10 +77,11 @@ def _mapping(settings, key) -> dict:
     return value
 
 
-def get_model(name=None) -> EmbeddingModel:
+def get_model(name=None, local_paths: bool = True) -> EmbeddingModel:
     """A model by id or alias: built in, from a plugin, configured in models.json, an
-    `openai/NAME` or `ollama/NAME` service, a sentence-transformers model by local path, or one
-    by Hugging Face hub name from the local Hugging Face cache."""
+    `openai/NAME` or `ollama/NAME` service, a sentence-transformers model by local path (unless
+    local_paths is False, as for SQL from strangers), or one by Hugging Face hub name from the
+    local Hugging Face cache."""
     name = name or DEFAULT_MODEL
     if name in _registry:
         return _registry[name]
@@ -88,7 +89,8 @@ def get_model(name=None) -> EmbeddingModel:
     user_aliases = _mapping(stored, "aliases")
     if name in user_aliases:
         # One step only: aliases of aliases (and loops) are refused.
-        return get_model(user_aliases[name]) if user_aliases[name] not in user_aliases else _unknown(name)
+        target = user_aliases[name]
+        return get_model(target, local_paths) if target not in user_aliases else _unknown(name)
     load_plugins()
     if name in _registry:
         return _registry[name]
@@ -100,7 +102,7 @@ def get_model(name=None) -> EmbeddingModel:
     service = _made.get(name) or http.from_prefix(name)
     if service is not None:
         return _made.setdefault(name, service)
-    if os.path.isdir(name):
+    if local_paths and os.path.isdir(name):  # strangers are not even told whether it exists
         from .sentence_transformers import SentenceTransformerModel
 
         model_id = os.path.abspath(name)

@@ -32,6 +32,9 @@ class EmbeddingModel:
     texts_per_call = 100
     # (module, extra) of the optional packages the model needs to run: checked before work starts.
     requirements: tuple = ()
+    # True for a model that calls a service, which may charge for each call: a public Datasette
+    # lets visitors make it work only where its owner allows (a plugin's service model sets it).
+    remote = False
 
     def __init__(self):
         # How many times the model was asked for vectors: the re-run tests count these.
@@ -115,6 +118,7 @@ class Truncated(EmbeddingModel):
         self.model_id, self.aliases, self.source = base.model_id, base.aliases, base.source
         self.dimensions = dimensions
         self.texts_per_call = base.texts_per_call
+        self.remote = base.remote
 
     def _embed(self, texts):
         try:

@@ -107,6 +107,7 @@ class HTTPModel(EmbeddingModel):
     api: str
     path: str  # of the endpoint, after the base URL
     service: str  # for source: "<service> at <base URL>"
+    remote = True
 
     def __init__(self, model_id, settings=None, **kwargs):
         super().__init__()

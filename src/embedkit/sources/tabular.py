@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 
+from .. import jsondata
 from ..errors import EmbedkitError
 
 FORMATS = ("csv", "tsv", "json", "nl")
@@ -77,7 +78,7 @@ def read_rows(stream, name: str, format: str):
 
 def _json_rows(text, name):
     try:
-        data = json.loads(text)
+        data = jsondata.loads(text)
     except ValueError as ex:
         raise EmbedkitError(f"{name}: invalid JSON: {ex}") from None
     if isinstance(data, dict):
@@ -95,7 +96,7 @@ def _nl_rows(lines, name):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = jsondata.loads(line)
         except ValueError as ex:
             raise EmbedkitError(f"{name} line {number}: invalid JSON: {ex}") from None
         if not isinstance(row, dict):
