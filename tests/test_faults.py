@@ -353,7 +353,7 @@ def test_a_read_only_database_is_read_and_never_written(run, posts, tmp_path, ki
             assert "Traceback" not in result.stderr
         for args in (["embed-multi", "posts", tmp_path / "posts.jsonl", "-m", MODEL],
                      ["embed", "posts", "x", "-c", "hello"], ["delete", "posts", "p0001"], ["related", "posts"],
-                     ["index", "posts", "--drop"], ["collections", "delete", "posts"], ["check", "--fix"]):
+                     ["index", "posts", "--drop"], ["collections", "delete", "posts", "--yes"], ["check", "--fix"]):
             result = run(*args, "-d", db, prefix=prefix)
             what = "its folder is read-only here (SQLite writes its journal beside the file)" if kind == "folder" \
                 else "the file is read-only here"
@@ -524,7 +524,7 @@ def test_after_every_command_the_main_file_alone_holds_everything(run, tmp_path,
         (["index", "posts", "--quantize", "int8"], lambda c: c.execute("select count(*) from _embedkit_collections where json_extract(settings, '$.index.quantize') = 'int8'").fetchone()[0] == 1),
         (["delete", "posts", "p0003"], lambda c: c.execute("select count(*) from posts").fetchone()[0] == ITEMS),
         (["sql", "create table mine (x)"], lambda c: c.execute("select count(*) from mine").fetchone()[0] == 0),
-        (["collections", "delete", "posts"], lambda c: c.execute("select count(*) from _embedkit_collections").fetchone()[0] == 0),
+        (["collections", "delete", "posts", "--yes"], lambda c: c.execute("select count(*) from _embedkit_collections").fetchone()[0] == 0),
     ]
     holder = None
     try:
