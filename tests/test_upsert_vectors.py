@@ -12,7 +12,7 @@ def fts_ok(collection):
     """FTS5's own check of an external-content index against the table's text."""
     fts = storage.quote(fulltext.table_name(collection.name))
     collection.db.conn.execute(f"insert into {fts} ({fts}, rank) values ('integrity-check', 1)")
-    return fulltext._problem(collection.db.conn, collection.name, collection.table) is None
+    return fulltext.problem(collection.db.conn, collection.name, collection.table) is None
 
 
 def triggers(db):

@@ -226,9 +226,12 @@ class _Items:
                 group = json.dumps((json.loads(meta) if meta else {}).get(same), sort_keys=True) if same else ""
                 ids.append(id)
                 group_values.append(group)
-                # The text's digest, in hex as embedkit once stored it; a vector from elsewhere
-                # (no digest) is known by its bytes.
-                known = digest.hex() if digest is not None else "vector:" + hashlib.blake2b(blob, digest_size=16).hexdigest()
+                # The text's digest, in hex as embedkit once stored it (another program may have
+                # written text there); a vector from elsewhere (no digest) is known by its bytes.
+                if digest is None:
+                    known = "vector:" + hashlib.blake2b(blob, digest_size=16).hexdigest()
+                else:
+                    known = digest.hex() if isinstance(digest, bytes) else str(digest)
                 signatures.append(f"{known} {group}")
         ranking.warn_unusable(collection, unusable)
         matrix = matrix[: len(ids)]
