@@ -1,13 +1,12 @@
 import os
 import shutil
-import sqlite3
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 import embedkit
-from embedkit import models
+from embedkit import models, storage
 from embedkit.cli import cli
 from embedserver import EmbedServer
 
@@ -161,12 +160,19 @@ def command_env(tmp_path, server) -> dict:
 
 
 def dump(path):
-    """Everything in a database file as SQL text, to assert a command left it unchanged."""
+    """Everything in a database file (schema and rows) as text, to assert a command left it unchanged."""
     if not os.path.exists(path):
         return None
-    conn = sqlite3.connect(path)
+    # embedkit's own SQLite library: a second one in the process would not know the first's
+    # locks (POSIX locks are per process), and closing its connection could delete the WAL
+    # of a connection the first still has open.
+    conn = storage.sqlite3.connect(path)
     try:
-        return "\n".join(conn.iterdump())
+        lines = [sql for (sql,) in conn.execute("select sql from sqlite_master where sql is not null order by type, name")]
+        tables = conn.execute("select name from sqlite_master where type = 'table' order by name").fetchall()
+        for (table,) in tables:
+            lines += sorted(f"{table}: {row!r}" for row in conn.execute(f'select * from "{table}"'))
+        return "\n".join(lines)
     finally:
         conn.close()
 

@@ -150,20 +150,21 @@ def small_tmpfs(path, size):
 
 def test_a_full_disk_is_one_line_and_keeps_what_was_finished(run, posts, tmp_path):
     disk = tmp_path / "disk"
-    with small_tmpfs(disk, os.path.getsize(posts) + 400_000):
+    # Room for a few transactions, in 64 KiB pages (each written to the log, then the file).
+    with small_tmpfs(disk, os.path.getsize(posts) + 2_000_000):
         db = disk / "embeddings.db"
         shutil.copy(posts, db)
         before = rows(db)
-        result = fill(run, db, 1000, 400)
+        result = fill(run, db, 1000, 1000)
         line = one_line_error(result, f"{db}: the disk is full", "free some space and re-run")
         kept = rows(db)
         intact = integrity(db) == "ok" and all(kept[id] == vector for id, vector in before.items())
         assert intact and len(kept) > len(before)  # the batches finished before the disk filled
         assert (len(kept) - len(before)) % 20 == 0  # whole batches only
-        record("full disk (a tmpfs 400 KB larger than the database)", "embed-multi", result, "yes")
+        record("full disk (a tmpfs 2 MB larger than the database)", "embed-multi", result, "yes")
         subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
-        fill(run, db, 1000, 400, status=0)  # the re-run finishes the rest
-        assert len(rows(db)) == len(before) + 400
+        fill(run, db, 1000, 1000, status=0)  # the re-run finishes the rest
+        assert len(rows(db)) == len(before) + 1000
         assert "Traceback" not in line
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-from . import ingest, ranking, related, retrieval, storage, vectors
+from . import ingest, ranking, related, retrieval, storage, upsert, vectors
 from . import rerank as reranking
 from .chat import ChatModel
 from .chunking import Chunker, for_model
@@ -18,10 +18,11 @@ from .explore import heatmap as heatmaps
 from .explore import maps, projection
 from .filters import Filter, metadata_condition
 from .ingest import EmbedStats
-from .items import Entry, Item
+from .items import DEFAULT_HASH, Entry, Item
 from .models import EmbeddingModel, get_model
 from .related import ExportStats, RelatedStats
 from .sources import Source
+from .upsert import VectorStats
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
 RESERVED_PREFIXES = ("_embedkit", "sqlite_")
@@ -41,10 +42,15 @@ def validate_name(name: str):
 class Collection:
     """Use Database.collection() or Database.create_collection() to get one."""
 
+    # Whether embedkit made the table, with its triggers, keyword index and registry row (an
+    # llm collection read in place is not: llmdb.LlmCollection).
+    managed = True
+
     def __init__(self, db, row: dict):
         self.db = db
         self.name = row["name"]
         self.table = row["table_name"]
+        # None for a collection of vectors made elsewhere, without a model
         self.model_id = row["model"]
         self.dimensions = row["dimensions"]
         self.query_prefix = row["query_prefix"]
@@ -52,6 +58,8 @@ class Collection:
         settings = json.loads(row.get("settings") or "{}")
         # How many dimensions the model was asked to keep (Matryoshka), or None for all of them.
         self.model_dimensions = settings.get("dimensions")
+        # How the text of its items is hashed (items.HASHES).
+        self.hash = settings.get("hash", DEFAULT_HASH)
         # How documents are split: {"method", "size", "overlap", "texts"}, where texts says
         # whether every text input (rows, files) is split too. None until something was split.
         self.chunking: dict | None = settings.get("chunking")
@@ -61,11 +69,21 @@ class Collection:
 
     @property
     def model(self) -> EmbeddingModel:
+        if self.model_id is None:
+            raise self._no_model()
         model = get_model(self.model_id)
         return model.truncated(self.model_dimensions) if self.model_dimensions else model
 
+    def _no_model(self):
+        return EmbedkitError(
+            f"collection {self.name!r} has no model (its vectors were made elsewhere): search it by item, "
+            "by vector or by keyword; nothing is embedded into it"
+        )
+
     def check_model(self, model: str | None) -> None:
         """Raise unless model (an id or alias) is the collection's own."""
+        if model is not None and self.model_id is None:
+            raise self._no_model()
         if model is not None and get_model(model).model_id != self.model_id:
             raise EmbedkitError(
                 f"collection {self.name!r} uses model {self.model_id!r}, not {model!r}; "
@@ -165,8 +183,32 @@ class Collection:
         total sources have been read, document_progress(n, total) as n more of them are done.
         """
         self.db.require_writable()
+        if self.model_id is None:
+            raise self._no_model()
         return ingest.embed_multi(self, inputs, store, batch_size, progress, chunker, sync, read_progress,
                                   document_progress)
+
+    @storage.guarded
+    def upsert_vectors(self, ids: Sequence[str], vectors: Sequence | np.ndarray,
+                       content: Sequence[str | None] | None = None, metadata: Sequence[dict | None] | None = None,
+                       model: str | None = None) -> VectorStats:
+        """Store vectors made elsewhere under ids, with their text (content, stored as given)
+        and metadata (dicts), one per id; returns a VectorStats.
+
+        vectors are a 2-d array, or one list of numbers, 1-d array or float32 BLOB per id,
+        checked as embeddings are (one width, finite, not all zeros); float32 values are
+        stored bit for bit. An id stored already is overwritten, unless its vector, text and
+        metadata are the same, when its row is left alone. All is written in one transaction,
+        or nothing is.
+
+        model names the model that made each vector from its content (after the collection's
+        document prefix); it must be the collection's own. The vectors then count as embedded:
+        embed_multi leaves such an item unchanged and may reuse its vector for the same text.
+        Without model they are kept as they are but never taken for any text's embedding: an
+        item embedded later under the same id is embedded again.
+        """
+        self.db.require_writable()
+        return upsert.upsert(self, [upsert.Batch(list(ids), vectors, content, metadata)], model)
 
     @storage.guarded
     def delete(self, ids: str | Iterable[str]) -> int:
@@ -244,6 +286,8 @@ class Collection:
             raise EmbedkitError("the query text is empty")
         if mode not in MODES:
             raise EmbedkitError(f"unknown search mode {mode!r}: use one of {', '.join(MODES)}")
+        if mode != "dense" and not self.managed:
+            raise EmbedkitError(f"collection {self.name!r} has no keyword index: {mode} search needs one")
         options = retrieval.Options(stop_words, expand, feedback, fusion, alpha).check()
         if self.db.conn.execute(f"select 1 from {storage.quote(self.table)} limit 1").fetchone() is None:
             return []  # nothing to find: no model is loaded for it

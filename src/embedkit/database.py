@@ -1,12 +1,13 @@
 """The Database: a SQLite file holding any number of collections."""
 
 import os
-from typing import Any
+from typing import Any, Literal
 
-from . import errors, fulltext, jsondata, migrations, models, quantized, search, sqlfunctions, storage
+from . import errors, fulltext, jsondata, llmdb, migrations, models, quantized, search, sqlfunctions, storage
 from .collection import Collection, validate_name
 from .errors import EmbedkitError, ReadOnlyDatabase
 from .explore import tables as explore_tables
+from .llmdb import LlmCollection
 
 DEFAULT_PATH = storage.DEFAULT_PATH
 
@@ -124,74 +125,87 @@ class Database:
         columns = [d[0] for d in cursor.description]
         return [dict(zip(columns, row)) for row in cursor]
 
+    def _all(self, name=None) -> list[Collection]:
+        """The collections (or the one named): embedkit's, then those of llm's tables that no
+        collection of embedkit's has the name of (see llmdb)."""
+        own: list[Collection] = [Collection(self, row) for row in self._registry_rows(name)]
+        taken = {c.name for c in own} if name is None else {name} if own else set()
+        found: list[Collection] = [LlmCollection(self, row) for row in llmdb.registry_rows(self.conn, taken)
+                 if name is None or row["name"] == name]
+        return sorted(own + found, key=lambda c: c.name) if name is None else own + found
+
     @storage.guarded
     def collections(self) -> list[Collection]:
-        return [Collection(self, row) for row in self._registry_rows()]
+        return self._all()
 
     @storage.guarded
     def collection_names(self) -> list[str]:
-        return [row["name"] for row in self._registry_rows()]
+        return [c.name for c in self._all()]
 
     @storage.guarded
     def has_collection(self, name: str) -> bool:
-        return bool(self._registry_rows(name))
+        return bool(self._all(name))
 
     @storage.guarded
     def collection(self, name: str) -> Collection:
         """An existing collection."""
-        rows = self._registry_rows(name)
-        if not rows:
+        found = self._all(name)
+        if not found:
             known = ", ".join(self.collection_names()) or "none"
             raise EmbedkitError(f"no collection named {name!r} in {self.path} (collections: {known})")
-        return Collection(self, rows[0])
+        return found[0]
 
     @storage.guarded
-    def create_collection(self, name: str, model: str | None = None, query_prefix: str = "",
+    def create_collection(self, name: str, model: str | None | Literal[False] = None, query_prefix: str = "",
                           document_prefix: str = "", dimensions: int | None = None) -> Collection:
         """A new, empty collection; model is an id, alias, local path or Hugging Face name
         (default all-MiniLM-L6-v2-int8).
 
         dimensions keeps only the first that many of each vector, renormalised: for
         Matryoshka-trained models, a smaller collection and faster search for a little quality.
+
+        model=False makes a collection without a model, for vectors made elsewhere
+        (Collection.upsert_vectors): it is searched by vector, by item or by keyword, not by
+        text, and nothing is embedded into it.
         """
         validate_name(name)
         self.require_writable()
+        if model is False:
+            if dimensions is not None or query_prefix or document_prefix:
+                raise EmbedkitError("a collection without a model takes no dimensions or prefixes: nothing embeds its text")
+            return self._new_collection(name, None, None)
         embedder = models.get_model(model)
         if dimensions is not None:
             embedder = embedder.truncated(dimensions)
-        migrations.migrate(self.conn)
+        return self._new_collection(name, embedder.model_id, embedder.dimensions, query_prefix, document_prefix,
+                                    {"dimensions": dimensions} if dimensions else {})
+
+    def _new_collection(self, name, model_id, dimensions, query_prefix="", document_prefix="", settings=None):
+        """Create a collection recording model_id as it is (None for none): the importers give
+        models embedkit may not know, such as the llm model a copied collection came from."""
+        validate_name(name)
+        self.require_writable()
+        # One transaction from the checks on: a name taken leaves the file as it was, with
+        # not even embedkit's tables added to it.
         with storage.transaction(self.conn):
             # SQLite names ignore case, and tables, views and indexes share one namespace.
-            clash = self.conn.execute(
-                f"select name from {storage.REGISTRY} where name = ? collate nocase", [name]
-            ).fetchone()
-            if clash:
-                raise EmbedkitError(f"collection {clash[0]!r} already exists")
             taken = self.conn.execute(
                 "select type, name from sqlite_master where type in ('table', 'view', 'index') "
                 "and name = ? collate nocase",
                 [name],
             ).fetchone()
+            clash = storage.table_exists(self.conn, storage.REGISTRY) and self.conn.execute(
+                f"select name from {storage.REGISTRY} where name = ? collate nocase", [name]
+            ).fetchone()
+            if clash:
+                raise EmbedkitError(f"collection {clash[0]!r} already exists")
             if taken:
                 raise EmbedkitError(
                     f"{taken[1]!r} is already the name of an existing {taken[0]} in {self.path}, not a collection"
                 )
-            table = storage.quote(name)
-            self.conn.execute(
-                f"""
-                create table {table} (
-                    id text primary key,
-                    embedding blob not null,
-                    content text,
-                    metadata text,
-                    content_hash text not null,
-                    updated text not null
-                )
-                """
-            )
-            self.conn.execute(
-                f"create index {storage.quote('_embedkit_' + name + '_hash')} on {table} (content_hash)"
-            )
+            migrations.migrate(self.conn)
+            self.conn.execute(migrations.collection_table(name))
+            self.conn.execute(migrations.hash_index(name, name))
             # A random starting version: a collection deleted and created again never
             # matches a matrix cached for the old one.
             self.conn.execute(
@@ -200,12 +214,13 @@ class Database:
                 (name, table_name, model, dimensions, query_prefix, document_prefix, settings, created, version)
                 values (?, ?, ?, ?, ?, ?, ?, ?, abs(random() % 9007199254740991))
                 """,
-                [name, name, embedder.model_id, embedder.dimensions, query_prefix, document_prefix,
-                 jsondata.dumps({**({"dimensions": dimensions} if dimensions else {}),
-                                 "stemming": fulltext.DEFAULT_STEMMING}), storage.now()],
+                [name, name, model_id, dimensions, query_prefix, document_prefix,
+                 jsondata.dumps({**(settings or {}), "stemming": fulltext.DEFAULT_STEMMING}), storage.now()],
             )
             create_version_triggers(self.conn, name, name)
             fulltext.ensure(self.conn, name, name)  # the keyword (BM25) index and its triggers
+        if not self.conn.in_transaction:
+            storage.use_wal(self.conn)  # the first collection in a file another program made
         return self.collection(name)
 
     def get_or_create_collection(self, name: str, model: str | None = None, dimensions: int | None = None,
@@ -233,6 +248,8 @@ class Database:
     def delete_collection(self, name: str) -> None:
         self.require_writable()
         collection = self.collection(name)
+        if not collection.managed:
+            raise EmbedkitError(f"collection {name!r} is another program's (llm's), read in place: embedkit leaves it be")
         with storage.transaction(self.conn):
             self.conn.execute(f"drop table {storage.quote(collection.table)}")  # and its triggers
             fulltext.drop(self.conn, name)

@@ -73,6 +73,8 @@ def names(collection_name: str) -> dict:
 
 def settings(collection):
     """The index's settings ({"quantize", "dimensions", "scale", "oversample", "built"}) or None."""
+    if not collection.managed:  # read in place from another program's tables: no index of embedkit's
+        return None
     row = collection.db.conn.execute(
         f"select settings from {storage.REGISTRY} where name = ?", [collection.name]
     ).fetchone()
@@ -118,6 +120,8 @@ def build(collection, quantize, oversample=None, progress=None) -> dict:
     """
     if quantize not in MODES:
         raise EmbedkitError(f"unknown quantisation {quantize!r}: use one of {', '.join(MODES)}")
+    if not collection.managed:
+        raise EmbedkitError(f"collection {collection.name!r} is read in place: an index needs a copy in embedkit's tables")
     if oversample is not None and (not isinstance(oversample, int) or oversample < 1):
         raise EmbedkitError(f"oversample must be a whole number of at least 1, not {oversample!r}")
     collection.db.require_writable()

@@ -222,11 +222,17 @@ class _Items:
             kept, chunk, bad = ranking.decode_rows(rows, dims)
             unusable += bad
             matrix[len(ids) : len(ids) + len(kept)] = chunk
-            for id, _, digest, meta in kept:
+            for id, blob, digest, meta in kept:
                 group = json.dumps((json.loads(meta) if meta else {}).get(same), sort_keys=True) if same else ""
                 ids.append(id)
                 group_values.append(group)
-                signatures.append(f"{digest} {group}")
+                # The text's digest, in hex as embedkit once stored it (another program may have
+                # written text there); a vector from elsewhere (no digest) is known by its bytes.
+                if digest is None:
+                    known = "vector:" + hashlib.blake2b(blob, digest_size=16).hexdigest()
+                else:
+                    known = digest.hex() if isinstance(digest, bytes) else str(digest)
+                signatures.append(f"{known} {group}")
         ranking.warn_unusable(collection, unusable)
         matrix = matrix[: len(ids)]
         codes = {value: code for code, value in enumerate(sorted(set(group_values)))}

@@ -34,9 +34,12 @@ WAIT_NOTICE_MS = 1000
 # How long closing a database keeps trying to copy the write-ahead log into the main file
 # while other connections read from it.
 CHECKPOINT_SECONDS = 2.0
-# Rows of a float32 vector plus a text chunk are 2-3 KB: 8 KiB pages hold three or four of
-# them with little left over, where the default 4 KiB pages fit one and waste almost half.
-PAGE_SIZE = 8192
+# Rows of a float32 vector plus a text chunk are 2-3 KB, and the space a page has left
+# when the next row does not fit is lost: on average half a row per page. 64 KiB pages (the
+# largest SQLite has) lose 2% of a collection's table, 8 KiB pages 8-15%, the default
+# 4 KiB ones almost half (benchmarks/size.py). Each table and index takes at least a page,
+# 64 KiB, which a few thousand rows make up for.
+PAGE_SIZE = 65536
 # The database commands use unless told otherwise (-d, EMBEDKIT_DATABASE).
 DEFAULT_PATH = "embeddings.db"
 REGISTRY = "_embedkit_collections"
@@ -87,14 +90,25 @@ def connect(path, timeout=None, read_only=False) -> "sqlite3.Connection":
         if not read_only:
             # Only takes effect on a database with nothing in it yet, so it must come before WAL.
             conn.execute(f"pragma page_size = {PAGE_SIZE}")
-            if path != ":memory:" and conn.execute("pragma journal_mode").fetchone()[0] != "wal":
-                # Readers (another CLI, Datasette) keep answering while a writer commits.
-                conn.execute("pragma journal_mode = wal")
+            # Another program's file (an llm database searched in place) keeps its journal mode.
+            ours = conn.execute(
+                "select not exists (select 1 from sqlite_master) "
+                f"or exists (select 1 from sqlite_master where name = '{REGISTRY}')"
+            ).fetchone()[0]
+            if path != ":memory:" and ours:
+                use_wal(conn)
         load_sqlite_vec(conn)
     except BaseException:
         conn.close()  # not a database, locked...: the caller gets the error, not a connection
         raise
     return conn
+
+
+def use_wal(conn):
+    """WAL mode (a setting the file keeps): readers (another CLI, Datasette) keep answering
+    while a writer commits."""
+    if conn.execute("pragma journal_mode").fetchone()[0] not in ("wal", "memory"):
+        conn.execute("pragma journal_mode = wal")
 
 
 def _read_only_uri(path) -> str:
@@ -152,6 +166,37 @@ def notice_vec_unavailable():
             "which is slower for one-off queries",
             _vec_unavailable_reason or "not loaded on this connection",
         )
+
+
+def repage(conn) -> bool:
+    """Rewrite a database file with PAGE_SIZE pages and no free ones (VACUUM); False, with a
+    warning, when another connection is using it. The page size cannot change in WAL mode,
+    so the file leaves it for the VACUUM."""
+    main = next(row for row in conn.execute("pragma database_list") if row[1] == "main")
+    if not main[2] or conn.in_transaction:
+        return False
+    wal = conn.execute("pragma journal_mode").fetchone()[0] == "wal"
+    try:
+        if wal:
+            conn.execute("pragma journal_mode = delete")
+        conn.execute(f"pragma page_size = {PAGE_SIZE}")
+        conn.execute("vacuum")
+        return True
+    except Exception as ex:  # the connection's own module's error: "database is locked"
+        log.warning(
+            "embedkit: %s was upgraded but not compacted (%s); to give the space back, when nothing else has it "
+            "open, run: sqlite3 %s 'pragma journal_mode = delete; pragma page_size = %d; vacuum; pragma journal_mode = wal'",
+            main[2], ex, main[2], PAGE_SIZE,
+        )
+        return False
+    finally:
+        if wal:
+            conn.execute("pragma journal_mode = wal")
+
+
+def unix_time() -> int:
+    """When a row is written, as collection tables record it: unix time, seconds."""
+    return int(time.time())
 
 
 def now() -> str:

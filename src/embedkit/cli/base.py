@@ -105,6 +105,9 @@ class LazyGroup(Group):
         "map": "explore",
         "heatmap": "explore",
         "classify": "explore",
+        "import": "imports",
+        "import-llm": "imports",
+        "import-chroma": "imports",
     }
 
     def list_commands(self, ctx):
@@ -224,8 +227,8 @@ def read_text(content, input_path, what="content"):
 
 
 class Progress:
-    """Bars on stderr when it is a terminal: reading sources, embedding their items (with the
-    documents done), relating them."""
+    """Bars on stderr when it is a terminal: reading sources, embedding or importing their items
+    (with the documents done), relating them."""
 
     def __init__(self):
         self.bar = None
@@ -282,6 +285,8 @@ class Progress:
     def clustering(self, n, total):
         self._update("Clustering", n, total)
 
+    def importing(self, n, total):
+        self._update("Importing", n, total)
 
 class interruptible:
     """Ctrl-C and SIGTERM both raise KeyboardInterrupt while in this block, so a long command

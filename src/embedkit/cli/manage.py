@@ -27,7 +27,8 @@ def list_collections(as_json, database):
             for c in collections
         ], "the collections", indent=2))
     elif collections:
-        print_table([[c.name, c.model_id, c.dimensions, c.count()] for c in collections],
+        # A collection of vectors brought without a model has none.
+        print_table([[c.name, c.model_id or "(none)", c.dimensions, c.count()] for c in collections],
                     ["name", "model", "dimensions", "count"])
     else:
         click.echo(f"No collections in {database}", err=True)
