@@ -1,28 +1,37 @@
 """A collection: one SQLite table of id, float32 vector, stored text and JSON metadata."""
 
+from __future__ import annotations
+
 import json
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import ingest, ranking, related, retrieval, storage, upsert, vectors
-from . import rerank as reranking
-from .chat import ChatModel
-from .chunking import Chunker, for_model
+from . import ranking, related, retrieval, storage, vectors
 from .errors import EmbedkitError
-from .explore import classify as classification
-from .explore import cluster as clustering
-from .explore import heatmap as heatmaps
-from .explore import maps, projection
+from .explore import projection
 from .filters import Filter, metadata_condition
-from .ingest import EmbedStats
 from .items import DEFAULT_HASH, Entry, Item
-from .models import EmbeddingModel, get_model
-from .related import ExportStats, RelatedStats
-from .sources import Source
-from .upsert import VectorStats
+from .models import get_model
+
+# Writing, reranking and exploring are imported where they are used: a search from a new
+# process (a CLI call) would otherwise pay for importing all of them first.
+if TYPE_CHECKING:
+    from . import rerank as reranking
+    from .chat import ChatModel
+    from .chunking import Chunker
+    from .explore import classify as classification
+    from .explore import cluster as clustering
+    from .explore import heatmap as heatmaps
+    from .explore import maps
+    from .ingest import EmbedStats
+    from .models import EmbeddingModel
+    from .related import ExportStats, RelatedStats
+    from .sources import Source
+    from .upsert import VectorStats
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
 RESERVED_PREFIXES = ("_embedkit", "sqlite_")
@@ -149,10 +158,14 @@ class Collection:
     def chunker(self, method: str | None = None, size: int | None = None, overlap: int | None = None) -> Chunker:
         """The Chunker this collection splits with: its recorded chunking, with the method,
         size or overlap given instead (see embedkit.chunking.for_model for the defaults)."""
+        from .chunking import for_model
+
         return for_model(self.model, self.document_prefix, self.chunking, method, size, overlap)
 
     def embed(self, id: str, content: str, metadata: dict | None = None, store: bool = False) -> EmbedStats:
         """Embed and store one item as id (re-embedding only if its content changed); never split."""
+        from . import ingest
+
         return ingest.embed_multi(self, [Item(str(id), content, metadata)], store=store, split_texts=False)
 
     @storage.guarded
@@ -185,6 +198,8 @@ class Collection:
         self.db.require_writable()
         if self.model_id is None:
             raise self._no_model()
+        from . import ingest
+
         return ingest.embed_multi(self, inputs, store, batch_size, progress, chunker, sync, read_progress,
                                   document_progress)
 
@@ -208,6 +223,8 @@ class Collection:
         item embedded later under the same id is embedded again.
         """
         self.db.require_writable()
+        from . import upsert
+
         return upsert.upsert(self, [upsert.Batch(list(ids), vectors, content, metadata)], model)
 
     @storage.guarded
@@ -216,6 +233,8 @@ class Collection:
         ids = [ids] if isinstance(ids, str) else list(ids)
         self.db.require_writable()
         with storage.transaction(self.db.conn):
+            from . import ingest
+
             return ingest.delete_ids(self, ids)
 
     @storage.guarded
@@ -300,6 +319,8 @@ class Collection:
         filter = Filter(metadata or {}, where)
         if rerank is None:
             return self._search(vector, text, n, None, unique, filter, min_score, mode, mmr, exact, options)
+        from . import rerank as reranking
+
         reranker = reranking.get_reranker(rerank) if isinstance(rerank, str) else rerank
         candidates = self._search(vector, text, max(n, rerank_depth or reranking.CANDIDATES), None, unique, filter,
                                   None, mode, mmr, exact, options)
@@ -433,6 +454,8 @@ class Collection:
         and COLLECTION_cluster_info (see explore.cluster). summarize: a chat model (or its name,
         openai/NAME or ollama/NAME) that names each cluster and sums it up in a sentence."""
         self.db.require_writable()
+        from .explore import cluster as clustering
+
         return clustering.cluster(self, k, seed, metadata, where, progress, summarize)
 
     @storage.guarded
@@ -440,11 +463,15 @@ class Collection:
         """Put every item in the nearest existing cluster (new ones join, deleted ones leave),
         without clustering again."""
         self.db.require_writable()
+        from .explore import cluster as clustering
+
         return clustering.assign(self)
 
     @storage.guarded
     def clusters(self) -> list[clustering.Cluster]:
         """The stored clusters, largest first."""
+        from .explore import cluster as clustering
+
         return clustering.stored(self)
 
     @storage.guarded
@@ -453,6 +480,8 @@ class Collection:
             where: str | None = None) -> maps.Map:
         """The items on a 2-D map, written to path (.html or .png) if given. color_by: "cluster"
         (the default once clustered) or a metadata key; link: a URL with {id} for the HTML page."""
+        from .explore import maps
+
         result = maps.build(self, color_by, title_key, max_points, metadata, where)
         if path is not None:
             maps.save(result, path, link)
@@ -463,6 +492,8 @@ class Collection:
                 path: str | os.PathLike | None = None) -> heatmaps.Heatmap:
         """Pairwise cosine similarities of stored items and texts (at most 50 in all), written to
         path (.png, .html or .json) if given."""
+        from .explore import heatmap as heatmaps
+
         result = heatmaps.build(self, ids, texts)
         if path is not None:
             heatmaps.save(result, path, f"Similarity in {self.name}")
@@ -474,6 +505,8 @@ class Collection:
         """Label every item (those metadata and where choose) by the most similar centroid of
         labelled examples (stored items or texts) into the table COLLECTION_labels."""
         self.db.require_writable()
+        from .explore import classify as classification
+
         return classification.classify(self, examples, min_score, metadata, where)
 
 

@@ -6,7 +6,6 @@ from typing import Any, Literal
 from . import errors, fulltext, jsondata, llmdb, migrations, models, quantized, search, sqlfunctions, storage
 from .collection import Collection, validate_name
 from .errors import EmbedkitError, ReadOnlyDatabase
-from .explore import tables as explore_tables
 from .llmdb import LlmCollection
 
 DEFAULT_PATH = storage.DEFAULT_PATH
@@ -260,6 +259,8 @@ class Database:
                 self.conn.execute(f"drop table if exists {storage.quote(name + '_related')}")
             for table in (storage.RELATED, storage.RELATED_ITEMS):
                 self.conn.execute(f"delete from {table} where collection = ?", [name])
+            from .explore import tables as explore_tables  # here: exploring is imported when used
+
             explore_tables.drop(self.conn, name)
         search.forget(self.key, name)
         fulltext.forget(self.key, name)
