@@ -29,7 +29,7 @@ import math
 
 import numpy as np
 
-from . import search, storage, vectors
+from . import search, sideindex, storage, vectors
 from .errors import EmbedkitError
 
 MODES = ("int8", "bit")
@@ -48,10 +48,6 @@ SCALE_SAMPLE_ROWS = 20_000
 # int8 codes are round(x / |x| * scale), clipped to +-127; scale maps this quantile of the
 # absolute values of unit-length components to 127.
 SCALE_QUANTILE = 0.9999
-EVENTS = ("insert", "update", "delete")
-
-_notices = set()
-
 
 # Names and settings
 
@@ -61,7 +57,7 @@ def names(collection_name: str) -> dict:
     return {
         "vec": prefix + "vec",
         "log": prefix + "log",
-        **{event: prefix + event for event in EVENTS},
+        **{event: prefix + event for event in sideindex.EVENTS},
     }
 
 
@@ -131,21 +127,7 @@ def build(collection, quantize, oversample=None, progress=None) -> dict:
             f"create virtual table {storage.quote(found['vec'])} "
             f"using vec0(id text primary key, embedding {_column_type(index)})"
         )
-        conn.execute(f"create table {storage.quote(found['log'])} (seq integer primary key, id text not null)")
-        log_table = storage.quote(found["log"])
-        conn.execute(
-            f"create trigger {storage.quote(found['insert'])} after insert on {table} begin "
-            f"insert into {log_table} (id) values (new.id); end"
-        )
-        conn.execute(
-            f"create trigger {storage.quote(found['update'])} after update of id, embedding on {table} begin "
-            f"insert into {log_table} (id) values (old.id); "
-            f"insert into {log_table} (id) select new.id where new.id is not old.id; end"
-        )
-        conn.execute(
-            f"create trigger {storage.quote(found['delete'])} after delete on {table} begin "
-            f"insert into {log_table} (id) values (old.id); end"
-        )
+        sideindex.create(conn, collection.table, found)
         total = conn.execute(f"select count(*) from {table}").fetchone()[0]
         cursor = conn.execute(f"select id, embedding from {table}")
         while rows := cursor.fetchmany(BUILD_ROWS):
@@ -177,9 +159,7 @@ def drop_objects(conn, collection_name):
     for the next build of a collection of that name, which drops it first.
     """
     found = names(collection_name)
-    for event in EVENTS:
-        conn.execute(f"drop trigger if exists {storage.quote(found[event])}")
-    conn.execute(f"drop table if exists {storage.quote(found['log'])}")
+    sideindex.drop(conn, found)
     if storage.table_exists(conn, found["vec"]):
         if storage.load_sqlite_vec(conn):
             conn.execute(f"drop table if exists {storage.quote(found['vec'])}")
@@ -443,11 +423,4 @@ def _tables_present(conn, collection_name) -> bool:
 
 
 def _notice(collection, why):
-    key = (collection.db.key, collection.name, why.split(" (")[0])
-    if key not in _notices:
-        _notices.add(key)
-        storage.log.warning(
-            "embedkit: the quantised index of collection %r cannot be used: %s; searching exactly instead",
-            collection.name,
-            why,
-        )
+    sideindex.notice(collection, "quantised index", why)
