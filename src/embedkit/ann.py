@@ -1,0 +1,496 @@
+"""An approximate nearest-neighbour index of a collection's vectors (HNSW, by usearch), for
+collections of millions of items.
+
+The collection's float32 BLOBs stay the truth: the index is a file beside the database that can
+be deleted and rebuilt at any time. A search asks the index for `oversample x n` candidates,
+then scores those exactly from the table (cosine, float32, ties by id), so scores are true
+cosine similarities and only recall can suffer.
+
+For a collection COLL of the database DB:
+
+- `DB-ann/COLL.TOKEN.usearch`: the index, read through a memory map, so a new process answers
+  its first query without reading the whole file. TOKEN is new for every file written; a file
+  is never changed once written.
+- `_embedkit_ann_COLL:keys:BUILD`: (key, id), the usearch key of every id in the file (usearch
+  keys are integers). One per build, so a new build fills its own while searches use the old.
+- `_embedkit_ann_COLL:log` and the triggers `_embedkit_ann_COLL:insert`, `:update`, `:delete`
+  (sideindex.py): the ids written since the file was made, whoever wrote them.
+- `{"ann": {...}}` in the registry's settings: the file, its keys table, the last log entry it
+  includes and how it was built.
+
+Changes logged since the file was made are not lost: a search leaves the logged ids out of the
+index's candidates and scores their current rows exactly with the others. While few are logged
+that costs little, and works on read-only connections (Datasette). Past MAX_PENDING, a search
+on a connection that can write first folds them into a new file (sync()); one that cannot says
+so once and searches exactly.
+
+A build reads one snapshot of the table, writes the file and the keys, and only then, in one
+short transaction, records them: a build that fails or is interrupted changes nothing a search
+uses, and the exact search goes on working.
+"""
+
+import json
+import math
+import os
+import secrets
+import threading
+
+import numpy as np
+
+from . import search, sideindex, storage, vectors
+from .errors import EmbedkitError
+
+LIBRARY = "usearch"
+# Stored per vector in the file. Candidates are rescored from the float32 rows, so the index
+# only has to rank them roughly: int8 measured as good as float32 at a quarter of the size
+# (benchmarks/ann_libraries.py).
+DTYPE = "i8"
+CONNECTIVITY = 16
+EXPANSION_ADD = 128
+# Search width and candidates per result, measured (benchmarks/ann.py) to reach recall@10
+# >= 0.95 on MiniLM vectors of real text at 1M.
+EXPANSION_SEARCH = 64
+OVERSAMPLE = 4
+# Most candidates asked for while looking for n items that a filter matches, before giving up
+# and searching exactly (the exact scan of the matching rows).
+MAX_CANDIDATES = 20_000
+# Changes a search scores beside the index before they must be folded into a new file.
+MIN_PENDING = 1_000
+PENDING_SHARE = 0.01
+BUILD_ROWS = 50_000
+KEY_ROWS = 500
+SUFFIX = ".usearch"
+
+_lock = threading.Lock()
+_views = {}  # absolute file path -> the memory-mapped usearch Index
+
+
+# Names and settings
+
+
+def names(collection_name: str) -> dict:
+    prefix = f"_embedkit_ann_{collection_name}:"
+    return {"log": prefix + "log", "keys": prefix + "keys", **{e: prefix + e for e in sideindex.EVENTS}}
+
+
+def directory(db) -> str:
+    if db.path == ":memory:" or not db.path:
+        raise EmbedkitError("an approximate index is a file beside the database: an in-memory database cannot have one")
+    return os.fspath(db.path) + "-ann"
+
+
+def settings(collection):
+    """The index's settings, or None without one."""
+    row = collection.db.conn.execute(
+        f"select settings from {storage.REGISTRY} where name = ?", [collection.name]
+    ).fetchone()
+    if row is None:
+        raise EmbedkitError(f"collection {collection.name!r} no longer exists")
+    try:
+        found = json.loads(row[0] or "{}")
+    except ValueError:
+        return None
+    index = found.get("ann") if isinstance(found, dict) else None
+    return index if isinstance(index, dict) and index.get("file") else None
+
+
+def _write_settings(conn, name, index):
+    if index is None:
+        conn.execute(f"update {storage.REGISTRY} set settings = json_remove(settings, '$.ann') where name = ?", [name])
+    else:
+        conn.execute(
+            f"update {storage.REGISTRY} set settings = json_set(settings, '$.ann', json(?)) where name = ?",
+            [json.dumps(index), name],
+        )
+
+
+def _usearch():
+    try:
+        from usearch.index import Index
+    except ImportError:
+        raise EmbedkitError(
+            "approximate indexes need usearch, which is not installed: pip install 'embedkit[ann]'"
+        ) from None
+    return Index
+
+
+# Building, dropping, status
+
+
+def build(collection, progress=None) -> dict:
+    """Build (or rebuild) the collection's approximate index; returns its status().
+
+    progress(n, total) is called as n more items are indexed. Other clients can read and
+    write meanwhile: what they write while the file is made is logged, and caught up with.
+    """
+    Index = _usearch()
+    conn, db = collection.db.conn, collection.db
+    folder = directory(db)
+    collection.version()  # refreshes the dimensions; raises if the collection is gone
+    dims = collection.dimensions
+    if dims is None:
+        raise EmbedkitError(
+            f"collection {collection.name!r} has no vectors yet, so their dimensions are unknown: embed something first"
+        )
+    found = names(collection.name)
+    token = secrets.token_hex(4)
+    keys_table = f"{found['keys']}:{token}"
+    with storage.transaction(conn):  # from here on every write is logged
+        sideindex.create(conn, collection.table, found)
+        conn.execute(f"create table {storage.quote(keys_table)} (key integer primary key, id text not null unique)")
+    os.makedirs(folder, exist_ok=True)
+    file = f"{collection.name}.{token}{SUFFIX}"
+    path = os.path.join(folder, file)
+    try:
+        index = Index(ndim=dims, metric="cos", dtype=DTYPE, connectivity=CONNECTIVITY, expansion_add=EXPANSION_ADD)
+        every = []  # the ids, in key order
+        conn.execute("begin")  # one snapshot: the rows, and the log entries they include
+        try:
+            last = conn.execute(f"select coalesce(max(seq), 0) from {storage.quote(found['log'])}").fetchone()[0]
+            total = collection.count()
+            cursor = conn.execute(f"select id, embedding from {storage.quote(collection.table)} order by rowid")
+            while rows := cursor.fetchmany(BUILD_ROWS):
+                ids, matrix = search.decode_rows(collection, rows, dims)
+                index.add(np.arange(len(every), len(every) + len(ids), dtype=np.uint64), matrix,
+                          threads=os.cpu_count() or 1)
+                every += ids
+                if progress is not None:
+                    progress(len(ids), total)
+        finally:
+            conn.execute("commit")
+        with storage.transaction(conn):  # not in the snapshot: that would keep writers waiting
+            conn.executemany(f"insert into {storage.quote(keys_table)} (key, id) values (?, ?)", enumerate(every))
+        index.save(path + ".tmp")
+        os.replace(path + ".tmp", path)
+        with storage.transaction(conn):
+            old = settings(collection)
+            conn.execute(f"delete from {storage.quote(found['log'])} where seq <= ?", [last])
+            _write_settings(conn, collection.name, {
+                "library": LIBRARY, "dtype": DTYPE, "connectivity": CONNECTIVITY, "dimensions": dims,
+                "file": file, "keys": keys_table, "seq": last, "built": storage.now(),
+            })
+            if old:
+                conn.execute(f"drop table if exists {storage.quote(old['keys'])}")
+    except BaseException:
+        for leftover in (path, path + ".tmp"):
+            if os.path.exists(leftover):
+                os.remove(leftover)
+        with storage.transaction(conn):
+            conn.execute(f"drop table if exists {storage.quote(keys_table)}")
+        raise
+    _remove_unused(collection)
+    return status(collection)
+
+
+def drop(collection) -> bool:
+    """Drop the collection's approximate index (its file, tables and triggers); False if it had none."""
+    conn = collection.db.conn
+    found = names(collection.name)
+    had = settings(collection) is not None or storage.table_exists(conn, found["log"])
+    if not had:
+        return False
+    with storage.transaction(conn):
+        drop_objects(conn, collection.name)
+        _write_settings(conn, collection.name, None)
+    _remove_unused(collection)
+    return True
+
+
+def drop_objects(conn, collection_name):
+    """Drop the index's tables and triggers of a collection (name); its files go with _remove_unused."""
+    found = names(collection_name)
+    sideindex.drop(conn, found)
+    pattern = found["keys"].replace("_", "\\_").replace("%", "\\%") + ":%"
+    for (table,) in conn.execute(
+        "select name from sqlite_master where type = 'table' and name like ? escape '\\'", [pattern]
+    ).fetchall():
+        conn.execute(f"drop table {storage.quote(table)}")
+
+
+def _remove_unused(collection):
+    """Delete the collection's files and keys tables that the settings no longer name: those of
+    earlier builds, and of builds that failed."""
+    conn = collection.db.conn
+    index = settings(collection)
+    try:
+        folder = directory(collection.db)
+    except EmbedkitError:
+        return
+    if os.path.isdir(folder):
+        prefix = collection.name + "."
+        for file in os.listdir(folder):
+            if file.startswith(prefix) and file.count(".") == 2 and (index is None or file != index["file"]):
+                _forget_view(os.path.join(folder, file))
+                os.remove(os.path.join(folder, file))
+        if not os.listdir(folder):
+            os.rmdir(folder)
+    pattern = names(collection.name)["keys"].replace("_", "\\_").replace("%", "\\%") + ":%"
+    stale = [
+        table for (table,) in conn.execute(
+            "select name from sqlite_master where type = 'table' and name like ? escape '\\'", [pattern]
+        ).fetchall()
+        if index is None or table != index["keys"]
+    ]
+    if stale:
+        with storage.transaction(conn):
+            for table in stale:
+                conn.execute(f"drop table if exists {storage.quote(table)}")
+
+
+def status(collection) -> dict:
+    """{"collection", "ann": None} without an index; with one, also its file, size in bytes,
+    items (in the collection), indexed (in the file; None if it cannot be opened), pending (changes
+    not yet in the file), the most that searches score beside it, built, and whether it is usable."""
+    index = settings(collection)
+    result = {"collection": collection.name, "ann": None}
+    if index is None:
+        return result
+    conn = collection.db.conn
+    path = os.path.join(directory(collection.db), index["file"])
+    pending = conn.execute(f"select count(distinct id) from {storage.quote(names(collection.name)['log'])}").fetchone()[0]
+    view = _view(path)
+    collection.version()
+    items = collection.count()
+    result.update(
+        ann=index["library"],
+        dtype=index["dtype"],
+        dimensions=index["dimensions"],
+        file=path,
+        bytes=os.path.getsize(path) if os.path.exists(path) else None,
+        items=items,
+        indexed=None if view is None else len(view),
+        pending=pending,
+        max_pending=max_pending(items),
+        built=index["built"],
+        usable=bool(view is not None and index["dimensions"] == collection.dimensions),
+    )
+    return result
+
+
+def max_pending(items: int) -> int:
+    return max(MIN_PENDING, int(items * PENDING_SHARE))
+
+
+# Opening
+
+
+def _view(path):
+    """The index file, memory-mapped (shared by the process's connections); None if missing."""
+    with _lock:
+        found = _views.get(path)
+        if found is None:
+            if not os.path.exists(path):
+                return None
+            try:
+                Index = _usearch()
+            except EmbedkitError:
+                return None
+            found = _views[path] = Index.restore(path, view=True)
+        return found
+
+
+def _forget_view(path):
+    with _lock:
+        _views.pop(path, None)
+
+
+# Keeping it in step
+
+
+def sync(collection) -> int:
+    """Fold the changes logged since the file was made into a new file; returns how many ids
+    were folded in (0 without an index or changes). Searches do this themselves past
+    max_pending() changes; calling it after a large batch of writes moves that work out of a
+    search. Raises where it cannot (no usearch, a read-only connection)."""
+    Index = _usearch()
+    conn = collection.db.conn
+    index = settings(collection)
+    if index is None:
+        return 0
+    found = names(collection.name)
+    folder = directory(collection.db)
+    old_path = os.path.join(folder, index["file"])
+    log_table = storage.quote(found["log"])
+    keys_table = storage.quote(index["keys"])
+    conn.execute("begin")
+    try:
+        last = conn.execute(f"select coalesce(max(seq), 0) from {log_table}").fetchone()[0]
+        ids = [row[0] for row in conn.execute(f"select distinct id from {log_table} where seq <= ?", [last])]
+        if not ids:
+            return 0
+        known = dict(_select_in(conn, keys_table, "id, key", "id", ids))
+        rows = list(collection._select_in("id, embedding", "id", ids))
+        next_key = conn.execute(f"select coalesce(max(key), -1) + 1 from {keys_table}").fetchone()[0]
+    finally:
+        conn.execute("commit")
+    if not os.path.exists(old_path):
+        raise EmbedkitError(f"the approximate index file {old_path} is missing: rebuild it with `embedkit index --ann`")
+    file = f"{collection.name}.{secrets.token_hex(4)}{SUFFIX}"
+    path = os.path.join(folder, file)
+    current = Index.restore(old_path, view=False)
+    gone = np.array([known[id] for id in ids if id in known], dtype=np.uint64)
+    if len(gone):
+        current.remove(gone)
+    added = {}  # id -> its key: the one it had, or a new one
+    if rows:
+        found_ids, matrix = search.decode_rows(collection, rows, index["dimensions"])
+        for id in found_ids:
+            if id in known:
+                added[id] = known[id]
+            else:
+                added[id], next_key = next_key, next_key + 1
+        current.add(np.array([added[id] for id in found_ids], dtype=np.uint64), matrix)
+    current.save(path + ".tmp")
+    del current
+    os.replace(path + ".tmp", path)
+    try:
+        with storage.transaction(conn):
+            now = settings(collection)
+            if now is None or now["file"] != index["file"]:  # another process folded or rebuilt first
+                os.remove(path)
+                return 0
+            removed = [id for id in ids if id in known and id not in added]
+            for start in range(0, len(removed), KEY_ROWS):
+                chunk = removed[start : start + KEY_ROWS]
+                conn.execute(f"delete from {keys_table} where id in ({','.join('?' * len(chunk))})", chunk)
+            conn.executemany(
+                f"insert into {keys_table} (key, id) values (?, ?)",
+                [(key, id) for id, key in added.items() if id not in known],
+            )
+            conn.execute(f"delete from {log_table} where seq <= ?", [last])
+            _write_settings(conn, collection.name, {**index, "file": file, "seq": last})
+    except BaseException:
+        if os.path.exists(path):
+            os.remove(path)
+        raise
+    _remove_unused(collection)
+    return len(ids)
+
+
+def _select_in(conn, table, columns, key, values):
+    for start in range(0, len(values), KEY_ROWS):
+        chunk = values[start : start + KEY_ROWS]
+        yield from conn.execute(f"select {columns} from {table} where {key} in ({','.join('?' * len(chunk))})", chunk)
+
+
+# Searching
+
+
+def top_n(collection, query, n, exclude=None, filter=None, oversample=None):
+    """[(id, score)] best first, as search.top_n: the n best of the index's candidates and
+    the changes not yet in it, scored exactly. With a filter (a filters.Filter), candidates
+    are asked for in growing numbers until n match.
+
+    None when the index cannot answer and the caller should search exactly: no index, usearch
+    missing, the file missing or built for other dimensions, more changes pending than a
+    search takes on a connection that cannot fold them, or a filter matching too few of the
+    nearest MAX_CANDIDATES items.
+    """
+    if n <= 0:
+        return []
+    index = settings(collection)
+    if index is None:
+        return None
+    query = np.asarray(query, dtype=np.float32)
+    query = query / np.float32(np.linalg.norm(query))
+    try:
+        _usearch()
+    except EmbedkitError as ex:
+        sideindex.notice(collection, "approximate index", str(ex))
+        return None
+    collection.version()
+    if index["dimensions"] != collection.dimensions or len(query) != index["dimensions"]:
+        sideindex.notice(collection, "approximate index", f"it was built for {index['dimensions']} dimensions; rebuild it")
+        return None
+    oversample = OVERSAMPLE if oversample is None else oversample
+    conn = collection.db.conn
+    for attempt in range(2):
+        own = not conn.in_transaction
+        if own:
+            conn.execute("begin")  # one snapshot: settings, log, keys and rows agree
+        try:
+            return _search_snapshot(collection, query, n, exclude, filter, oversample)
+        except _Behind:
+            pass
+        finally:
+            if own:
+                conn.execute("commit")
+        if attempt or conn.in_transaction:
+            break
+        try:
+            sync(collection)
+        except (EmbedkitError, collection.db.sqlite_error, OSError) as ex:
+            sideindex.notice(collection, "approximate index",
+                             f"it has more changes not yet in it than a search takes, and they cannot be folded in here ({ex})")
+            return None
+    return None
+
+
+class _Behind(Exception):
+    """More changes are pending than a search scores beside the index."""
+
+
+def _search_snapshot(collection, query, n, exclude, filter, oversample):
+    conn = collection.db.conn
+    index = settings(collection)
+    if index is None:
+        return None
+    path = os.path.join(directory(collection.db), index["file"])
+    view = _view(path)
+    if view is None:
+        sideindex.notice(collection, "approximate index", f"its file {path} is missing; rebuild it with `embedkit index --ann`")
+        return None
+    log_table = storage.quote(names(collection.name)["log"])
+    pending = {row[0] for row in conn.execute(f"select distinct id from {log_table}")}
+    if len(pending) > max_pending(len(view)):
+        raise _Behind
+    keys_table = storage.quote(index["keys"])
+    wanted = n + (exclude is not None)
+    k = min(len(view), wanted * oversample)
+    seen = set()
+    scored_ids, scored = [], []
+    # The changed rows first: their current vectors, whatever the file holds for them.
+    extra = [id for id in pending if id != exclude]
+    while True:
+        view.expansion_search = max(EXPANSION_SEARCH, k)
+        found = view.search(query, k) if k else None
+        keys = [] if found is None else found.keys.tolist()
+        ids = [id for _, id in _select_in(conn, keys_table, "key, id", "key", keys)] if keys else []
+        fresh = [id for id in ids if id not in seen and id not in pending and id != exclude] + extra
+        extra = []
+        seen.update(fresh)
+        got_ids, got = _rows(collection, fresh, filter, index["dimensions"])
+        scored_ids += got_ids
+        scored.append(got)
+        matched = len(scored_ids)
+        if not filter or matched >= n or len(keys) < k or k >= len(view):
+            break
+        if k >= MAX_CANDIDATES:
+            return None  # the filter matches too few nearby items: the exact scan of them is better
+        # Ask for enough candidates that n should match, at the share matched so far.
+        share = max(matched, 1) / max(len(seen), 1)
+        k = min(len(view), MAX_CANDIDATES, max(k * 4, math.ceil(2 * n / share)))
+    if not scored_ids:
+        return []
+    matrix = np.concatenate(scored) if len(scored) > 1 else scored[0]
+    return search._best(matrix @ query, scored_ids, n)
+
+
+def _rows(collection, ids, filter, dims):
+    """(ids, unit float32 rows) of those of ids the filter matches."""
+    if not ids:
+        return [], np.empty((0, dims), np.float32)
+    condition, params = filter.condition() if filter else ("1", [])
+    rows = []
+    conn = collection.db.conn
+    for start in range(0, len(ids), KEY_ROWS):
+        chunk = ids[start : start + KEY_ROWS]
+        rows += conn.execute(
+            f"select id, embedding from {storage.quote(collection.table)} "
+            f"where id in ({','.join('?' * len(chunk))}) and ({condition})",
+            [*chunk, *params],
+        ).fetchall()
+    if not rows:
+        return [], np.empty((0, dims), np.float32)
+    found, matrix = search.decode_rows(collection, rows, dims)
+    return found, vectors.normalize_rows(matrix.copy())
