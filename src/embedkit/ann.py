@@ -238,11 +238,11 @@ def _remove_unused(collection):
 
 
 def status(collection) -> dict:
-    """{"collection", "ann": None} without an index; with one, also its file, size in bytes,
+    """{"collection", "library": None} without an index; with one, the library and also its file, size in bytes,
     items (in the collection), indexed (in the file; None if it cannot be opened), pending (changes
     not yet in the file), the most that searches score beside it, built, and whether it is usable."""
     index = settings(collection)
-    result = {"collection": collection.name, "ann": None}
+    result = {"collection": collection.name, "library": None}
     if index is None:
         return result
     conn = collection.db.conn
@@ -252,7 +252,7 @@ def status(collection) -> dict:
     collection.version()
     items = collection.count()
     result.update(
-        ann=index["library"],
+        library=index["library"],
         dtype=index["dtype"],
         dimensions=index["dimensions"],
         file=path,

@@ -1,10 +1,10 @@
-"""index: build, drop or show a collection's quantised index."""
+"""index: build, drop or show a collection's quantised and approximate indexes."""
 
 import json
 
 import click
 
-from .. import quantized
+from .. import ann, quantized
 from ..errors import EmbedkitError
 from . import cli, database_option, open_database
 from .embed import Progress
@@ -15,38 +15,49 @@ class _Progress(Progress):
         self._update("Indexing", n, total)
 
 
-@cli.command(short_help="Build, drop or show a collection's quantised index.")
+@cli.command(short_help="Build, drop or show a collection's indexes.")
 @click.argument("collection")
 @click.option("--quantize", type=click.Choice(quantized.MODES), help="Build (or rebuild) an index of int8 or 1-bit codes")
+@click.option("--ann", "approximate", is_flag=True, help="Build (or rebuild) the approximate (HNSW) index, for millions of items; needs the 'ann' extra")
 @click.option("--oversample", type=click.IntRange(min=1), help="With --quantize: candidates per result searches take from the index (default: 4 for int8, 10 for bit)")
-@click.option("--drop", is_flag=True, help="Drop the index")
+@click.option("--drop", is_flag=True, help="Drop the quantised index (with --ann: the approximate index)")
 @database_option
-def index(collection, quantize, oversample, drop, database):
-    """Build, drop or show the quantised index of COLLECTION.
+def index(collection, quantize, approximate, oversample, drop, database):
+    """Build, drop or show the indexes of COLLECTION.
 
-    An index holds int8 or 1-bit codes of the vectors in a sqlite-vec table. Searches pick
-    candidates from it, then score those exactly, so scores stay exact cosine similarities.
-    It follows every change to the collection, whoever writes it. Without an option, print
-    the index's status as JSON.
+    A quantised index holds int8 or 1-bit codes of the vectors in a sqlite-vec table; the
+    approximate index (--ann) is an HNSW graph in a file beside the database. Searches pick
+    candidates from an index, then score those exactly, so scores stay exact cosine
+    similarities. Both follow every change to the collection, whoever writes it. Without an
+    option, print the status of both as JSON.
 
     \b
     embedkit index papers --quantize int8
+    embedkit index papers --ann
     embedkit index papers
     embedkit index papers --drop
     """
-    if quantize and drop:
+    if quantize and approximate:
+        raise EmbedkitError("give --quantize or --ann, one index at a time")
+    if (quantize or oversample is not None) and drop:
         raise EmbedkitError("give --quantize to build an index or --drop to drop it, not both")
     if oversample is not None and not quantize:
         raise EmbedkitError("--oversample is recorded when building: use it with --quantize")
     target = open_database(database).collection(collection)
     if drop:
-        if not quantized.drop(target):
-            raise EmbedkitError(f"collection {collection!r} has no quantised index")
-        click.echo(f"Dropped the index of {collection}", err=True)
+        dropped = ann.drop(target) if approximate else quantized.drop(target)
+        if not dropped:
+            kind = "approximate" if approximate else "quantised"
+            raise EmbedkitError(f"collection {collection!r} has no {kind} index")
+        click.echo(f"Dropped the {'approximate ' if approximate else ''}index of {collection}", err=True)
         return
-    if quantize:
+    if quantize or approximate:
         with _Progress() as progress:
-            result = quantized.build(target, quantize, oversample, progress=progress.indexing)
+            if quantize:
+                result = quantized.build(target, quantize, oversample, progress=progress.indexing)
+            else:
+                result = ann.build(target, progress=progress.indexing)
     else:
-        result = quantized.status(target)
+        approximate_status = ann.status(target)
+        result = {**quantized.status(target), "ann": approximate_status if approximate_status["library"] else None}
     click.echo(json.dumps(result))

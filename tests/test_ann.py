@@ -1,0 +1,270 @@
+"""The approximate index (ann.py, `embedkit index --ann`): it follows every write whoever makes
+it, answers with exact scores, keeps filters returning n, and never stops exact search working."""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import embedkit
+from conftest import TableModel
+from embedkit import EmbedkitError, ann, models, search, sideindex, storage
+from embedkit.filters import Filter
+
+pytest.importorskip("usearch")
+
+DIMS = 32
+COUNT = 2_000
+TABLE = models.register(TableModel("test-ann-table", DIMS))
+
+
+def unit_vectors(count, seed, dims=DIMS):
+    matrix = np.random.default_rng(seed).standard_normal((count, dims)).astype(np.float32)
+    return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+
+
+def write_rows(db, name, rows):
+    """(id, vector, metadata) rows straight into the collection's table."""
+    with storage.transaction(db.conn):
+        db.conn.executemany(
+            f"insert into {storage.quote(name)} (id, embedding, metadata, content_hash, updated) values (?, ?, ?, ?, ?) "
+            "on conflict (id) do update set embedding = excluded.embedding, metadata = excluded.metadata",
+            [(id, np.asarray(v, dtype="<f4").tobytes(), json.dumps(m), "hash-" + id, storage.now()) for id, v, m in rows],
+        )
+
+
+def plain_client(path, *statements):
+    """Statements run in another process by Python's own sqlite3 module: a client that knows
+    nothing of embedkit or usearch."""
+    script = (
+        "import sqlite3, sys, json\n"
+        "conn = sqlite3.connect(sys.argv[1])\n"
+        "for sql, params in json.loads(sys.argv[2]):\n"
+        "    conn.execute(sql, [bytes.fromhex(p[1]) if isinstance(p, list) else p for p in params])\n"
+        "    conn.commit()\n"
+    )
+    encoded = [[sql, [["hex", p.hex()] if isinstance(p, bytes) else p for p in params]] for sql, params in statements]
+    subprocess.run([sys.executable, "-c", script, path, json.dumps(encoded)], check=True)
+
+
+@pytest.fixture
+def coll(db):
+    """COUNT random unit vectors; metadata shard = i % 100 (a filter on one shard keeps 1%)."""
+    collection = db.create_collection("vecs", model="test-ann-table")
+    write_rows(db, "vecs", [(f"item{i:04d}", v, {"shard": i % 100}) for i, v in enumerate(unit_vectors(COUNT, 1))])
+    return collection
+
+
+def exact(collection, query, n, exclude=None, filter=None):
+    """Exact top n by numpy over every row (the reference)."""
+    query = query / np.linalg.norm(query)
+    return search._chunked_top(collection, query.astype(np.float32), n, exclude, filter)
+
+
+def ids(hits):
+    return [hit.id if isinstance(hit, embedkit.Entry) else hit[0] for hit in hits]
+
+
+def recall(collection, queries, n=10, **kwargs):
+    found = [len(set(ids(ann.top_n(collection, q, n, **kwargs))) & set(ids(exact(collection, q, n, **kwargs)))) / n
+             for q in queries]
+    return float(np.mean(found))
+
+
+def test_build_status_and_exact_scores(db, coll):
+    status = ann.build(coll)
+    assert (status["library"], status["items"], status["indexed"], status["pending"], status["usable"]) == (
+        "usearch", COUNT, COUNT, 0, True)
+    assert status["file"] == os.path.join(db.path + "-ann", os.path.basename(status["file"]))
+    assert os.path.getsize(status["file"]) == status["bytes"] > 0
+    queries = unit_vectors(20, 2)
+    assert recall(coll, queries) >= 0.95
+    for query in queries[:5]:
+        for id, score in ann.top_n(coll, query, 10):  # scores are exact cosine similarities
+            assert score == pytest.approx(float(coll.vector(id) @ query), abs=1e-6)
+
+
+def test_exclude_leaves_the_item_out(coll):
+    ann.build(coll)
+    vector = coll.vector("item0007")
+    hits = ann.top_n(coll, vector, 5, exclude="item0007")
+    assert "item0007" not in ids(hits) and len(hits) == 5
+    assert ids(ann.top_n(coll, vector, 1)) == ["item0007"]
+
+
+def test_inserts_updates_and_deletes_are_followed(db, coll):
+    ann.build(coll)
+    query = unit_vectors(1, 3)[0]
+    before = ids(ann.top_n(coll, query, 10))
+    # A new item equal to the query, an old one moved onto it, and the best one deleted.
+    write_rows(db, "vecs", [("new", query, {"shard": 1}), ("item0100", query * 0.5 + unit_vectors(1, 4)[0] * 0.01, {})])
+    coll.delete([before[0]])
+    hits = ann.top_n(coll, query, 10)
+    assert hits[0] == ("new", pytest.approx(1.0, abs=1e-6))
+    assert hits[1][0] == "item0100" and before[0] not in ids(hits)
+    assert ids(hits) == ids(exact(coll, query, 10))
+    assert ann.status(coll)["pending"] == 3
+    assert ann.sync(coll) == 3
+    status = ann.status(coll)
+    assert (status["pending"], status["indexed"], status["items"]) == (0, COUNT, COUNT)
+    assert ids(ann.top_n(coll, query, 10)) == ids(hits)
+
+
+def test_writes_by_a_plain_sqlite3_client_are_followed(db, coll, db_path):
+    ann.build(coll)
+    query = unit_vectors(1, 5)[0]
+    best = ids(ann.top_n(coll, query, 3))
+    plain_client(
+        db_path,
+        ("delete from vecs where id = ?", [best[0]]),
+        ("insert into vecs (id, embedding, content_hash, updated) values ('plain', ?, 'h', 'now')",
+         [query.astype("<f4").tobytes()]),
+        ("update vecs set id = 'renamed' where id = ?", [best[1]]),
+    )
+    hits = ann.top_n(coll, query, 3)
+    assert ids(hits) == ["plain", "renamed", best[2]] == ids(exact(coll, query, 3))
+    assert ann.status(coll)["pending"] == 4  # the deleted, the new, and both names of the renamed
+
+
+def test_too_many_changes_are_folded_in_by_a_writer_and_refused_by_a_reader(db, coll, db_path, caplog):
+    ann.build(coll)
+    first_file = ann.status(coll)["file"]
+    query = unit_vectors(1, 6)[0]
+    # More changes than a search scores beside the index: item i takes the vector of item i + 999.
+    plain_client(db_path, ("update vecs set embedding = (select embedding from vecs as other "
+                           "where other.rowid = vecs.rowid + 999) where rowid <= ?", [ann.MIN_PENDING + 1]))
+    reader = embedkit.Database(storage.sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, isolation_level=None))
+    readable = reader.collection("vecs")
+    sideindex._notices.clear()
+    with caplog.at_level(logging.WARNING, logger="embedkit"):
+        assert ann.top_n(readable, query, 10) is None
+        assert ann.top_n(readable, query, 10) is None
+    notices = [r.getMessage() for r in caplog.records if "approximate index" in r.getMessage()]
+    assert len(notices) == 1 and "searching exactly" in notices[0], notices
+    hits = ann.top_n(coll, query, 10)  # a writer folds the changes into a new file first
+    status = ann.status(coll)
+    assert status["pending"] == 0 and status["file"] != first_file and not os.path.exists(first_file)
+    assert len(set(ids(hits)) & set(ids(exact(coll, query, 10)))) >= 9
+    assert ann.top_n(readable, query, 10) == hits  # and the reader uses the new file
+
+
+def test_filters_return_n_when_enough_items_match(db, coll):
+    ann.build(coll)
+    queries = unit_vectors(10, 8)
+    one_shard = Filter({"shard": 7})  # 20 of 2,000 items
+    for query in queries:
+        hits = ann.top_n(coll, query, 10, filter=one_shard)
+        assert len(hits) == 10 and all(coll.get(id).metadata["shard"] == 7 for id in ids(hits))
+    assert recall(coll, queries, filter=one_shard) >= 0.95
+    assert len(ann.top_n(coll, queries[0], 10, filter=Filter(where="id in ('item0001', 'item0002')"))) == 2
+    assert ann.top_n(coll, queries[0], 10, filter=Filter({"shard": 1000})) == []
+
+
+def test_a_filter_matching_too_few_nearby_items_means_exact(db, coll, monkeypatch):
+    ann.build(coll)
+    monkeypatch.setattr(ann, "MAX_CANDIDATES", 100)
+    query = unit_vectors(1, 9)[0]
+    assert ann.top_n(coll, query, 10, filter=Filter({"shard": 7})) is None
+
+
+def test_a_build_killed_midway_leaves_exact_search_working(db, coll, db_path):
+    script = (
+        "import os, sys, signal\n"
+        "sys.path.insert(0, sys.argv[2])\n"
+        "import conftest, embedkit\n"
+        "from conftest import TableModel\n"
+        "from embedkit import ann, models\n"
+        "models.register(TableModel('test-ann-table', 32))\n"
+        "coll = embedkit.Database(sys.argv[1]).collection('vecs')\n"
+        "ann.build(coll, progress=lambda n, total: os.kill(os.getpid(), signal.SIGKILL))\n"
+    )
+    tests = os.path.dirname(__file__)
+    result = subprocess.run([sys.executable, "-c", script, db_path, tests], capture_output=True)
+    assert result.returncode == -9, result.stderr
+    assert ann.settings(coll) is None and ann.status(coll) == {"collection": "vecs", "library": None}
+    assert ann.top_n(coll, unit_vectors(1, 10)[0], 3) is None
+    query = unit_vectors(1, 10)[0]
+    assert ids(coll.similar_by_vector(query, 3, exact=True)) == ids(exact(coll, query, 3))
+    coll.delete(["item0000"])  # writes go on
+    status = ann.build(coll)  # and a new build cleans up after the dead one
+    assert status["indexed"] == COUNT - 1 and status["pending"] == 0
+    leftovers = [name for (name,) in db.conn.execute("select name from sqlite_master where type = 'table' and name like '%ann_vecs:keys%'")]
+    assert leftovers == [ann.settings(coll)["keys"]]
+    assert os.listdir(db_path + "-ann") == [os.path.basename(status["file"])]
+
+
+def test_an_interrupted_build_leaves_nothing_behind(db, coll, db_path):
+    ann.build(coll)
+    before = ann.status(coll)
+
+    def interrupt(n, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        ann.build(coll, progress=interrupt)
+    assert ann.status(coll) == before
+    assert os.listdir(db_path + "-ann") == [os.path.basename(before["file"])]
+
+
+def test_a_missing_file_means_exact_with_a_notice(db, coll, caplog):
+    status = ann.build(coll)
+    os.remove(status["file"])
+    ann._forget_view(status["file"])
+    sideindex._notices.clear()
+    with caplog.at_level(logging.WARNING, logger="embedkit"):
+        assert ann.top_n(coll, unit_vectors(1, 11)[0], 3) is None
+    assert any("is missing" in r.getMessage() for r in caplog.records)
+    assert ann.status(coll)["usable"] is False
+
+
+def test_drop_removes_the_file_tables_and_triggers(db, coll, db_path):
+    ann.build(coll)
+    assert ann.drop(coll) is True
+    assert ann.drop(coll) is False
+    assert not os.path.exists(db_path + "-ann")
+    left = db.conn.execute("select name from sqlite_master where name like '_embedkit_ann_%'").fetchall()
+    assert left == []
+    coll.delete(["item0001"])  # no trigger left to fail
+
+
+def test_an_in_memory_database_cannot_have_one():
+    db = embedkit.Database(":memory:")
+    coll = db.create_collection("vecs", model="test-ann-table")
+    write_rows(db, "vecs", [("a", unit_vectors(1, 1)[0], {})])
+    with pytest.raises(EmbedkitError, match="in-memory database cannot have one"):
+        ann.build(coll)
+
+
+# The command line
+
+
+@pytest.fixture
+def cli_db(db_path, monkeypatch):
+    with embedkit.Database(db_path) as db:
+        db.create_collection("vecs", model="test-ann-table")
+        write_rows(db, "vecs", [(f"item{i:03d}", v, {}) for i, v in enumerate(unit_vectors(50, 12))])
+    monkeypatch.setenv("EMBEDKIT_DATABASE", db_path)
+    return db_path
+
+
+def test_cli_build_status_drop(invoke, cli_db):
+    assert json.loads(invoke("index", "vecs").stdout)["ann"] is None
+    result = invoke("index", "vecs", "--ann")
+    assert result.exit_code == 0, result.stderr
+    built = json.loads(result.stdout)
+    assert (built["library"], built["indexed"], built["pending"], built["usable"]) == ("usearch", 50, 0, True)
+    plain_client(cli_db, ("delete from vecs where id = 'item001'", []))
+    status = json.loads(invoke("index", "vecs").stdout)
+    assert status["quantize"] is None
+    assert (status["ann"]["indexed"], status["ann"]["items"], status["ann"]["pending"]) == (50, 49, 1)
+    result = invoke("index", "vecs", "--ann", "--drop")
+    assert result.exit_code == 0 and "Dropped the approximate index of vecs" in result.stderr
+    assert json.loads(invoke("index", "vecs").stdout)["ann"] is None
+    result = invoke("index", "vecs", "--ann", "--drop")
+    assert result.exit_code == 1 and "collection 'vecs' has no approximate index" in result.stderr
+    result = invoke("index", "vecs", "--ann", "--quantize", "int8")
+    assert result.exit_code == 1 and "one index at a time" in result.stderr
