@@ -230,11 +230,11 @@ def dataset(size, queries, seed=0):
     return np.concatenate([rest, synthetic(rest, size - len(rest), seed)]), held
 
 
-def fit_report(real: np.ndarray, made: np.ndarray, sample=2_000, k=10, seed=0) -> dict:
+def fit_report(real: np.ndarray, made: np.ndarray, sample=500, k=10, seed=0, size=50_000) -> dict:
     """How alike the two sets' neighbourhoods are: mean cosine to the 1st and 10th nearest
-    neighbour within each set (among sets of equal size), and mean cosine between points."""
+    neighbour within each set (among samples of equal size), and mean cosine between points."""
     rng = np.random.default_rng(seed)
-    size = min(len(real), len(made))
+    size = min(len(real), len(made), size)
     report = {}
     for name, matrix in (("real", real[rng.choice(len(real), size, replace=False)]),
                          ("synthetic", made[rng.choice(len(made), size, replace=False)])):

@@ -58,7 +58,6 @@ MAX_CANDIDATES = 20_000
 MIN_PENDING = 1_000
 PENDING_SHARE = 0.01
 BUILD_ROWS = 50_000
-KEY_ROWS = 500
 SUFFIX = ".usearch"
 
 _lock = threading.Lock()
@@ -318,8 +317,12 @@ def sync(collection) -> int:
         ids = [row[0] for row in conn.execute(f"select distinct id from {log_table} where seq <= ?", [last])]
         if not ids:
             return 0
-        known = dict(_select_in(conn, keys_table, "id, key", "id", ids))
-        rows = list(collection._select_in("id, embedding", "id", ids))
+        listed = json.dumps(ids)
+        known = dict(conn.execute(f"select id, key from {keys_table} where id in (select value from json_each(?))", [listed]))
+        rows = conn.execute(
+            f"select id, embedding from {storage.quote(collection.table)} where id in (select value from json_each(?))",
+            [listed],
+        ).fetchall()
         next_key = conn.execute(f"select coalesce(max(key), -1) + 1 from {keys_table}").fetchone()[0]
     finally:
         conn.execute("commit")
@@ -350,9 +353,7 @@ def sync(collection) -> int:
                 os.remove(path)
                 return 0
             removed = [id for id in ids if id in known and id not in added]
-            for start in range(0, len(removed), KEY_ROWS):
-                chunk = removed[start : start + KEY_ROWS]
-                conn.execute(f"delete from {keys_table} where id in ({','.join('?' * len(chunk))})", chunk)
+            conn.execute(f"delete from {keys_table} where id in (select value from json_each(?))", [json.dumps(removed)])
             conn.executemany(
                 f"insert into {keys_table} (key, id) values (?, ?)",
                 [(key, id) for id, key in added.items() if id not in known],
@@ -365,12 +366,6 @@ def sync(collection) -> int:
         raise
     _remove_unused(collection)
     return len(ids)
-
-
-def _select_in(conn, table, columns, key, values):
-    for start in range(0, len(values), KEY_ROWS):
-        chunk = values[start : start + KEY_ROWS]
-        yield from conn.execute(f"select {columns} from {table} where {key} in ({','.join('?' * len(chunk))})", chunk)
 
 
 # Searching
@@ -444,53 +439,37 @@ def _search_snapshot(collection, query, n, exclude, filter, oversample):
     pending = {row[0] for row in conn.execute(f"select distinct id from {log_table}")}
     if len(pending) > max_pending(len(view)):
         raise _Behind
-    keys_table = storage.quote(index["keys"])
     wanted = n + (exclude is not None)
     k = min(len(view), wanted * oversample)
-    seen = set()
-    scored_ids, scored = [], []
-    # The changed rows first: their current vectors, whatever the file holds for them.
-    extra = [id for id in pending if id != exclude]
+    condition, params = filter.condition() if filter else ("1", [])
+    # The changed rows: their current vectors, whatever the file holds for them.
+    rows = conn.execute(
+        f"select id, embedding from {storage.quote(collection.table)} "
+        f"where id in (select value from json_each(?)) and ({condition})",
+        [json.dumps([id for id in pending if id != exclude]), *params],
+    ).fetchall() if pending else []
+    seen = 0  # candidates from the file looked at so far
     while True:
         view.expansion_search = max(EXPANSION_SEARCH, k)
-        found = view.search(query, k) if k else None
-        keys = [] if found is None else found.keys.tolist()
-        ids = [id for _, id in _select_in(conn, keys_table, "key, id", "key", keys)] if keys else []
-        fresh = [id for id in ids if id not in seen and id not in pending and id != exclude] + extra
-        extra = []
-        seen.update(fresh)
-        got_ids, got = _rows(collection, fresh, filter, index["dimensions"])
-        scored_ids += got_ids
-        scored.append(got)
-        matched = len(scored_ids)
-        if not filter or matched >= n or len(keys) < k or k >= len(view):
+        keys = view.search(query, k).keys[seen:].tolist() if k else []
+        # The candidates' rows that the filter matches, in one statement, through the file's keys
+        # (the condition names the table's columns as they are).
+        found = conn.execute(
+            f"select id, embedding from {storage.quote(collection.table)} where id in "
+            f"(select known.id from json_each(?) join {storage.quote(index['keys'])} as known on known.key = value) "
+            f"and ({condition})",
+            [json.dumps(keys), *params],
+        ).fetchall() if keys else []
+        rows += [row for row in found if row[0] not in pending and row[0] != exclude]
+        seen += len(keys)
+        if not filter or len(rows) >= n or seen < k or k >= len(view):
             break
         if k >= MAX_CANDIDATES:
             return None  # the filter matches too few nearby items: the exact scan of them is better
         # Ask for enough candidates that n should match, at the share matched so far.
-        share = max(matched, 1) / max(len(seen), 1)
+        share = max(len(rows), 1) / seen
         k = min(len(view), MAX_CANDIDATES, max(k * 4, math.ceil(2 * n / share)))
-    if not scored_ids:
-        return []
-    matrix = np.concatenate(scored) if len(scored) > 1 else scored[0]
-    return search._best(matrix @ query, scored_ids, n)
-
-
-def _rows(collection, ids, filter, dims):
-    """(ids, unit float32 rows) of those of ids the filter matches."""
-    if not ids:
-        return [], np.empty((0, dims), np.float32)
-    condition, params = filter.condition() if filter else ("1", [])
-    rows = []
-    conn = collection.db.conn
-    for start in range(0, len(ids), KEY_ROWS):
-        chunk = ids[start : start + KEY_ROWS]
-        rows += conn.execute(
-            f"select id, embedding from {storage.quote(collection.table)} "
-            f"where id in ({','.join('?' * len(chunk))}) and ({condition})",
-            [*chunk, *params],
-        ).fetchall()
     if not rows:
-        return [], np.empty((0, dims), np.float32)
-    found, matrix = search.decode_rows(collection, rows, dims)
-    return found, vectors.normalize_rows(matrix.copy())
+        return []
+    ids, matrix = search.decode_rows(collection, rows, index["dimensions"])
+    return search._best(vectors.normalize_rows(matrix.copy()) @ query, ids, n)
