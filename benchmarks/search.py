@@ -168,7 +168,7 @@ def bench_size(n, args, cli_rows, warm_rows, cold_rows, breakdown_rows, setup_ro
 
     # (b) cold: fresh Database, no cache -> sqlite-vec. Interleaved with the references.
     t_np_cold, t_ek_cold, t_blob_cold = [], [], []
-    for r, q in enumerate(colds):
+    for q in colds:
         start = time.perf_counter()
         expected = ids_of(numpy_top(matrix, q))
         t_np_cold.append(time.perf_counter() - start)

@@ -21,14 +21,12 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
 from _common import environment_line, synthetic_texts, table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-import pdfs  # noqa: E402
-
 import embedkit  # noqa: E402
+import pdfs  # noqa: E402
 from embedkit import fulltext, models, storage  # noqa: E402
 from embedkit.sources.pdf import PdfSource  # noqa: E402
 
@@ -63,7 +61,7 @@ def copy_with_page_size(source_path, target_path, page_size) -> int:
         "select type, name, sql from src.sqlite_master where type in ('table', 'index') and sql is not null "
         "order by sql not like 'CREATE VIRTUAL%', type = 'index'"
     ).fetchall()
-    for kind, name, sql in schema:
+    for _kind, name, sql in schema:
         # A virtual table (the keyword index) makes its own shadow tables: those are not made twice.
         if not conn.execute("select 1 from main.sqlite_master where name = ?", [name]).fetchone():
             conn.execute(sql)

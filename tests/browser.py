@@ -83,7 +83,7 @@ def serve(db, timeout=120):
                         break
                 except OSError:
                     if time.monotonic() > deadline:
-                        raise RuntimeError(f"datasette did not answer at {url} in {timeout} s:\n{log_path.read_text()}")
+                        raise RuntimeError(f"datasette did not answer at {url} in {timeout} s:\n{log_path.read_text()}") from None
                     time.sleep(0.2)
             yield url
         finally:

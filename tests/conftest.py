@@ -1,4 +1,5 @@
 import os
+import shutil
 import sqlite3
 
 import numpy as np
@@ -8,6 +9,25 @@ from click.testing import CliRunner
 import embedkit
 from embedkit import models
 from embedkit.cli import cli
+
+# Fixtures that load the real model: tests using them (directly or through other fixtures) are
+# marked `model`, so `pytest -m "not (browser or model or slow)"` runs the quick part.
+REAL_MODEL_FIXTURES = {"minilm"}
+
+
+def pytest_collection_modifyitems(config, items):
+    chromium = shutil.which("chromium") is not None
+    # CI sets EMBEDKIT_REQUIRE_BROWSER=1: there a missing Chromium fails the browser tests
+    # (each says how to install it) instead of skipping them.
+    required = os.environ.get("EMBEDKIT_REQUIRE_BROWSER", "") not in ("", "0")
+    skip = pytest.mark.skip(
+        reason="Chromium is not installed (apt-get install chromium): the browser tests look at pages in it"
+    )
+    for item in items:
+        if REAL_MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.model)
+        if item.get_closest_marker("browser") and not chromium and not required:
+            item.add_marker(skip)
 
 
 class LettersModel(models.EmbeddingModel):

@@ -36,6 +36,7 @@ import time
 import zlib
 
 import numpy as np
+
 from httpserver import Headers, Served, TrackedHandler
 
 DIMENSIONS = 256  # of the vectors the fake models give (few hash collisions among test words)

@@ -13,6 +13,8 @@ import pytest
 import browser
 from browser import Element
 
+pytestmark = pytest.mark.browser
+
 
 def render(url) -> Element:
     """The page at url as headless Chromium left it after running its scripts."""

@@ -13,7 +13,6 @@ import pytest
 import sqlite_utils
 
 import embedkit
-
 from conftest import LETTERS, dump
 
 ITEMS = [
@@ -145,6 +144,18 @@ def test_embed_multi_extension_is_used_without_override(invoke, letters, tmp_pat
 def test_embed_multi_tolerated_input_variants(invoke, letters, db_path, tmp_path, text):
     ok(invoke("embed-multi", "docs", write(tmp_path / "data", text), "-m", "test-letters", "--store"), FRESH)
     assert {id: row["content"] for id, row in rows(db_path, "docs").items()} == CONTENT
+
+
+def test_embed_multi_semicolon_csv_and_a_huge_field(invoke, letters, db_path, tmp_path):
+    """Semicolon-delimited CSV (where the comma is the decimal mark) is recognised, and a field
+    far past Python's csv default limit of 128 KiB loads whole."""
+    huge = "word " * 40_000  # 200,000 characters
+    text = 'id;title;body\na;"1,5 apples";short\nb;big;' + huge + "\n"
+    ok(invoke("embed-multi", "docs", write(tmp_path / "data.csv", text), "-m", "test-letters", "--store"),
+       "2 embedded, 0 reused, 0 updated, 0 unchanged, 0 failed")
+    stored = rows(db_path, "docs")
+    assert stored["a"]["content"] == "1,5 apples\nshort"
+    assert stored["b"]["content"] == "big\n" + huge
 
 
 def test_embed_multi_single_json_object(invoke, letters, db_path, tmp_path):

@@ -6,9 +6,9 @@ import re
 
 import numpy as np
 import pytest
-from conftest import dump
 
 import embedkit
+from conftest import dump
 from embedkit import EmbedkitError, Item, models, storage
 from embedkit.models.sentence_transformers import default_model
 

@@ -311,16 +311,21 @@ def _datasette_cli(*args, cwd):
 
 
 def test_installing_embedkit_activates_the_plugin(ds, posts_db):
-    plugins = [plugin for plugin in get_json(ds, "/-/plugins.json") if plugin["name"] == "embedkit"]
+    plugins = [plugin for plugin in get_json(ds, "/-/plugins.json") if plugin["name"] == "embedkit-sqlite"]
     assert len(plugins) == 1 and plugins[0]["version"] == embedkit.__version__
+    assert plugins[0]["templates"] is True  # its pages come from the package's templates/
     assert {"register_routes", "prepare_connection", "extra_body_script", "startup"} <= set(plugins[0]["hooks"])
     # and in a fresh `datasette` process, with no configuration
     page = _datasette_cli(str(posts_db), "--get", "/embeddings/posts/-/similar.json?q=bread", cwd=ROOT)
     assert json.loads(page)["rows"][0]["metadata"]["tag"] == "baking"
 
 
-def test_plugins_dir_loads_the_same_plugin_once(posts_db):
-    # The checkout's copy replaces the installed one: one plugin, so every link appears once.
-    plugins = json.loads(_datasette_cli("--plugins-dir", "plugins", str(posts_db), "--get", "/-/plugins.json", cwd=ROOT))
-    assert [plugin["name"] for plugin in plugins] == ["embedkit_datasette.py"]
-    assert "register_routes" in plugins[0]["hooks"]
+def test_a_template_dir_overrides_the_similar_page(posts_db, tmp_path):
+    """As with any Datasette plugin, a --template-dir file of the same name replaces the page."""
+    (tmp_path / "embedkit_similar.html").write_text(
+        '{% extends "base.html" %}{% block content %}<p id="mine">{{ rows|length }} rows for {{ q }}</p>'
+        "{% endblock %}"
+    )
+    page = _datasette_cli(str(posts_db), "--template-dir", str(tmp_path), "--get",
+                          "/embeddings/posts/-/similar?q=bread&n=3", cwd=ROOT)
+    assert '<p id="mine">3 rows for bread</p>' in page

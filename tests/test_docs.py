@@ -339,7 +339,7 @@ def run_blocks(name, blocks, cwd):
                 elif shutil.which(program, path=SHELL_PATH):
                     output, code = run_shell(step.command, cwd)
                 else:  # not installed here, e.g. the sqlite3 shell
-                    warnings.warn(f"docs/{name}:{step.line}: {program} is not installed; not run")
+                    warnings.warn(f"docs/{name}:{step.line}: {program} is not installed; not run", stacklevel=2)
                     continue
                 check_output(f"docs/{name}:{step.line}", step.command, step.expected, output, code)
                 ran += 1

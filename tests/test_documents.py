@@ -2,20 +2,18 @@
 delete by metadata. PDFs are real files written by tests/pdfs.py; URLs are in test_fetch.py."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest
 import sqlite_utils
 
 import embedkit
+import pdfs
+from conftest import dump
 from embedkit import models
 from embedkit.chunking import Chunker
 from embedkit.errors import EmbedkitError
 from embedkit.sources.pdf import PdfSource
-
-import pdfs
-from conftest import dump
 
 # Long enough for several chunks per page at the default chunk size (1000 characters).
 ROUTING = "Mixture of depths routing lets a transformer skip tokens at some layers. " * 30

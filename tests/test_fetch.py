@@ -5,7 +5,6 @@ way a download can fail, redirects, --sync and re-fetching after a delete."""
 import json
 import socket
 
-import httpx
 import pytest
 import sqlite_utils
 

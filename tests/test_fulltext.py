@@ -11,7 +11,7 @@ import pysqlite3.dbapi2 as pysqlite3
 import pytest
 
 import embedkit
-from embedkit import EmbedkitError, Item, fulltext, storage
+from embedkit import EmbedkitError, Item, fulltext, migrations, storage
 
 DOCS = [
     ("backup", "Backing up SQLite: copy a live database with the .backup command.", "sqlite"),
@@ -402,13 +402,11 @@ def test_migration_indexes_the_collections_of_an_older_database(db_path, letters
             for trigger in fulltext.trigger_names(name):
                 conn.execute(f"drop trigger {storage.quote(trigger)}")
             conn.execute(f"drop table {storage.quote(fulltext.table_name(name))}")
-        conn.execute(f"delete from {storage.MIGRATIONS_TABLE} where name = 'm004_fulltext'")
+        conn.execute(f"delete from {migrations.TABLE} where name = 'm004_fulltext'")
     assert [row[0] for row in conn.execute("select name from sqlite_master where name like '%fts%'")] == []
     conn.close()
     with embedkit.Database(db_path) as db:
-        assert db.conn.execute(
-            f"select id from {storage.MIGRATIONS_TABLE} where name = 'm004_fulltext'"
-        ).fetchone() == (4,)
+        assert migrations.applied(db.conn)[-1] == "m004_fulltext"
         for name in ("posts", "empty"):
             assert len(fts_objects(db.conn, name)) == 8
             check_integrity(db.conn, name)

@@ -4,6 +4,7 @@ import time
 
 import httpx
 import pytest
+
 from httpserver import Server, http_server  # noqa: F401
 
 PDF = b"%PDF-1.4\n" + bytes(range(256)) * 10

@@ -10,9 +10,8 @@ import pytest
 import sqlite_utils
 
 import embedkit
-from embedkit import config, models, vectors
-
 from conftest import LETTERS, TableModel
+from embedkit import config, models, vectors
 
 TEXTS = {
     "a": "How to back up a SQLite database while it is being written",

@@ -467,7 +467,7 @@ def cli_db(invoke, db_path, tmp_path, monkeypatch):
 
 def test_cli_build_status_drop(invoke, cli_db):
     result = invoke("index", "vecs")
-    assert result.exit_code == 0 and json.loads(result.stdout) == {"collection": "vecs", "quantize": None}
+    assert result.exit_code == 0 and json.loads(result.stdout) == {"collection": "vecs", "quantize": None, "ann": None}
     result = invoke("index", "vecs", "--quantize", "bit")
     assert result.exit_code == 0, result.stderr
     built = json.loads(result.stdout)

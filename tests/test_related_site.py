@@ -21,6 +21,8 @@ import browser
 import embedkit
 from embedkit.cli import cli
 
+pytestmark = pytest.mark.browser
+
 EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "related-site"
 
 

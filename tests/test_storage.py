@@ -6,29 +6,31 @@ import time
 
 import numpy as np
 import pytest
-from conftest import dump
 
 import embedkit
-from embedkit import Item, models, storage
+from conftest import dump
+from embedkit import Item, migrations, models, storage
 
 
 def migration_rows(path):
     conn = sqlite3.connect(path)
     try:
-        return conn.execute(f"select id, name, applied from {storage.MIGRATIONS_TABLE} order by id").fetchall()
+        return conn.execute(
+            f"select id, name, applied_at from {migrations.TABLE} where migration_set = 'embedkit' order by id"
+        ).fetchall()
     finally:
         conn.close()
 
 
 def test_migrations_are_applied_once_and_recorded(db, db_path, letters):
-    assert storage.schema_version(db.conn) == 0  # an empty database gets no tables until needed
+    assert migrations.applied(db.conn) == []  # an empty database gets no tables until needed
     db.create_collection("docs", model="test-letters")
     rows = migration_rows(db_path)
     assert [(id, name) for id, name, _ in rows] == [
-        (number, fn.__name__) for number, fn in enumerate(storage.MIGRATIONS, 1)
+        (number, fn.__name__) for number, fn in enumerate(migrations.STEPS, 1)
     ]
     assert rows[0][1] == "m001_registry"
-    assert storage.schema_version(db.conn) == len(storage.MIGRATIONS)
+    assert migrations.pending(db.conn) == []
     # creating more collections does not migrate again
     db.create_collection("more", model="test-letters")
     assert migration_rows(db_path) == rows
@@ -41,7 +43,7 @@ def test_a_reopened_database_is_not_migrated_again(db_path, letters):
     rows = migration_rows(db_path)
     for _ in range(2):
         with embedkit.Database(db_path) as db:
-            storage.migrate(db.conn)
+            migrations.migrate(db.conn)
             assert len(db.collection("docs")) == 1
     assert migration_rows(db_path) == rows
     assert dump(db_path) == before
@@ -56,14 +58,14 @@ def test_a_new_migration_is_applied_once_to_an_older_database(db_path, letters, 
         runs.append(conn)
         conn.execute("create table _embedkit_test_notes (note text)")
 
-    monkeypatch.setattr(storage, "MIGRATIONS", [*storage.MIGRATIONS, m999_add_notes])
+    monkeypatch.setattr(migrations, "STEPS", [*migrations.STEPS, m999_add_notes])
     for _ in range(3):
         with embedkit.Database(db_path) as db:  # opening an older database upgrades it
             assert len(db.collection("docs")) == 1
     assert len(runs) == 1
     rows = migration_rows(db_path)
-    assert [(id, name) for id, name, _ in rows][-1] == (len(storage.MIGRATIONS), "m999_add_notes")
-    assert len(rows) == len(storage.MIGRATIONS)
+    assert [(id, name) for id, name, _ in rows][-1] == (len(migrations.STEPS), "m999_add_notes")
+    assert len(rows) == len(migrations.STEPS)
 
 
 def test_a_failing_migration_changes_nothing(db_path, letters, monkeypatch):
@@ -75,10 +77,40 @@ def test_a_failing_migration_changes_nothing(db_path, letters, monkeypatch):
         conn.execute("create table _embedkit_half_done (x)")
         raise RuntimeError("migration failed half way")
 
-    monkeypatch.setattr(storage, "MIGRATIONS", [*storage.MIGRATIONS, m999_broken])
+    monkeypatch.setattr(migrations, "STEPS", [*migrations.STEPS, m999_broken])
     with pytest.raises(RuntimeError, match="half way"):
         embedkit.Database(db_path)
     assert dump(db_path) == before
+
+
+def test_the_migrations_table_of_older_versions_is_converted(db_path, letters, monkeypatch):
+    """Databases made before sqlite-utils' Migrations recorded (id, name, applied): they are
+    read as they are, and converted when the next migration is applied."""
+    with embedkit.Database(db_path) as db:
+        db.create_collection("docs", model="test-letters").embed("1", "aaa")
+    conn = sqlite3.connect(db_path)
+    with conn:
+        conn.execute(f"drop table {migrations.TABLE}")
+        conn.execute(f"create table {migrations.TABLE} (id integer primary key, name text not null, applied text not null)")
+        conn.executemany(
+            f"insert into {migrations.TABLE} (id, name, applied) values (?, ?, '2026-01-01T00:00:00Z')",
+            list(enumerate([step.__name__ for step in migrations.STEPS], 1)),
+        )
+    conn.close()
+    before = dump(db_path)
+    with embedkit.Database(db_path) as db:
+        assert migrations.pending(db.conn) == []
+    assert dump(db_path) == before  # nothing to do, nothing written
+
+    def m999_add_notes(conn):
+        conn.execute("create table _embedkit_test_notes (note text)")
+
+    monkeypatch.setattr(migrations, "STEPS", [*migrations.STEPS, m999_add_notes])
+    with embedkit.Database(db_path) as db:
+        assert len(db.collection("docs")) == 1
+    rows = migration_rows(db_path)
+    assert [name for _, name, _ in rows] == [step.__name__ for step in migrations.STEPS]
+    assert [applied for _, _, applied in rows[:-1]] == ["2026-01-01T00:00:00Z"] * (len(rows) - 1)
 
 
 def test_wal_mode_and_busy_timeout(db, db_path):

@@ -18,6 +18,8 @@ import browser
 from embedkit.related import file_name
 from httpserver import Server
 
+pytestmark = pytest.mark.browser
+
 RELATED_JS = pathlib.Path(__file__).parents[1] / "src" / "embedkit" / "static" / "related.js"
 
 POSTS = [

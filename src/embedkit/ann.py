@@ -37,7 +37,7 @@ import threading
 
 import numpy as np
 
-from . import search, sideindex, storage, vectors
+from . import extras, ranking, sideindex, storage, vectors
 from .errors import EmbedkitError
 
 LIBRARY = "usearch"
@@ -104,13 +104,7 @@ def _write_settings(conn, name, index):
 
 
 def _usearch():
-    try:
-        from usearch.index import Index
-    except ImportError:
-        raise EmbedkitError(
-            "approximate indexes need usearch, which is not installed: pip install 'embedkit[ann]'"
-        ) from None
-    return Index
+    return extras.require("usearch.index", "ann", "the approximate index").Index
 
 
 # Building, dropping, status
@@ -149,7 +143,7 @@ def build(collection, progress=None) -> dict:
             total = collection.count()
             cursor = conn.execute(f"select id, embedding from {storage.quote(collection.table)} order by rowid")
             while rows := cursor.fetchmany(BUILD_ROWS):
-                ids, matrix = search.decode_rows(collection, rows, dims)
+                ids, matrix = ranking.decode_rows(rows, dims, collection.name)
                 index.add(np.arange(len(every), len(every) + len(ids), dtype=np.uint64), matrix,
                           threads=os.cpu_count() or 1)
                 every += ids
@@ -282,7 +276,7 @@ def _view(path):
                 return None
             try:
                 Index = _usearch()
-            except EmbedkitError:
+            except extras.MissingExtra:
                 return None
             found = _views[path] = Index.restore(path, view=True)
         return found
@@ -336,7 +330,7 @@ def sync(collection) -> int:
         current.remove(gone)
     added = {}  # id -> its key: the one it had, or a new one
     if rows:
-        found_ids, matrix = search.decode_rows(collection, rows, index["dimensions"])
+        found_ids, matrix = ranking.decode_rows(rows, index["dimensions"], collection.name)
         for id in found_ids:
             if id in known:
                 added[id] = known[id]
@@ -390,7 +384,7 @@ def top_n(collection, query, n, exclude=None, filter=None, oversample=None):
     query = query / np.float32(np.linalg.norm(query))
     try:
         _usearch()
-    except EmbedkitError as ex:
+    except extras.MissingExtra as ex:
         sideindex.notice(collection, "approximate index", str(ex))
         return None
     collection.version()
@@ -471,5 +465,5 @@ def _search_snapshot(collection, query, n, exclude, filter, oversample):
         k = min(len(view), MAX_CANDIDATES, max(k * 4, math.ceil(2 * n / share)))
     if not rows:
         return []
-    ids, matrix = search.decode_rows(collection, rows, index["dimensions"])
-    return search._best(vectors.normalize_rows(matrix.copy()) @ query, ids, n)
+    ids, matrix = ranking.decode_rows(rows, index["dimensions"], collection.name)
+    return ranking.best(vectors.normalize_rows(matrix.copy()) @ query, ids, n)

@@ -56,7 +56,7 @@ class Chunker:
             return []
         if self.method == "chars":
             return self._windows(text)
-        measure = self.length if self.method == "tokens" else len
+        measure = self.length if self.method == "tokens" and self.length is not None else len
         if measure(text) <= self.size:
             return [text]
         # Pieces are spans of text: piece i runs from bounds[i] to bounds[i + 1].
@@ -113,10 +113,10 @@ class Chunker:
                 keep = _furthest(
                     0,
                     end - start - 1,
-                    lambda n: fits(end - n, end, self.overlap) and fits(end - n, end + 1, self.size),
+                    lambda n: fits(end - n, end, self.overlap) and fits(end - n, end + 1, self.size),  # noqa: B023 (called here)
                 )
                 start = end - keep
-            end = _furthest(end + 1, len(bounds) - 1, lambda stop: fits(start, stop, self.size))
+            end = _furthest(end + 1, len(bounds) - 1, lambda stop: fits(start, stop, self.size))  # noqa: B023
             chunks.append(text[bounds[start] : bounds[end]].strip())
         return chunks
 

@@ -2,8 +2,9 @@
 
 import json
 import os
+from typing import Any
 
-from . import fulltext, models, search, sqlfunctions, storage
+from . import fulltext, migrations, models, quantized, search, sqlfunctions, storage
 from .collection import Collection, validate_name
 from .errors import EmbedkitError
 
@@ -17,7 +18,7 @@ class Database:
     sqlite_utils.Database.
     """
 
-    def __init__(self, path=DEFAULT_PATH):
+    def __init__(self, path: str | os.PathLike | Any = DEFAULT_PATH):
         # close() closes only a connection this object opened, never the caller's.
         self._owns_connection = isinstance(path, (str, os.PathLike))
         if self._owns_connection:
@@ -32,19 +33,19 @@ class Database:
         # Identifies this database for the search cache: the file, or this connection.
         self.key = os.path.realpath(main[2]) if main[2] else f"memory:{id(self.conn)}"
         if storage.table_exists(self.conn, storage.REGISTRY):
-            storage.migrate(self.conn)  # upgrade an older embedkit schema in place
+            migrations.migrate(self.conn)  # upgrade an older embedkit schema in place
         # --sql inputs and Python users can call embedkit_* functions on this connection. A
         # connection that has them already keeps its own (Datasette's are bounded).
         if not sqlfunctions.registered(self.conn):
             self.register_functions()
 
-    def __enter__(self):
+    def __enter__(self) -> "Database":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc) -> None:
         self.close()
 
-    def close(self):
+    def close(self) -> None:
         search.forget(self.key)
         if self._owns_connection:
             self.conn.close()
@@ -59,16 +60,16 @@ class Database:
         columns = [d[0] for d in cursor.description]
         return [dict(zip(columns, row)) for row in cursor]
 
-    def collections(self) -> list:
+    def collections(self) -> list[Collection]:
         return [Collection(self, row) for row in self._registry_rows()]
 
-    def collection_names(self) -> list:
+    def collection_names(self) -> list[str]:
         return [row["name"] for row in self._registry_rows()]
 
-    def has_collection(self, name) -> bool:
+    def has_collection(self, name: str) -> bool:
         return bool(self._registry_rows(name))
 
-    def collection(self, name) -> Collection:
+    def collection(self, name: str) -> Collection:
         """An existing collection."""
         rows = self._registry_rows(name)
         if not rows:
@@ -76,17 +77,18 @@ class Database:
             raise EmbedkitError(f"no collection named {name!r} in {self.path} (collections: {known})")
         return Collection(self, rows[0])
 
-    def create_collection(self, name, model=None, query_prefix="", document_prefix="", dimensions=None) -> Collection:
+    def create_collection(self, name: str, model: str | None = None, query_prefix: str = "",
+                          document_prefix: str = "", dimensions: int | None = None) -> Collection:
         """A new, empty collection; model is an id, alias or local path (default all-MiniLM-L6-v2).
 
         dimensions keeps only the first that many of each vector, renormalised: for
         Matryoshka-trained models, a smaller collection and faster search for a little quality.
         """
         validate_name(name)
-        model = models.get_model(model)
+        embedder = models.get_model(model)
         if dimensions is not None:
-            model = model.truncated(dimensions)
-        storage.migrate(self.conn)
+            embedder = embedder.truncated(dimensions)
+        migrations.migrate(self.conn)
         with storage.transaction(self.conn):
             # SQLite names ignore case, and tables, views and indexes share one namespace.
             clash = self.conn.execute(
@@ -127,7 +129,7 @@ class Database:
                 (name, table_name, model, dimensions, query_prefix, document_prefix, settings, created, version)
                 values (?, ?, ?, ?, ?, ?, ?, ?, abs(random() % 9007199254740991))
                 """,
-                [name, name, model.model_id, model.dimensions, query_prefix, document_prefix,
+                [name, name, embedder.model_id, embedder.dimensions, query_prefix, document_prefix,
                  json.dumps({"dimensions": dimensions} if dimensions else {}), storage.now()],
             )
             registry_name = name.replace("'", "''")
@@ -143,7 +145,8 @@ class Database:
             fulltext.ensure(self.conn, name, name)  # the keyword (BM25) index and its triggers
         return self.collection(name)
 
-    def get_or_create_collection(self, name, model=None, dimensions=None, **prefixes) -> Collection:
+    def get_or_create_collection(self, name: str, model: str | None = None, dimensions: int | None = None,
+                                 **prefixes: str) -> Collection:
         """The collection, created with model if it does not exist; an error if its model,
         prefixes or dimensions differ from those given."""
         if self.has_collection(name):
@@ -163,12 +166,11 @@ class Database:
             return collection
         return self.create_collection(name, model, dimensions=dimensions, **prefixes)
 
-    def delete_collection(self, name):
+    def delete_collection(self, name: str) -> None:
         collection = self.collection(name)
         with storage.transaction(self.conn):
             self.conn.execute(f"drop table {storage.quote(collection.table)}")  # and its triggers
             fulltext.drop(self.conn, name)
-            from . import quantized
             quantized.drop_objects(self.conn, name)  # the index's tables (its triggers went with the table)
             self.conn.execute(f"delete from {storage.REGISTRY} where name = ?", [name])
             self.conn.execute(f"delete from {storage.SOURCES} where collection = ?", [name])
@@ -179,7 +181,7 @@ class Database:
         search.forget(self.key, name)
         fulltext.forget(self.key, name)
 
-    def register_functions(self):
+    def register_functions(self) -> None:
         """Make the embedkit_* SQL functions available on this connection."""
         sqlfunctions.register(self.conn)
 

@@ -102,8 +102,8 @@ def _lines(path):
 def read_queries(path) -> dict:
     """{query id: text} from a BEIR queries.jsonl: one JSON object per line with "_id" and
     "text" (other keys are ignored; blank lines too)."""
-    queries = {}
-    seen = {}
+    queries: dict[str, str] = {}
+    seen: dict[str, int] = {}
     for number, line in _lines(path):
         if not line.strip():
             continue
@@ -134,8 +134,8 @@ def read_qrels(path, queries=None) -> dict:
 
     With queries (from read_queries), a query id that is not among them is an error.
     """
-    qrels = {}
-    seen = {}
+    qrels: dict[str, dict[str, int]] = {}
+    seen: dict[tuple, int] = {}
     first = True
     for number, line in _lines(path):
         if not line.strip():
@@ -200,7 +200,7 @@ def run(collection, queries, qrels, modes=MODES, depth=100, progress=None) -> di
         raise EmbedkitError("no query has judgments: the query ids of the qrels and the queries differ")
     progress = progress or (lambda n, total: None)
     total = len(evaluated) * len(modes)
-    report = {}
+    report: dict = {}
     for mode in modes:
         runs, done = {}, 0
         try:

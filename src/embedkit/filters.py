@@ -50,7 +50,7 @@ class Filter:
     items match: metadata key/values (all must match) and an SQL condition on the table."""
 
     metadata: dict = field(default_factory=dict)
-    where: str = None
+    where: str | None = None
 
     def __bool__(self):
         return bool(self.metadata or self.where)

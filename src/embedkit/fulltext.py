@@ -44,7 +44,7 @@ WORD = re.compile(r"[^\W_]+")
 _lock = threading.Lock()
 # (database key, collection) -> (schema version, collection version) when the index was
 # last found to match the table
-_verified = {}
+_verified: dict[tuple, tuple] = {}
 
 
 def table_name(name: str) -> str:
@@ -282,7 +282,7 @@ def fuse(rankings, k: int = RRF_K) -> list:
     have it, of 1 / (k + rank), rank counting from 1. Only ranks matter, so rankings whose
     scores are not comparable (cosine similarity, BM25) fuse fairly.
     """
-    scores = {}
+    scores: dict[str, float] = {}
     for ranking in rankings:
         for rank, id in enumerate(ranking, 1):
             scores[id] = scores.get(id, 0.0) + 1.0 / (k + rank)

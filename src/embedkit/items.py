@@ -9,9 +9,11 @@ from .errors import EmbedkitError
 
 @dataclass
 class Item:
+    """Something to embed: its id, the text, and optional metadata (a JSON object)."""
+
     id: str
-    content: str
-    metadata: dict = None
+    content: str | None
+    metadata: dict | None = None
 
 
 @dataclass
@@ -19,11 +21,11 @@ class Entry:
     """A search result or a stored item read back."""
 
     id: str
-    score: float = None
-    content: str = None
-    metadata: dict = None
+    score: float | None = None
+    content: str | None = None
+    metadata: dict | None = None
 
-    def to_dict(self):
+    def to_dict(self) -> dict:
         return {"id": self.id, "score": self.score, "content": self.content, "metadata": self.metadata}
 
 
@@ -51,7 +53,7 @@ def as_text(value) -> str:
     return json.dumps(value) if isinstance(value, bool) else str(value)
 
 
-def parse_metadata(value, where="metadata") -> dict:
+def parse_metadata(value, where="metadata") -> dict | None:
     """A metadata value from input: a dict, a JSON object string, or None."""
     if value is None or value == "":
         return None

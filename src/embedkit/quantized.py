@@ -29,7 +29,7 @@ import math
 
 import numpy as np
 
-from . import search, sideindex, storage, vectors
+from . import ranking, sideindex, storage, vectors
 from .errors import EmbedkitError
 
 MODES = ("int8", "bit")
@@ -131,7 +131,7 @@ def build(collection, quantize, oversample=None, progress=None) -> dict:
         total = conn.execute(f"select count(*) from {table}").fetchone()[0]
         cursor = conn.execute(f"select id, embedding from {table}")
         while rows := cursor.fetchmany(BUILD_ROWS):
-            ids, matrix = search.decode_rows(collection, rows, dims)
+            ids, matrix = ranking.decode_rows(rows, dims, collection.name)
             _insert(conn, found["vec"], index, ids, matrix)
             if progress is not None:
                 progress(len(rows), total)
@@ -243,7 +243,7 @@ def _apply_log(collection, index) -> int:
             chunk,
         ).fetchall()
         if rows:
-            _insert(conn, found["vec"], index, *search.decode_rows(collection, rows, index["dimensions"]))
+            _insert(conn, found["vec"], index, *ranking.decode_rows(rows, index["dimensions"], collection.name))
     conn.execute(f"delete from {log_table} where seq <= ?", [last])
     return len(ids)
 
@@ -344,12 +344,12 @@ def _knn(collection, index, query, k) -> list:
 
 
 def _rescore(collection, query, ids, n, exclude):
-    rows = list(collection._select_in("id, embedding", "id", [id for id in ids if id != exclude]))
+    rows = list(storage.select_in(collection.db.conn, collection.table, "id, embedding", "id", [id for id in ids if id != exclude]))
     if not rows:
         return []
-    found, matrix = search.decode_rows(collection, rows, len(query))
+    found, matrix = ranking.decode_rows(rows, len(query), collection.name)
     scores = vectors.normalize_rows(matrix.copy()) @ query  # as search.py scores: float32, unit rows
-    return search._best(scores, found, n)
+    return ranking.best(scores, found, n)
 
 
 # Codes

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import storage, vectors
-from .collection import IN_CHUNK, _chunks
 from .errors import EmbedkitError
 from .filters import Filter
 
@@ -99,7 +98,7 @@ def compute(collection, n=10, min_score=None, metadata=None, same=None, progress
     if full:
         lists = _top(items, range(len(items.ids)), n, min_score, progress)
         stats.computed = len(lists)
-        changed = range(len(items.ids))
+        changed = list(range(len(items.ids)))
     else:
         old = _stored_lists(conn, table)
         changed_ids = {items.ids[i] for i in changed}
@@ -120,7 +119,7 @@ def compute(collection, n=10, min_score=None, metadata=None, same=None, progress
             conn.execute(f"delete from {table}")
             conn.execute(f"delete from {storage.RELATED_ITEMS} where collection = ?", [collection.name])
         else:
-            for chunk in _chunks(sorted(set(lists) | gone), IN_CHUNK):
+            for chunk in storage.chunked(sorted(set(lists) | gone), storage.IN_CHUNK):
                 conn.execute(f"delete from {table} where id in ({','.join('?' * len(chunk))})", chunk)
         conn.executemany(
             f"insert into {table} (id, other_id, rank, score) values (?, ?, ?, ?)",
@@ -276,7 +275,7 @@ def _merge(items, keep, changed, old, n, min_score) -> dict:
 
 
 def _stored_lists(conn, table) -> dict:
-    lists = {}
+    lists: dict[str, list] = {}
     for id, other, score in conn.execute(f"select id, other_id, score from {table} order by id, rank"):
         lists.setdefault(id, []).append((other, score))
     return lists
@@ -293,7 +292,7 @@ def _lists(collection, fields, id=None) -> dict:
         "where k.collection = ? and (? is null or k.id = ?) order by k.id, r.rank",
         [collection.name, id, id],
     )
-    lists = {}
+    lists: dict[str, list] = {}
     for item, other, score, metadata in rows:
         entries = lists.setdefault(item, [])
         if other is not None:

@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import storage, vectors
-from .errors import EmbedkitError
+from . import quantized, ranking, storage, vectors
 from .filters import alternatives, json_path
 
 # Total memory the cached matrices may use, in MiB.
@@ -26,8 +25,8 @@ CACHE_MB = int(os.environ.get("EMBEDKIT_CACHE_MB", "4096"))
 CHUNK_ROWS = 50_000
 
 _lock = threading.Lock()
-_cache = {}  # (database key, collection) -> _Matrix, least recently used first
-_searched = {}  # (database key, collection) -> version searched once without a cache
+_cache: dict[tuple, "_Matrix"] = {}  # (database key, collection) -> _Matrix, least recently used first
+_searched: dict[tuple, int] = {}  # (database key, collection) -> version searched once without a cache
 
 
 @dataclass
@@ -61,8 +60,6 @@ def top_n(collection, query: np.ndarray, n: int, exclude=None, filter=None, exac
     if cached is not None:
         return _cached_top(collection, cached, query, n, exclude, filter)
     if not exact and not filter:
-        from . import quantized
-
         hits = quantized.top_n(collection, query, n, exclude)
         if hits is not None:
             return hits
@@ -89,7 +86,7 @@ def top_n(collection, query: np.ndarray, n: int, exclude=None, filter=None, exac
 
 def _cached_top(collection, cached, query, n, exclude, filter):
     if not filter:
-        return _best(cached.matrix @ query, cached.ids, n, cached.positions.get(exclude))
+        return ranking.best(cached.matrix @ query, cached.ids, n, cached.positions.get(exclude))
     rows = _matching_rows(collection, cached, filter)
     if rows is None:  # the table changed under the cached matrix: ask SQLite instead
         return _chunked_top(collection, query, n, exclude, filter)
@@ -98,7 +95,7 @@ def _cached_top(collection, cached, query, n, exclude, filter):
     if position is not None:
         at = int(np.searchsorted(rows, position))
         excluded = at if at < len(rows) and rows[at] == position else None
-    return _best(cached.matrix[rows] @ query, [cached.ids[i] for i in rows], n, excluded)
+    return ranking.best(cached.matrix[rows] @ query, [cached.ids[i] for i in rows], n, excluded)
 
 
 def _matching_rows(collection, cached, filter):
@@ -153,18 +150,7 @@ def _rows(collection, chunk_rows, filter=None):
         f"select id, embedding from {storage.quote(collection.table)} where {condition} order by rowid", params
     )
     while rows := cursor.fetchmany(chunk_rows):
-        yield decode_rows(collection, rows, collection.dimensions)
-
-
-def decode_rows(collection, rows, dims):
-    """(ids, read-only float32 matrix) of (id, embedding) rows, checked to be dims wide."""
-    joined = b"".join(row[1] if isinstance(row[1], bytes) else b"" for row in rows)
-    if len(joined) != len(rows) * dims * 4:
-        raise EmbedkitError(
-            f"collection {collection.name!r} holds vectors that are not {dims}-dimensional "
-            "float32 (written by another program?)"
-        )
-    return [row[0] for row in rows], np.frombuffer(joined, dtype=vectors.DTYPE).reshape(len(rows), dims)
+        yield ranking.decode_rows(rows, collection.dimensions, collection.name)
 
 
 def _load(collection, version) -> _Matrix:
@@ -173,7 +159,7 @@ def _load(collection, version) -> _Matrix:
     try:
         # Filled in place: no second copy of a matrix that may take gigabytes.
         matrix = np.empty((collection.count(), collection.dimensions), dtype=np.float32)
-        ids = []
+        ids: list[str] = []
         for chunk_ids, chunk in _rows(collection, CHUNK_ROWS):
             matrix[len(ids) : len(ids) + len(chunk_ids)] = chunk
             ids.extend(chunk_ids)
@@ -183,28 +169,12 @@ def _load(collection, version) -> _Matrix:
     return _Matrix(version, ids, {id: i for i, id in enumerate(ids)}, matrix)
 
 
-def _best(scores: np.ndarray, ids, n, exclude_position=None):
-    if exclude_position is not None:
-        scores[exclude_position] = -np.inf
-    available = len(ids) - (exclude_position is not None)
-    k = min(n, available)
-    if k <= 0:
-        return []
-    if k < len(scores):
-        kth = scores[np.argpartition(scores, len(scores) - k)[len(scores) - k]]
-        candidates = np.flatnonzero(scores >= kth)  # every row tied with the k-th
-    else:
-        candidates = np.flatnonzero(scores > -np.inf)
-    ranked = sorted(((-float(scores[i]), ids[i]) for i in candidates))[:k]
-    return [(id, -negative) for negative, id in ranked]
-
-
 def _chunked_top(collection, query, n, exclude, filter=None):
     best = []
     for ids, matrix in _rows(collection, CHUNK_ROWS, filter):
         position = ids.index(exclude) if exclude in ids else None
         scores = vectors.normalize_rows(matrix.copy()) @ query
-        best = sorted(best + _best(scores, ids, n, position), key=lambda hit: (-hit[1], hit[0]))[:n]
+        best = sorted(best + ranking.best(scores, ids, n, position), key=lambda hit: (-hit[1], hit[0]))[:n]
     return best
 
 

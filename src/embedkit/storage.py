@@ -1,14 +1,20 @@
-"""SQLite connections, the sqlite-vec extension and the schema migrations."""
+"""SQLite connections, the sqlite-vec extension and small SQL helpers every module shares."""
 
 import contextlib
 import logging
 import os
 from datetime import datetime, timezone
 
-try:  # pysqlite3 can load extensions where the stdlib module cannot
+# A SQLite that can load extensions (sqlite-vec): pysqlite3 where it has wheels (sqlite-utils and
+# Datasette pick it up too), sqlean.py where it does not (Linux aarch64, Intel macOS); else the
+# stdlib module, which often cannot, and searches take numpy's slower path.
+try:
     import pysqlite3.dbapi2 as sqlite3
 except ImportError:  # pragma: no cover - depends on the platform
-    import sqlite3
+    try:
+        import sqlean.dbapi2 as sqlite3  # type: ignore[no-redef]
+    except ImportError:
+        import sqlite3  # type: ignore[no-redef]
 
 log = logging.getLogger("embedkit")
 
@@ -20,7 +26,6 @@ REGISTRY = "_embedkit_collections"
 SOURCES = "_embedkit_sources"
 RELATED = "_embedkit_related"
 RELATED_ITEMS = "_embedkit_related_items"
-MIGRATIONS_TABLE = "_embedkit_migrations"
 
 _vec_unavailable_reason = None
 _vec_notice_given = False
@@ -104,6 +109,24 @@ def transaction(conn):
     conn.execute("commit")
 
 
+# SQLite allows 32766 host parameters; stay well below for old builds.
+IN_CHUNK = 500
+
+
+def chunked(sequence, size):
+    """Consecutive slices of sequence, each of at most size items."""
+    for start in range(0, len(sequence), size):
+        yield sequence[start : start + size]
+
+
+def select_in(conn, table, columns, key, values):
+    """Rows of columns of table whose key column is one of values, asked in chunks SQLite accepts."""
+    for chunk in chunked(list(values), IN_CHUNK):
+        yield from conn.execute(
+            f"select {columns} from {quote(table)} where {key} in ({','.join('?' * len(chunk))})", chunk
+        )
+
+
 def table_exists(conn, name) -> bool:
     return (
         conn.execute(
@@ -111,121 +134,3 @@ def table_exists(conn, name) -> bool:
         ).fetchone()
         is not None
     )
-
-
-# Numbered migrations: each runs once, in order, inside one transaction, and is
-# recorded in _embedkit_migrations. Append new ones; never edit an old one.
-MIGRATIONS = []
-
-
-def migration(fn):
-    MIGRATIONS.append(fn)
-    return fn
-
-
-@migration
-def m001_registry(conn):
-    conn.execute(
-        f"""
-        create table {REGISTRY} (
-            name text primary key,
-            table_name text not null unique,
-            model text not null,
-            -- NULL until the first vector arrives, for models that learn it on loading
-            dimensions integer,
-            query_prefix text not null default '',
-            document_prefix text not null default '',
-            settings text not null default '{{}}',
-            created text not null,
-            -- bumped by triggers on every write to the collection's table, so cached
-            -- matrices know when they are stale whoever wrote (embedkit, sqlite3, Datasette)
-            version integer not null default 0
-        )
-        """
-    )
-
-
-@migration
-def m002_sources(conn):
-    # Inputs that are split into many items (PDFs, chunked files and rows): what they were
-    # when last read, so an unchanged one is neither fetched again, extracted nor re-chunked.
-    conn.execute(
-        f"""
-        create table {SOURCES} (
-            collection text not null,
-            source text not null,
-            -- of the raw content, and how it was split into items (the chunker's settings)
-            digest text not null,
-            split text not null,
-            etag text,
-            last_modified text,
-            items integer not null,
-            updated text not null,
-            primary key (collection, source)
-        )
-        """
-    )
-
-
-@migration
-def m003_related(conn):
-    # What each collection's related lists were computed with and from, so a re-run redoes
-    # only the lists that changed items can affect.
-    conn.execute(
-        f"""
-        create table {RELATED} (
-            collection text primary key,
-            settings text not null,
-            -- the collection's version when computed: unchanged means nothing to do
-            version integer not null,
-            computed text not null
-        )
-        """
-    )
-    conn.execute(
-        f"""
-        create table {RELATED_ITEMS} (
-            collection text not null,
-            id text not null,
-            -- the item's content hash and what --same groups it by, when its list was made
-            signature text not null,
-            primary key (collection, id)
-        ) without rowid
-        """
-    )
-
-
-@migration
-def m004_fulltext(conn):
-    # A keyword (BM25) index over each collection's stored text, kept in sync by triggers:
-    # see fulltext.py. Filled from the rows already there.
-    from . import fulltext
-
-    for name, table in conn.execute(f"select name, table_name from {REGISTRY}").fetchall():
-        if table_exists(conn, table):
-            fulltext.ensure(conn, name, table)
-
-
-def schema_version(conn) -> int:
-    if not table_exists(conn, MIGRATIONS_TABLE):
-        return 0
-    return conn.execute(f"select coalesce(max(id), 0) from {MIGRATIONS_TABLE}").fetchone()[0]
-
-
-def migrate(conn):
-    """Bring the embedkit tables up to date; a no-op on a current database."""
-    if schema_version(conn) == len(MIGRATIONS):
-        return
-    with transaction(conn):
-        conn.execute(
-            f"create table if not exists {MIGRATIONS_TABLE} "
-            "(id integer primary key, name text not null, applied text not null)"
-        )
-        done = schema_version(conn)
-        for number, fn in enumerate(MIGRATIONS, 1):
-            if number > done:
-                fn(conn)
-                conn.execute(
-                    f"insert into {MIGRATIONS_TABLE} (id, name, applied) values (?, ?, ?)",
-                    [number, fn.__name__, now()],
-                )

@@ -6,16 +6,17 @@ import sys
 
 import click
 
+from .. import extras
+from ..chunking import METHODS, Chunker
 from ..collection import validate_name
 from ..errors import EmbedkitError
 from ..items import Item, RowMapping, check_unique_ids, parse_metadata
 from ..models import get_model
-from ..chunking import METHODS, Chunker
 from ..sources import input_name
 from ..sources.pdf import PdfSource, looks_like_pdf
 from ..sources.tabular import FORMATS
 from ..sources.url import is_url
-from . import cli, database_option, open_database, read_text
+from .base import Progress, cli, database_option, open_database, read_text
 
 
 def model_option(fn):
@@ -67,7 +68,7 @@ def embed(collection, id, content, input_path, model, store, metadata, output_fo
         _print_vector(vector, output_format or "json")
         return
     metadata = parse_metadata(metadata, "--metadata")
-    _check_target(collection, model)
+    _check_target(collection, model, database)
     db = open_database(database, create=True)
     target = db.get_or_create_collection(
         collection, model, dimensions, query_prefix=query_prefix, document_prefix=document_prefix
@@ -75,10 +76,15 @@ def embed(collection, id, content, input_path, model, store, metadata, output_fo
     target.embed(id, text, metadata, store=store)
 
 
-def _check_target(collection, model):
-    """Refuse a bad collection name or unknown model before a database file is created for it."""
+def _check_target(collection, model, database):
+    """Refuse a bad collection name, an unknown model or one whose extra is missing, before a
+    database file is created for it. Without -m, an existing collection's own model is checked."""
     validate_name(collection)
-    get_model(model)  # looks the model up without loading it
+    if model is None and os.path.isfile(database):
+        with open_database(database) as db:
+            if db.has_collection(collection):
+                model = db.collection(collection).model_id
+    get_model(model).check_available()  # looks the model up without loading it
 
 
 def _print_vector(vector, output_format):
@@ -148,11 +154,13 @@ def embed_multi(collection, inputs, input_format, files, encoding, pdf, sql, att
     items = [mapping.item(row, where) for row, where in _rows(tables, input_format, database, sql, attach)]
     items += [PdfSource(location, id_prefix=prefix) for location in pdf_inputs + _expand(pdf)]
     items += [item for directory, pattern in files for item in file_inputs(directory, pattern, encoding, prefix)]
+    if any(isinstance(item, PdfSource) for item in items):
+        extras.check("pypdf", "pdf", "reading PDFs")
     check_unique_ids(Item(input_name(i), None) for i in items)  # before a collection is made for them
     chunking = chunker or chunk_size or chunk_overlap is not None
     if chunking and (chunk_size or chunker != "tokens"):  # a size known without loading a model
         Chunker("chars", chunk_size or 1000, 0 if chunk_overlap is None else chunk_overlap)
-    _check_target(collection, model)
+    _check_target(collection, model, database)
     db = open_database(database, create=True)
     target = db.get_or_create_collection(
         collection, model, dimensions, query_prefix=query_prefix, document_prefix=document_prefix
@@ -212,45 +220,3 @@ def _expand(patterns):
             raise EmbedkitError(f"--pdf {pattern}: no files match")
         locations += matches
     return locations
-
-
-class Progress:
-    """Bars on stderr when it is a terminal: reading sources, embedding their items, relating them."""
-
-    def __init__(self):
-        self.bar = None
-        self.label = None
-        self.show = sys.stderr.isatty()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self._close()
-
-    def _close(self):
-        if self.bar is not None:
-            self.bar.render_finish()
-            self.bar = None
-
-    def _update(self, label, n, total):
-        if not self.show:
-            return
-        if self.label != label:
-            self._close()
-            self.label = label
-            self.bar = click.progressbar(length=total, label=label, file=sys.stderr)
-        self.bar.length = total
-        self.bar.update(n)
-
-    def reading(self, n, total):
-        self._update("Reading", n, total)
-
-    def embedding(self, n, total):
-        self._update("Embedding", n, total)
-
-    def relating(self, n, total):
-        self._update("Relating", n, total)
-
-    def searching(self, n, total):
-        self._update("Searching", n, total)

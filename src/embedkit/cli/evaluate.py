@@ -6,8 +6,7 @@ import click
 
 from .. import evaluate as evaluation
 from ..errors import EmbedkitError
-from . import cli, database_option, open_database, print_table
-from .embed import Progress
+from .base import Progress, cli, database_option, open_database, print_table
 
 
 @cli.command(name="eval", short_help="Measure search quality: nDCG@10, MAP@100, Recall@100 per search mode.")

@@ -6,8 +6,7 @@ import click
 
 from .. import ann, quantized
 from ..errors import EmbedkitError
-from . import cli, database_option, open_database
-from .embed import Progress
+from .base import Progress, cli, database_option, open_database
 
 
 class _Progress(Progress):

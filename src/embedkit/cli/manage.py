@@ -2,9 +2,9 @@ import json
 
 import click
 
-from ..filters import parse_filter
 from ..errors import EmbedkitError
-from . import ListGroup, cli, database_option, open_database, print_table
+from ..filters import parse_filter
+from .base import ListGroup, cli, database_option, open_database, print_table
 
 
 @cli.group(cls=ListGroup)

@@ -7,7 +7,7 @@ import click
 
 from .. import config, models
 from ..errors import EmbedkitError
-from . import ListGroup, cli, print_table
+from .base import ListGroup, cli, print_table
 
 
 @cli.group(name="models", cls=ListGroup)

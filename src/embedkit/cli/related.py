@@ -7,8 +7,7 @@ from importlib import resources
 import click
 
 from ..filters import parse_filter
-from . import cli, database_option, open_database
-from .embed import Progress
+from .base import Progress, cli, database_option, open_database
 
 
 @cli.command(short_help="Compute every item's most similar items into a table.")

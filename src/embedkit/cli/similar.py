@@ -5,7 +5,7 @@ import click
 
 from ..errors import EmbedkitError
 from ..filters import parse_filter
-from . import cli, database_option, open_database, read_text
+from .base import cli, database_option, open_database, read_text
 
 
 @cli.command(short_help="Find the items most similar to a text or to a stored item.")

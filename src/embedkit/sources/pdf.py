@@ -5,6 +5,7 @@ import io
 import logging
 import os
 
+from .. import extras
 from ..errors import EmbedkitError
 from . import Document, Source, digest, split_text
 from .url import fetch, is_url
@@ -69,7 +70,7 @@ def extract(data: bytes, content_type=None):
     if not looks_like_pdf(data):
         sent = f"; the server sent {content_type.split(';')[0]}" if content_type else ""
         raise EmbedkitError(f"not a PDF (it does not start with %PDF-{sent})")
-    import pypdf
+    pypdf = extras.require("pypdf", "pdf", "reading PDFs")
     from pypdf.errors import DependencyError
 
     try:

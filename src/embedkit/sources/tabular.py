@@ -98,7 +98,23 @@ def _nl_rows(text, name):
     return rows
 
 
+# Delimiters a CSV file may use instead of commas (semicolons where the comma is the decimal mark).
+SNIFFED = ",;|"
+
+
+def _sniff(text) -> str:
+    try:
+        return csv.Sniffer().sniff(text[:8192], delimiters=SNIFFED).delimiter
+    except csv.Error:  # one column, or too little text to tell
+        return ","
+
+
 def _delimited_rows(text, name, delimiter):
+    from sqlite_utils.utils import maximize_csv_field_size_limit
+
+    maximize_csv_field_size_limit()  # a long text in one field is no error
+    if delimiter == ",":
+        delimiter = _sniff(text)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     try:
         header = next(reader, None)

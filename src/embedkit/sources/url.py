@@ -4,6 +4,7 @@ import os
 from dataclasses import dataclass
 
 from ..errors import EmbedkitError
+from ..version import USER_AGENT
 
 TIMEOUT = float(os.environ.get("EMBEDKIT_FETCH_TIMEOUT", "30"))
 MAX_BYTES = int(float(os.environ.get("EMBEDKIT_MAX_DOWNLOAD_MB", "100")) * 2**20)
@@ -14,8 +15,8 @@ MAX_REDIRECTS = 10
 class Fetched:
     data: bytes
     content_type: str
-    etag: str = None
-    last_modified: str = None
+    etag: str | None = None
+    last_modified: str | None = None
 
 
 def is_url(text: str) -> bool:
@@ -31,10 +32,8 @@ def client():
     if _client is None:
         import httpx
 
-        from .. import __version__
-
         _client = httpx.Client(
-            follow_redirects=True, max_redirects=MAX_REDIRECTS, headers={"User-Agent": f"embedkit/{__version__}"}
+            follow_redirects=True, max_redirects=MAX_REDIRECTS, headers={"User-Agent": USER_AGENT}
         )
     return _client
 

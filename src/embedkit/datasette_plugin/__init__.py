@@ -1,7 +1,8 @@
 """embedkit's Datasette plugin: the embedkit_* SQL functions, and similar items for every collection.
 
-Installing embedkit registers this module through the `datasette` entry point; `datasette
---plugins-dir plugins` loads it straight from a checkout.
+Installing embedkit with the `datasette` extra registers this package through Datasette's
+`datasette` entry point. Its pages are templates in templates/, which a Datasette
+`--template-dir` can override file by file, as with any Datasette plugin.
 
 - `/<db>/<collection>/-/similar?q=TEXT` and `?id=ID` (HTML, and `.json`): the top-n items with
   score, id, content and metadata; `n` (1-100), `unique` (a metadata key), `filter=KEY=VALUE`
@@ -21,20 +22,12 @@ from datasette import hookimpl
 from datasette.utils import tilde_decode, tilde_encode
 from datasette.utils.asgi import Forbidden, Response
 
-import embedkit
-from embedkit import sqlfunctions, storage
-from embedkit.collection import MODES
-from embedkit.errors import EmbedkitError
-from embedkit.filters import parse_filter
-from embedkit.models import get_model
-
-if __name__ != "embedkit_datasette":
-    # Loaded by `datasette --plugins-dir` under its file name. If embedkit is installed too, its
-    # copy is registered already: this one replaces it rather than doubling every link.
-    from datasette.plugins import pm
-
-    if pm.get_plugin("embedkit") is not None:
-        pm.unregister(name="embedkit")
+from .. import sqlfunctions, storage
+from ..collection import MODES
+from ..database import Database
+from ..errors import EmbedkitError
+from ..filters import parse_filter
+from ..models import get_model
 
 log = logging.getLogger("embedkit")
 
@@ -44,63 +37,6 @@ MAX_N = 100
 DEFAULT_N = 10
 SNIPPET_CHARS = 300
 
-PAGE = """
-{% extends "base.html" %}
-{% block title %}Similar items in {{ table }}{% endblock %}
-{% block extra_head %}
-<style>
-.embedkit-form label { display: inline; font-weight: normal; margin-left: 0.6em; }
-.embedkit-form input[type=search] { width: 50%; }
-.embedkit-form input[type=number] { width: 4em; }
-.embedkit-form input[type=text] { width: 8em; }
-.embedkit-results td.score { font-variant-numeric: tabular-nums; }
-.embedkit-results td.content { max-width: 40em; }
-.embedkit-results td.metadata { font-size: 0.9em; white-space: nowrap; }
-.embedkit-results .key { color: #666; }
-</style>
-{% endblock %}
-{% block crumbs %}
-{{ crumbs.nav(request=request, database=database, table=table) }}
-{% endblock %}
-{% block content %}
-<h1>Similar items in {{ table }}</h1>
-<form class="embedkit-form" action="{{ action }}" method="get">
-  <p>
-    <input type="search" name="q" value="{{ q or '' }}" placeholder="Describe what you are looking for" aria-label="Text to search for">
-    <label>n <input type="number" name="n" min="1" max="{{ max_n }}" value="{{ n }}"></label>
-    <label>one per <input type="text" name="unique" value="{{ unique or '' }}" placeholder="metadata key" size="10"></label>
-    <label>only <input type="text" name="filter" value="{{ filters[0] if filters else '' }}" placeholder="key=value" size="12"></label>
-    <label><select name="mode">{% for value, label in modes %}<option value="{{ value }}"{% if value == mode %} selected{% endif %}>{{ label }}</option>{% endfor %}</select></label>
-    <input type="submit" value="Search">
-  </p>
-</form>
-<p>{{ count }} items, embedded with <code>{{ model }}</code>.</p>
-{% if error %}
-  <p class="message-error">{{ error }}</p>
-{% endif %}
-{% if item_id is not none and not error %}
-  <p>Most similar to <a href="{{ row_url(item_id) }}">{{ item_id }}</a>:</p>
-{% endif %}
-{% if rows %}
-<table class="rows-and-columns embedkit-results">
-  <thead><tr><th>score</th><th>id</th><th>content</th><th>metadata</th></tr></thead>
-  <tbody>
-  {% for row in rows %}
-    <tr>
-      <td class="score">{{ "%.3f"|format(row.score) }}</td>
-      <td class="id"><a href="{{ row_url(row.id) }}">{{ row.id }}</a></td>
-      <td class="content">{{ snippet(row.content) }}</td>
-      <td class="metadata">{% for key, value in (row.metadata or {}).items() %}<span class="key">{{ key }}:</span> {{ value if value is string else value|tojson }}{% if not loop.last %}<br>{% endif %}{% endfor %}</td>
-    </tr>
-  {% endfor %}
-  </tbody>
-</table>
-<p><a href="{{ json_url }}">JSON</a></p>
-{% elif searched and not error %}
-  <p>No items.</p>
-{% endif %}
-{% endblock %}
-"""
 
 
 @hookimpl
@@ -273,7 +209,7 @@ async def _related(datasette, request, as_json):
         try:
             return collection.related(id, fields)
         except EmbedkitError as ex:  # not computed yet
-            raise _Failure(404, str(ex))
+            raise _Failure(404, str(ex)) from None
 
     return Response.json({"ok": True, "database": db.name, "table": table, **await db.execute_fn(read)})
 
@@ -297,7 +233,7 @@ async def _visible_table(datasette, request, as_json):
     try:
         db = datasette.get_database(route=database)
     except KeyError:
-        raise _Failure(404, f"Database not found: {database}")
+        raise _Failure(404, f"Database not found: {database}") from None
     visible, _ = await datasette.check_visibility(
         request.actor,
         permissions=[("view-table", (db.name, table)), ("view-database", db.name), "view-instance"],
@@ -311,7 +247,7 @@ async def _visible_table(datasette, request, as_json):
 
 
 def _collection(conn, db, table):
-    collections = embedkit.Database(conn)
+    collections = Database(conn)
     name = next((c.name for c in collections.collections() if c.table == table), None)
     if name is None:
         raise _Failure(404, f"{table} is not an embedkit collection in {db.name}")
@@ -338,7 +274,7 @@ async def _similar(datasette, request, as_json):
             return info, collection.similar(query.q, query.n, unique=query.unique, metadata=query.metadata,
                                             min_score=query.min_score, mode=query.mode)
         except EmbedkitError as ex:  # e.g. the collection's model is not installed on this server
-            raise _Failure(500, f"{table}: {ex}")
+            raise _Failure(500, f"{table}: {ex}") from None
 
     info, rows = await db.execute_fn(search)
     if as_json:
@@ -383,9 +319,9 @@ async def _similar(datasette, request, as_json):
         "row_url": lambda item_id: datasette.urls.row(db.name, table, tilde_encode(item_id)),
         "snippet": _snippet,
     }
-    page = datasette.jinja_env.from_string(PAGE)
     return Response.html(
-        await datasette.render_template(page, context, request=request, view_name="embedkit-similar"),
+        await datasette.render_template("embedkit_similar.html", context, request=request,
+                                        view_name="embedkit-similar"),
         status=400 if query.error else 200,
     )
 

@@ -1,0 +1,169 @@
+"""The `embedkit` command group and what its commands share: the database option, opening a
+database, reading text, printing tables and progress bars."""
+
+import importlib
+import os
+import sys
+
+import click
+
+from .. import storage
+from ..database import DEFAULT_PATH, Database
+from ..errors import EmbedkitError
+from ..version import __version__
+
+
+class Group(click.Group):
+    """Turns library errors into one-line messages and a non-zero exit."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except EmbedkitError as ex:
+            raise click.ClickException(str(ex)) from None
+        except click.BadParameter as ex:
+            if isinstance(ex, click.MissingParameter):
+                raise  # the usage line shows what is missing
+            # A bad value is named in one line, as library errors are; the exit status stays 2.
+            error = click.ClickException(ex.format_message())
+            error.exit_code = ex.exit_code
+            raise error from None
+
+    def list_commands(self, ctx):
+        return list(self.commands)  # definition order reads better than alphabetical
+
+
+class ListGroup(Group):
+    """A command group that runs its `list` command when no other is named."""
+
+    def parse_args(self, ctx, args):
+        if not args or (args[0] not in self.commands and args[0] not in ctx.help_option_names):
+            args = ["list", *args]
+        return super().parse_args(ctx, args)
+
+
+class LazyGroup(Group):
+    """The top-level group: a command's module is imported only when the command runs (or help
+    lists it), so `embedkit similar` starts without loading what `embed-multi` needs."""
+
+    # command -> the module of embedkit.cli that defines it, in the order `embedkit --help` lists
+    # them; a new command is added here too.
+    COMMANDS = {
+        "embed": "embed",
+        "embed-multi": "embed",
+        "similar": "similar",
+        "collections": "manage",
+        "delete": "manage",
+        "models": "models",
+        "aliases": "models",
+        "keys": "models",
+        "related": "related",
+        "export-related": "related",
+        "widget": "related",
+        "sql": "sql",
+        "eval": "evaluate",
+        "index": "index",
+    }
+
+    def list_commands(self, ctx):
+        return list(self.COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name in self.COMMANDS and name not in self.commands:
+            importlib.import_module(f"{__package__}.{self.COMMANDS[name]}")  # registers its commands
+        return self.commands.get(name)
+
+
+@click.group(cls=LazyGroup)
+@click.version_option(__version__, package_name="embedkit-sqlite")
+def cli():
+    """Embeddings in plain SQLite: embed documents, then search them from the command
+    line, Python, SQL and Datasette."""
+    # An SQL function's failure is reported in one line (sqlfunctions.explain), never as the
+    # traceback sqlite3 prints once anything in the process (Datasette) has turned them on.
+    storage.sqlite3.enable_callback_tracebacks(False)
+
+
+def database_option(fn):
+    return click.option(
+        "-d",
+        "--database",
+        type=click.Path(dir_okay=False, path_type=str),
+        default=DEFAULT_PATH,
+        envvar="EMBEDKIT_DATABASE",
+        show_default=True,
+        help="SQLite database file (or set EMBEDKIT_DATABASE)",
+    )(fn)
+
+
+def open_database(path, create=False) -> Database:
+    """Open path; reading commands refuse to create a database that is not there."""
+    if os.path.isdir(path):
+        raise EmbedkitError(f"{path}: is a directory, not a database file")
+    if not create and not os.path.exists(path):
+        raise EmbedkitError(f"database {path} does not exist")
+    return Database(path)
+
+
+def print_table(rows, headers):
+    """Columns left-aligned, two spaces apart."""
+    widths = [max(len(str(v)) for v in column) for column in zip(headers, *rows)]
+    for row in (headers, *rows):
+        click.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+
+
+def read_text(content, input_path, what="content"):
+    """Text from -c, -i FILE (or -i -) or standard input."""
+    from ..sources.tabular import decode_text, read_input
+
+    if content is not None and input_path is not None:
+        raise EmbedkitError(f"give the {what} with -c TEXT or -i FILE, not both")
+    if content is not None:
+        return content
+    if input_path is not None:
+        return decode_text(read_input(input_path), "stdin" if input_path == "-" else input_path)
+    if sys.stdin.isatty():
+        raise EmbedkitError(f"give the {what} with -c TEXT, -i FILE or on standard input")
+    return decode_text(read_input("-"), "stdin")
+
+
+class Progress:
+    """Bars on stderr when it is a terminal: reading sources, embedding their items, relating them."""
+
+    def __init__(self):
+        self.bar = None
+        self.label = None
+        self.show = sys.stderr.isatty()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._close()
+
+    def _close(self):
+        if self.bar is not None:
+            self.bar.render_finish()
+            self.bar = None
+
+    def _update(self, label, n, total):
+        if not self.show:
+            return
+        if self.label != label:
+            self._close()
+            self.label = label
+            self.bar = click.progressbar(length=total, label=label, file=sys.stderr)
+        self.bar.length = total
+        self.bar.update(n)
+
+    def reading(self, n, total):
+        self._update("Reading", n, total)
+
+    def embedding(self, n, total):
+        self._update("Embedding", n, total)
+
+    def relating(self, n, total):
+        self._update("Relating", n, total)
+
+    def searching(self, n, total):
+        self._update("Searching", n, total)

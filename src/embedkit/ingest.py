@@ -1,0 +1,379 @@
+"""Ingestion: how embed_multi turns inputs into rows, embedding only what no row has yet.
+
+Inputs are Items and Sources (sources/). Each source is read (unless recorded as unchanged),
+its items planned against the rows already stored (unchanged, rewritten, reused by content
+hash, or in need of a vector), and written document by document in one transaction each, as
+soon as the vectors of all its items are known: an interrupted run keeps what it finished.
+"""
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import storage, vectors
+from .chunking import Chunker
+from .errors import EmbedkitError
+from .items import Item, check_unique_ids, content_hash
+from .models import PartialEmbedding
+from .sources import Document, Known, TextSource, input_name
+
+
+def _metadata_json(metadata):
+    # Compact: metadata is repeated on every chunk of a document, and every byte is on disk.
+    return json.dumps(metadata, ensure_ascii=False, separators=(",", ":")) if metadata else None
+
+
+@dataclass
+class EmbedStats:
+    """What embed_multi did: counts per outcome and the reason for each failed item or source."""
+
+    embedded: int = 0
+    reused: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    # items of changed, deleted or (with sync) vanished sources that are no longer there
+    removed: int = 0
+    # texts longer than the model reads: only their beginning was embedded
+    truncated: int = 0
+    failures: list = field(default_factory=list)
+
+    def fail(self, id, reason):
+        self.failed += 1
+        self.failures.append((id, reason))
+
+    def summary(self) -> str:
+        text = (
+            f"{self.embedded} embedded, {self.reused} reused, {self.updated} updated, "
+            f"{self.unchanged} unchanged, {self.failed} failed"
+        )
+        return text + (f", {self.removed} removed" if self.removed else "")
+
+
+@dataclass
+class _Entry:
+    """One item on its way to a row."""
+
+    item: Item
+    hash: str
+    stored: str | None  # the text, when it is to be stored
+    metadata: str | None  # as JSON
+    blob: bytes | None = None  # its vector, once known
+    how: str | None = None  # "embedded" or "reused"
+
+
+@dataclass
+class _Plan:
+    """The writes one document needs; they happen in one transaction once its vectors are known."""
+
+    document: Document
+    position: int
+    rewrites: list = field(default_factory=list)  # entries whose row changes but not its vector
+    new: list = field(default_factory=list)  # entries needing a vector
+    stale: set = field(default_factory=set)  # ids the source had before and no longer has
+    missing: int = 0  # entries still waiting for a vector
+
+
+@dataclass
+class _Record:
+    """A row of the sources table: what the source was, how many items it gave, how it was split."""
+
+    known: Known
+    items: int
+    split: str
+
+
+# The source a row belongs to, when that is a source embedkit recorded (a user's own
+# `source` metadata is not one): :name is the collection.
+RECORDED_SOURCE = (
+    "(case when json_extract(metadata, '$.source') in "
+    f"(select source from {storage.SOURCES} where collection = :name) "
+    "then json_extract(metadata, '$.source') end)"
+)
+
+
+def _ignore(*args):
+    pass
+
+
+def embed_multi(collection, inputs, store=False, batch_size=None, progress=None, chunker=None, sync=False,
+                read_progress=None) -> EmbedStats:
+    """Collection.embed_multi: see its documentation."""
+    chunker_given, chunker = chunker, chunker or Chunker()
+    if batch_size is None:
+        batch_size = collection.model.texts_per_call
+    if batch_size < 1:
+        raise EmbedkitError("batch size must be at least 1")
+    progress, read_progress = progress or _ignore, read_progress or _ignore
+    inputs = [TextSource(i) if chunker_given is not None and isinstance(i, Item) else i for i in inputs]
+    names = [input_name(i) for i in inputs]
+    check_unique_ids(Item(name, None) for name in names)
+    writer = _Writer(collection)
+    stats = EmbedStats()
+    records = writer.source_records()
+    current = writer.items_by_source() if records else {}
+    documents = writer.read(inputs, chunker, records, current, stats, read_progress)
+    check_unique_ids(item for document in documents for item in document.items)
+    total = stats.unchanged + sum(len(document.items) for document in documents)
+    tick = lambda n: progress(n, total)  # noqa: E731
+
+    failed_sources = stats.failed
+    plans = writer.plan(documents, store, current, stats)
+    tick(stats.unchanged + stats.failed - failed_sources)
+    writer.write([plan for plan in plans if not plan.missing], stats, records, chunker, tick)
+
+    writer.embed_missing(plans, batch_size, stats, records, chunker, tick)
+    if sync:
+        stats.removed += writer.sync(names)
+    return stats
+
+
+def delete_ids(collection, ids) -> int:
+    """Delete items by id (in the caller's transaction); returns how many existed."""
+    deleted = 0
+    for chunk in storage.chunked(list(ids), storage.IN_CHUNK):
+        deleted += collection.db.conn.execute(
+            f"delete from {storage.quote(collection.table)} where id in ({','.join('?' * len(chunk))})",
+            chunk,
+        ).rowcount
+    return deleted
+
+
+class _Writer:
+    """The reads and writes of one embed_multi run on a collection."""
+
+    def __init__(self, collection):
+        self.collection = collection
+        self.conn = collection.db.conn
+
+    def read(self, inputs, chunker, records, current, stats, read_progress) -> list:
+        """A Document for each input that may need writing; unchanged and failed sources are counted."""
+        documents = []
+        sources = sum(not isinstance(i, Item) for i in inputs)
+        for source in inputs:
+            if isinstance(source, Item):
+                documents.append(Document(source.id, [source], None))
+                continue
+            record = records.get(source.name)
+            # Read again in full: a source split another way before, or whose items were deleted since.
+            complete = (
+                record is not None
+                and record.split == chunker.signature
+                and len(current.get(source.name, ())) == record.items
+            )
+            try:
+                document = source.read(record.known if complete else None, chunker)
+            except EmbedkitError as ex:
+                stats.fail(source.name, str(ex))
+                continue
+            finally:
+                read_progress(1, sources)
+            if document is None or document.items is None:
+                stats.unchanged += record.items
+                if document is not None:
+                    self.record_validators(document)
+            elif not document.items:
+                stats.fail(source.name, "empty content")
+            else:
+                documents.append(document)
+        return documents
+
+    def plan(self, documents, store, current, stats) -> list:
+        """What each document needs written, with vectors found for content already stored."""
+        existing = self.rows_by_id(
+            [item.id for document in documents for item in document.items]
+            + [document.source for document in documents if document.digest is not None]
+        )
+        plans = []
+        for position, document in enumerate(documents):
+            plan = _Plan(document, position)
+            for item in document.items:
+                if item.content is None or not str(item.content).strip():
+                    stats.fail(item.id, "empty content")
+                    continue
+                entry = _Entry(item, content_hash(item.content), item.content if store else None,
+                               _metadata_json(item.metadata))
+                old = existing.get(item.id)
+                if old is None or old[0] != entry.hash:
+                    plan.new.append(entry)
+                elif old[1] == entry.stored and _same_json(old[2], entry.metadata):
+                    stats.unchanged += 1
+                else:
+                    plan.rewrites.append(entry)
+            # What the source had before: its chunks, or the one item it was before it was split.
+            before = set(current.get(document.source, ()))
+            if document.source in existing:
+                before.add(document.source)
+            plan.stale = before - {item.id for item in document.items}
+            plans.append(plan)
+
+        reusable = self.vectors_by_hash({entry.hash for plan in plans for entry in plan.new})
+        for plan in plans:
+            for entry in plan.new:
+                if entry.hash in reusable:
+                    entry.blob, entry.how = reusable[entry.hash], "reused"
+                else:
+                    plan.missing += 1
+        return plans
+
+    def embed_missing(self, plans, batch_size, stats, records, chunker, progress):
+        """Embed what no stored row had, batch by batch, writing each document once it is complete."""
+        # Each distinct text is embedded once. Plain items go longest first, so the model
+        # pads less; a source's chunks stay together so it completes, and commits, early.
+        groups = {}
+        for plan in plans:
+            for entry in plan.new:
+                if entry.blob is None:
+                    groups.setdefault(entry.hash, []).append((plan, entry))
+
+        def order(group):
+            plan, entry = group[0]
+            split = plan.document.digest is not None
+            return split, plan.position if split else 0, -len(entry.item.content)
+
+        model = self.collection.model
+        for batch in storage.chunked(sorted(groups.values(), key=order), batch_size):
+            texts = [self.collection.document_prefix + group[0][1].item.content for group in batch]
+            try:
+                embeddings, failure = dict(enumerate(model.embed(texts))), None
+            except PartialEmbedding as ex:
+                # Keep what the model did return (documents it completes are written), then stop.
+                embeddings, failure = {k: np.asarray(v, dtype=np.float32) for k, v in ex.vectors.items()}, ex
+            for position, embedding in embeddings.items():
+                vectors.check(embedding, self.collection.dimensions, f"the vector for {texts[position][:40]!r}")
+            stats.truncated += model.count_truncated(texts)
+            ready = {}
+            for position, embedding in embeddings.items():
+                blob = vectors.encode(embedding)
+                for number, (plan, entry) in enumerate(batch[position]):
+                    entry.blob, entry.how = blob, "reused" if number else "embedded"
+                    plan.missing -= 1
+                    if not plan.missing:
+                        ready[plan.position] = plan
+            dimensions = len(next(iter(embeddings.values()))) if embeddings else None
+            self.write([ready[k] for k in sorted(ready)], stats, records, chunker, progress, dimensions)
+            if failure is not None:
+                raise failure
+
+    def write(self, plans, stats, records, chunker, progress, dimensions=None):
+        """Write whole documents in one transaction: their rows, stale items and source records."""
+        if not plans:
+            return
+        conn = self.conn
+        done = 0
+        with storage.transaction(conn):
+            if dimensions is not None:
+                self.record_dimensions(dimensions)
+            for plan in plans:
+                document = plan.document
+                for entry in plan.rewrites:
+                    self.update_row(entry)
+                for entry in plan.new:
+                    self.upsert_row(entry)
+                delete_ids(self.collection, plan.stale)
+                if document.digest is not None:
+                    conn.execute(
+                        f"""
+                        insert or replace into {storage.SOURCES}
+                        (collection, source, digest, split, etag, last_modified, items, updated)
+                        values (?, ?, ?, ?, ?, ?, ?, ?)
+                        """,
+                        [self.collection.name, document.source, document.digest, chunker.signature, document.etag,
+                         document.last_modified, len(document.items), storage.now()],
+                    )
+                elif document.source in records:  # split before, a single item now
+                    conn.execute(
+                        f"delete from {storage.SOURCES} where collection = ? and source = ?",
+                        [self.collection.name, document.source],
+                    )
+                done += len(plan.rewrites) + len(plan.new)
+        for plan in plans:
+            stats.updated += len(plan.rewrites)
+            stats.embedded += sum(entry.how == "embedded" for entry in plan.new)
+            stats.reused += sum(entry.how == "reused" for entry in plan.new)
+            stats.removed += len(plan.stale)
+        progress(done)
+
+    def sync(self, names) -> int:
+        """Delete the items of every source not named: what an input no longer has."""
+        params = {"name": self.collection.name, "names": json.dumps(names)}
+        with storage.transaction(self.conn):
+            removed = self.conn.execute(
+                f"delete from {storage.quote(self.collection.table)} "
+                f"where coalesce({RECORDED_SOURCE}, id) not in (select value from json_each(:names))",
+                params,
+            ).rowcount
+            self.conn.execute(
+                f"delete from {storage.SOURCES} where collection = :name "
+                "and source not in (select value from json_each(:names))",
+                params,
+            )
+        return removed
+
+    def record_validators(self, document):
+        with storage.transaction(self.conn):
+            self.conn.execute(
+                f"update {storage.SOURCES} set etag = ?, last_modified = ?, updated = ? "
+                "where collection = ? and source = ?",
+                [document.etag, document.last_modified, storage.now(), self.collection.name, document.source],
+            )
+
+    def source_records(self) -> dict:
+        """source -> _Record for every source recorded for this collection."""
+        rows = self.conn.execute(
+            f"select source, digest, etag, last_modified, items, split from {storage.SOURCES} where collection = ?",
+            [self.collection.name],
+        )
+        return {row[0]: _Record(Known(*row[1:4]), row[4], row[5]) for row in rows}
+
+    def items_by_source(self) -> dict:
+        """source -> ids of its items, for the recorded sources (one scan of the table)."""
+        by_source: dict[str, set] = {}
+        rows = self.conn.execute(
+            f"select {RECORDED_SOURCE} as source, id from {storage.quote(self.collection.table)} where source is not null",
+            {"name": self.collection.name},
+        )
+        for source, id in rows:
+            by_source.setdefault(source, set()).add(id)
+        return by_source
+    def record_dimensions(self, dimensions):
+        if self.collection.dimensions is None:
+            self.conn.execute(
+                f"update {storage.REGISTRY} set dimensions = ? where name = ?", [dimensions, self.collection.name]
+            )
+            self.collection.dimensions = dimensions
+
+    def select_in(self, columns, key, values):
+        return storage.select_in(self.conn, self.collection.table, columns, key, values)
+
+    def rows_by_id(self, ids):
+        rows = self.select_in("id, content_hash, content, metadata", "id", ids)
+        return {id: (digest, content, metadata) for id, digest, content, metadata in rows}
+
+    def vectors_by_hash(self, digests):
+        # Equal content has equal vectors: any row with the hash will do.
+        return dict(self.select_in("content_hash, embedding", "content_hash", digests))
+
+    def update_row(self, entry):
+        self.conn.execute(
+            f"update {storage.quote(self.collection.table)} set content = ?, metadata = ?, updated = ? where id = ?",
+            [entry.stored, entry.metadata, storage.now(), entry.item.id],
+        )
+
+    def upsert_row(self, entry):
+        self.conn.execute(
+            f"""
+            insert into {storage.quote(self.collection.table)} (id, embedding, content, metadata, content_hash, updated)
+            values (?, ?, ?, ?, ?, ?)
+            on conflict (id) do update set embedding = excluded.embedding, content = excluded.content,
+                metadata = excluded.metadata, content_hash = excluded.content_hash, updated = excluded.updated
+            """,
+            [entry.item.id, entry.blob, entry.stored, entry.metadata, entry.hash, storage.now()],
+        )
+
+
+def _same_json(stored, new) -> bool:
+    if stored is None or new is None:
+        return stored is new
+    return stored == new or json.loads(stored) == json.loads(new)

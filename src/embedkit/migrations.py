@@ -1,0 +1,148 @@
+"""The embedkit tables' schema, as numbered migrations applied on open.
+
+sqlite-utils' Migrations runs them and records each in `_embedkit_migrations` (its own
+table layout under embedkit's name, so Datasette hides it with the other bookkeeping
+tables). Append new migrations to STEPS; never edit an old one.
+
+Whether anything is pending is one query, so opening a current database costs no import of
+sqlite-utils; it is loaded only to apply migrations.
+"""
+
+from . import fulltext, storage
+
+TABLE = "_embedkit_migrations"
+SET = "embedkit"
+
+
+def m001_registry(conn):
+    conn.execute(
+        f"""
+        create table {storage.REGISTRY} (
+            name text primary key,
+            table_name text not null unique,
+            model text not null,
+            -- NULL until the first vector arrives, for models that learn it on loading
+            dimensions integer,
+            query_prefix text not null default '',
+            document_prefix text not null default '',
+            settings text not null default '{{}}',
+            created text not null,
+            -- bumped by triggers on every write to the collection's table, so cached
+            -- matrices know when they are stale whoever wrote (embedkit, sqlite3, Datasette)
+            version integer not null default 0
+        )
+        """
+    )
+
+
+def m002_sources(conn):
+    # Inputs that are split into many items (PDFs, chunked files and rows): what they were
+    # when last read, so an unchanged one is neither fetched again, extracted nor re-chunked.
+    conn.execute(
+        f"""
+        create table {storage.SOURCES} (
+            collection text not null,
+            source text not null,
+            -- of the raw content, and how it was split into items (the chunker's settings)
+            digest text not null,
+            split text not null,
+            etag text,
+            last_modified text,
+            items integer not null,
+            updated text not null,
+            primary key (collection, source)
+        )
+        """
+    )
+
+
+def m003_related(conn):
+    # What each collection's related lists were computed with and from, so a re-run redoes
+    # only the lists that changed items can affect.
+    conn.execute(
+        f"""
+        create table {storage.RELATED} (
+            collection text primary key,
+            settings text not null,
+            -- the collection's version when computed: unchanged means nothing to do
+            version integer not null,
+            computed text not null
+        )
+        """
+    )
+    conn.execute(
+        f"""
+        create table {storage.RELATED_ITEMS} (
+            collection text not null,
+            id text not null,
+            -- the item's content hash and what --same groups it by, when its list was made
+            signature text not null,
+            primary key (collection, id)
+        ) without rowid
+        """
+    )
+
+
+def m004_fulltext(conn):
+    # A keyword (BM25) index over each collection's stored text, kept in sync by triggers:
+    # see fulltext.py. Filled from the rows already there.
+    for name, table in conn.execute(f"select name, table_name from {storage.REGISTRY}").fetchall():
+        if storage.table_exists(conn, table):
+            fulltext.ensure(conn, name, table)
+
+
+STEPS = [m001_registry, m002_sources, m003_related, m004_fulltext]
+
+
+def applied(conn) -> list:
+    """The names of the migrations this database has had, oldest first."""
+    if not storage.table_exists(conn, TABLE):
+        return []
+    columns = {row[1] for row in conn.execute(f"pragma table_info({TABLE})")}
+    if "migration_set" not in columns:  # the layout embedkit used before sqlite-utils' Migrations
+        return [row[0] for row in conn.execute(f"select name from {TABLE} order by id")]
+    return [row[0] for row in conn.execute(f"select name from {TABLE} where migration_set = ? order by id", [SET])]
+
+
+def pending(conn) -> list:
+    done = set(applied(conn))
+    return [step.__name__ for step in STEPS if step.__name__ not in done]
+
+
+def migrate(conn):
+    """Bring the embedkit tables up to date; a no-op on a current database."""
+    if not pending(conn):
+        return
+    import sqlite_utils
+    from sqlite_utils.migrations import Migrations
+
+    class EmbedkitMigrations(Migrations):
+        migrations_table = TABLE
+
+    migrations = EmbedkitMigrations(SET)
+    for step in STEPS:
+        migrations(name=step.__name__)(lambda db, step=step: step(db.conn))
+    # recursive_triggers stays as embedkit's triggers expect (off); plugins are not sqlite-utils' business here.
+    db = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
+    with storage.transaction(conn):  # one writer upgrades; the others wait, then find nothing to do
+        _convert_old_table(conn)
+        migrations.apply(db)
+
+
+def _convert_old_table(conn):
+    """Give an _embedkit_migrations table of the old layout (id, name, applied) sqlite-utils' columns."""
+    if not storage.table_exists(conn, TABLE):
+        return
+    columns = {row[1] for row in conn.execute(f"pragma table_info({TABLE})")}
+    if "migration_set" in columns:
+        return
+    old = conn.execute(f"select name, applied from {TABLE} order by id").fetchall()
+    conn.execute(f"drop table {TABLE}")
+    conn.execute(
+        f"create table {TABLE} (id integer primary key, migration_set text, name text, applied_at text)"
+    )
+    conn.execute(f"create unique index idx_{TABLE}_migration_set_name on {TABLE} (migration_set, name)")
+    conn.executemany(
+        f"insert into {TABLE} (migration_set, name, applied_at) values (?, ?, ?)",
+        [(SET, name, applied) for name, applied in old],
+    )
