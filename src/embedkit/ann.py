@@ -190,14 +190,18 @@ def drop(collection) -> bool:
 
 
 def drop_objects(conn, collection_name):
-    """Drop the index's tables and triggers of a collection (name); its files go with _remove_unused."""
-    found = names(collection_name)
-    sideindex.drop(conn, found)
-    pattern = found["keys"].replace("_", "\\_").replace("%", "\\%") + ":%"
-    for (table,) in conn.execute(
-        "select name from sqlite_master where type = 'table' and name like ? escape '\\'", [pattern]
-    ).fetchall():
+    """Drop the index's tables and triggers of a collection (name); remove_files() its files."""
+    sideindex.drop(conn, names(collection_name))
+    for table in _keys_tables(conn, collection_name):
         conn.execute(f"drop table {storage.quote(table)}")
+
+
+def _keys_tables(conn, collection_name) -> list:
+    """The keys tables of every build of the collection's index, the current one included."""
+    prefix = names(collection_name)["keys"] + ":"
+    found = conn.execute("select name from sqlite_master where type = 'table' and substr(name, 1, ?) = ?",
+                         [len(prefix), prefix]).fetchall()
+    return [name for (name,) in found]
 
 
 def _remove_unused(collection):
@@ -205,29 +209,29 @@ def _remove_unused(collection):
     earlier builds, and of builds that failed."""
     conn = collection.db.conn
     index = settings(collection)
-    try:
-        folder = directory(collection.db)
-    except EmbedkitError:
-        return
-    if os.path.isdir(folder):
-        prefix = collection.name + "."
-        for file in os.listdir(folder):
-            if file.startswith(prefix) and file.count(".") == 2 and (index is None or file != index["file"]):
-                _forget_view(os.path.join(folder, file))
-                os.remove(os.path.join(folder, file))
-        if not os.listdir(folder):
-            os.rmdir(folder)
-    pattern = names(collection.name)["keys"].replace("_", "\\_").replace("%", "\\%") + ":%"
-    stale = [
-        table for (table,) in conn.execute(
-            "select name from sqlite_master where type = 'table' and name like ? escape '\\'", [pattern]
-        ).fetchall()
-        if index is None or table != index["keys"]
-    ]
+    remove_files(collection.db, collection.name, keep=index and index["file"])
+    stale = [table for table in _keys_tables(conn, collection.name) if index is None or table != index["keys"]]
     if stale:
         with storage.transaction(conn):
             for table in stale:
                 conn.execute(f"drop table if exists {storage.quote(table)}")
+
+
+def remove_files(db, collection_name, keep=None):
+    """Delete the index files of a collection (name) but keep, and the folder once empty."""
+    try:
+        folder = directory(db)
+    except EmbedkitError:
+        return
+    if not os.path.isdir(folder):
+        return
+    for file in os.listdir(folder):
+        # NAME.TOKEN.usearch, and NAME.TOKEN.usearch.tmp of a build that died ('.' is not in names)
+        if file.split(".", 1)[0] == collection_name and file != keep:
+            _forget_view(os.path.join(folder, file))
+            os.remove(os.path.join(folder, file))
+    if not os.listdir(folder):
+        os.rmdir(folder)
 
 
 def status(collection) -> dict:

@@ -138,7 +138,7 @@ class Collection:
 
     def embed_multi(self, inputs: Iterable[Item | Source], store: bool = False, batch_size: int | None = None,
                     progress: Progress | None = None, chunker: Chunker | None = None, sync: bool = False,
-                    read_progress: Progress | None = None) -> EmbedStats:
+                    read_progress: Progress | None = None, model: EmbeddingModel | None = None) -> EmbedStats:
         """Embed and store many items, calling the model only for content not stored yet.
 
         inputs are Items and Sources (such as embedkit.sources.pdf.PdfSource). With a
@@ -156,8 +156,11 @@ class Collection:
         the rest go on. progress(n, total) is called as n more of total items are done
         (total is known once the sources are read), read_progress(n, total) as n more of
         total sources have been read.
+
+        model, if given, is called instead of the collection's own model, which it must stand
+        for (the same id): a models.distributed.DistributedModel embeds on a cluster.
         """
-        return ingest.embed_multi(self, inputs, store, batch_size, progress, chunker, sync, read_progress)
+        return ingest.embed_multi(self, inputs, store, batch_size, progress, chunker, sync, read_progress, model)
 
     def delete(self, ids: str | Iterable[str]) -> int:
         """Delete items by id; returns how many existed."""

@@ -4,7 +4,7 @@ import json
 import os
 from typing import Any
 
-from . import fulltext, migrations, models, quantized, search, sqlfunctions, storage
+from . import ann, fulltext, migrations, models, quantized, search, sqlfunctions, storage
 from .collection import Collection, validate_name
 from .errors import EmbedkitError
 
@@ -172,6 +172,7 @@ class Database:
             self.conn.execute(f"drop table {storage.quote(collection.table)}")  # and its triggers
             fulltext.drop(self.conn, name)
             quantized.drop_objects(self.conn, name)  # the index's tables (its triggers went with the table)
+            ann.drop_objects(self.conn, name)
             self.conn.execute(f"delete from {storage.REGISTRY} where name = ?", [name])
             self.conn.execute(f"delete from {storage.SOURCES} where collection = ?", [name])
             if self.conn.execute(f"select 1 from {storage.RELATED} where collection = ?", [name]).fetchone():
@@ -180,6 +181,7 @@ class Database:
                 self.conn.execute(f"delete from {table} where collection = ?", [name])
         search.forget(self.key, name)
         fulltext.forget(self.key, name)
+        ann.remove_files(self, name)
 
     def register_functions(self) -> None:
         """Make the embedkit_* SQL functions available on this connection."""

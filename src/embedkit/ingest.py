@@ -98,18 +98,22 @@ def _ignore(*args):
 
 
 def embed_multi(collection, inputs, store=False, batch_size=None, progress=None, chunker=None, sync=False,
-                read_progress=None) -> EmbedStats:
+                read_progress=None, model=None) -> EmbedStats:
     """Collection.embed_multi: see its documentation."""
     chunker_given, chunker = chunker, chunker or Chunker()
+    if model is None:
+        model = collection.model
+    elif model.model_id != collection.model_id:
+        raise EmbedkitError(f"collection {collection.name!r} uses model {collection.model_id!r}, not {model.model_id!r}")
     if batch_size is None:
-        batch_size = collection.model.texts_per_call
+        batch_size = model.texts_per_call
     if batch_size < 1:
         raise EmbedkitError("batch size must be at least 1")
     progress, read_progress = progress or _ignore, read_progress or _ignore
     inputs = [TextSource(i) if chunker_given is not None and isinstance(i, Item) else i for i in inputs]
     names = [input_name(i) for i in inputs]
     check_unique_ids(Item(name, None) for name in names)
-    writer = _Writer(collection)
+    writer = _Writer(collection, model)
     stats = EmbedStats()
     records = writer.source_records()
     current = writer.items_by_source() if records else {}
@@ -143,8 +147,8 @@ def delete_ids(collection, ids) -> int:
 class _Writer:
     """The reads and writes of one embed_multi run on a collection."""
 
-    def __init__(self, collection):
-        self.collection = collection
+    def __init__(self, collection, model):
+        self.collection, self.model = collection, model
         self.conn = collection.db.conn
 
     def read(self, inputs, chunker, records, current, stats, read_progress) -> list:
@@ -232,7 +236,7 @@ class _Writer:
             split = plan.document.digest is not None
             return split, plan.position if split else 0, -len(entry.item.content)
 
-        model = self.collection.model
+        model = self.model
         for batch in storage.chunked(sorted(groups.values(), key=order), batch_size):
             texts = [self.collection.document_prefix + group[0][1].item.content for group in batch]
             try:
