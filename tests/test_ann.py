@@ -268,3 +268,82 @@ def test_cli_build_status_drop(invoke, cli_db):
     assert result.exit_code == 1 and "collection 'vecs' has no approximate index" in result.stderr
     result = invoke("index", "vecs", "--ann", "--quantize", "int8")
     assert result.exit_code == 1 and "one index at a time" in result.stderr
+
+
+# Routing (search.top_n): which path answers, and that an index never slows a warm process
+
+
+def spy(monkeypatch, module, name, answered):
+    real = getattr(module, name)
+
+    def record(*args, **kwargs):
+        hits = real(*args, **kwargs)
+        answered.append((name, hits is not None))
+        return hits
+
+    monkeypatch.setattr(module, name, record)
+
+
+def test_similar_uses_the_index_unless_exact(db, coll, monkeypatch):
+    ann.build(coll)
+    answered = []
+    spy(monkeypatch, ann, "top_n", answered)
+    query = unit_vectors(1, 13)[0]
+    hits = coll.similar_by_vector(query, 10)
+    assert answered == [("top_n", True)]
+    assert [(e.id, e.score) for e in hits] == ann.top_n(coll, query, 10)
+    answered.clear()
+    exact_hits = coll.similar_by_vector(query, 10, exact=True)
+    assert answered == []
+    assert [e.id for e in exact_hits] == ids(exact(coll, query, 10))
+    filtered = coll.similar_by_vector(query, 5, metadata={"shard": 3})
+    assert answered == [("top_n", True)] and len(filtered) == 5
+
+
+def test_a_warm_matrix_answers_small_collections_and_the_index_large_ones(db, coll, monkeypatch):
+    ann.build(coll)
+    query = unit_vectors(1, 14)[0]
+    for _ in range(2):
+        coll.similar_by_vector(query, 10, exact=True)  # the second builds the matrix beside it
+    search.wait_for_cache()
+    answered = []
+    spy(monkeypatch, ann, "top_n", answered)
+    assert ids(coll.similar_by_vector(query, 10)) == ids(exact(coll, query, 10))
+    assert answered == []  # 2,000 x 32: the matrix is faster than the index
+    monkeypatch.setattr(search, "ANN_BEATS_MATRIX", 1_000)
+    coll.similar_by_vector(query, 10)
+    assert answered == [("top_n", True)]
+    answered.clear()
+    coll.similar_by_vector(query, 10, metadata={"shard": 3})  # a filter narrows the matrix instead
+    assert answered == []
+
+
+@pytest.mark.parametrize("mode", ["int8", "bit"])
+def test_an_index_never_keeps_a_warm_process_off_the_matrix(db, coll, db_path, monkeypatch, mode):
+    """Issue 24: with a quantised index built, the cached matrix still answers once it exists,
+    with the results of exact search; a one-off query uses the index."""
+    from embedkit import quantized
+
+    quantized.build(coll, mode)
+    answered = []
+    spy(monkeypatch, quantized, "top_n", answered)
+    for name in ("_sqlite_vec_top", "_cached_top"):
+        spy(monkeypatch, search, name, answered)
+    query = unit_vectors(1, 15)[0]
+    search.forget(db.key)
+    search._searched.clear()
+    coll.similar_by_vector(query, 10)
+    assert answered == [("top_n", True)]  # one-off: the index
+    for _ in range(3):
+        answered.clear()
+        hits = coll.similar_by_vector(query, 10)
+        search.wait_for_cache()
+    assert answered == [("_cached_top", True)]  # warm: the matrix, never the index
+    assert [(e.id, round(e.score, 5)) for e in hits] == [(id, round(s, 5)) for id, s in exact(coll, query, 10)]
+
+
+def test_deleting_the_collection_deletes_its_index(db, coll, db_path):
+    ann.build(coll)
+    db.delete_collection("vecs")
+    assert not os.path.exists(db_path + "-ann")
+    assert db.conn.execute("select name from sqlite_master where name like '_embedkit_ann_%'").fetchall() == []
