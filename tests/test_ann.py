@@ -347,3 +347,22 @@ def test_deleting_the_collection_deletes_its_index(db, coll, db_path):
     db.delete_collection("vecs")
     assert not os.path.exists(db_path + "-ann")
     assert db.conn.execute("select name from sqlite_master where name like '_embedkit_ann_%'").fetchall() == []
+
+
+def test_datasette_searches_through_the_index(db, coll, db_path, monkeypatch):
+    import asyncio
+
+    from datasette.app import Datasette
+
+    ann.build(coll)
+    answered = []
+    spy(monkeypatch, ann, "top_n", answered)
+    plain_client(db_path, ("delete from vecs where id = 'item0002'", []))  # pending: scored beside the file
+    ds = Datasette([db_path])
+    response = asyncio.run(ds.client.get("/embeddings/vecs/-/similar.json?id=item0001&n=5"))
+    assert response.status_code == 200, response.text
+    found = [row["id"] for row in response.json()["rows"]]
+    assert answered and all(ok for _, ok in answered)
+    assert found == ids(exact(coll, coll.vector("item0001"), 5, exclude="item0001"))
+    tables = {t["name"]: t["hidden"] for t in asyncio.run(ds.client.get("/embeddings.json")).json()["tables"]}
+    assert all(hidden for name, hidden in tables.items() if name.startswith("_embedkit_ann_"))
