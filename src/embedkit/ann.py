@@ -61,7 +61,7 @@ BUILD_ROWS = 50_000
 SUFFIX = ".usearch"
 
 _lock = threading.Lock()
-_views = {}  # absolute file path -> the memory-mapped usearch Index
+_views: dict[str, object] = {}  # absolute file path -> the memory-mapped usearch Index
 
 
 # Names and settings
@@ -136,7 +136,7 @@ def build(collection, progress=None) -> dict:
     path = os.path.join(folder, file)
     try:
         index = Index(ndim=dims, metric="cos", dtype=DTYPE, connectivity=CONNECTIVITY, expansion_add=EXPANSION_ADD)
-        every = []  # the ids, in key order
+        every: list[str] = []  # the ids, in key order
         conn.execute("begin")  # one snapshot: the rows, and the log entries they include
         try:
             last = conn.execute(f"select coalesce(max(seq), 0) from {storage.quote(found['log'])}").fetchone()[0]

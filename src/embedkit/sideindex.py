@@ -39,7 +39,7 @@ def drop(conn, names: dict):
     conn.execute(f"drop table if exists {storage.quote(names['log'])}")
 
 
-_notices = set()
+_notices: set[tuple] = set()
 
 
 def notice(collection, index: str, why: str):

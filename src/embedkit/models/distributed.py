@@ -17,7 +17,7 @@ from .. import extras
 from ..errors import EmbedkitError
 from . import EmbeddingModel, Truncated, get_model
 
-_loaded = {}  # in a worker: (model id, dimensions) -> the model
+_loaded: dict[tuple, EmbeddingModel] = {}  # in a worker: (model id, dimensions) -> the model
 
 
 def _dask():
@@ -79,7 +79,7 @@ class DistributedModel(EmbeddingModel):
         self.workers = max(1, len(client.scheduler_info()["workers"]))
         self.texts_per_call = model.texts_per_call * self.workers
         self._spec = _spec(model)
-        self._truncated = ([], 0)  # the texts of the last call, and how many were too long
+        self._truncated: tuple[list, int] = ([], 0)  # the texts of the last call, and how many were too long
 
     def _embed(self, texts):
         if not texts:
