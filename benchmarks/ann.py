@@ -35,7 +35,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _realistic  # noqa: E402
-from _common import data_dir, embedkit_command, environment_line, fmt_seconds, offline_env, table  # noqa: E402
+from _common import data_dir, embedkit_command, environment_line, fmt_seconds, offline_env, search_benchmark, table  # noqa: E402
 
 import embedkit  # noqa: E402
 from embedkit import ann, search, storage  # noqa: E402
@@ -47,16 +47,7 @@ SHARDS = 100
 OVERSAMPLES = (1, 2, 4, 8)
 
 
-def load_search_benchmark():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("search_benchmark", os.path.join(os.path.dirname(__file__), "search.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = load_search_benchmark()
+bench = search_benchmark()
 
 
 def vectors(name, size, queries, seed):

@@ -31,7 +31,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _realistic  # noqa: E402
-from _common import data_dir, embedkit_command, environment_line, fmt_seconds, offline_env, table  # noqa: E402
+from _common import data_dir, embedkit_command, environment_line, fmt_seconds, offline_env, search_benchmark, table  # noqa: E402
 
 import embedkit  # noqa: E402
 from embedkit import ann, quantized, search  # noqa: E402
@@ -40,16 +40,7 @@ K = 10
 COLLECTION = "bench"
 
 
-def load_search_benchmark():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("search_benchmark", os.path.join(os.path.dirname(__file__), "search.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = load_search_benchmark()
+bench = search_benchmark()
 
 
 def build(coll, index):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import embedkit
+import test_quantized as quantized_tests
 from conftest import TableModel
 from embedkit import EmbedkitError, ann, models, search, sideindex, storage
 from embedkit.filters import Filter
@@ -23,8 +24,7 @@ TABLE = models.register(TableModel("test-ann-table", DIMS))
 
 
 def unit_vectors(count, seed, dims=DIMS):
-    matrix = np.random.default_rng(seed).standard_normal((count, dims)).astype(np.float32)
-    return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+    return quantized_tests.unit_vectors(count, seed, dims)
 
 
 def write_rows(db, name, rows):
@@ -37,18 +37,7 @@ def write_rows(db, name, rows):
         )
 
 
-def plain_client(path, *statements):
-    """Statements run in another process by Python's own sqlite3 module: a client that knows
-    nothing of embedkit or usearch."""
-    script = (
-        "import sqlite3, sys, json\n"
-        "conn = sqlite3.connect(sys.argv[1])\n"
-        "for sql, params in json.loads(sys.argv[2]):\n"
-        "    conn.execute(sql, [bytes.fromhex(p[1]) if isinstance(p, list) else p for p in params])\n"
-        "    conn.commit()\n"
-    )
-    encoded = [[sql, [["hex", p.hex()] if isinstance(p, bytes) else p for p in params]] for sql, params in statements]
-    subprocess.run([sys.executable, "-c", script, path, json.dumps(encoded)], check=True)
+plain_client = quantized_tests.plain_client  # Python's own sqlite3 in another process
 
 
 @pytest.fixture

@@ -80,27 +80,12 @@ def directory(db) -> str:
 
 def settings(collection):
     """The index's settings, or None without one."""
-    row = collection.db.conn.execute(
-        f"select settings from {storage.REGISTRY} where name = ?", [collection.name]
-    ).fetchone()
-    if row is None:
-        raise EmbedkitError(f"collection {collection.name!r} no longer exists")
-    try:
-        found = json.loads(row[0] or "{}")
-    except ValueError:
-        return None
-    index = found.get("ann") if isinstance(found, dict) else None
-    return index if isinstance(index, dict) and index.get("file") else None
+    index = sideindex.read_settings(collection, "ann")
+    return index if index is not None and index.get("file") else None
 
 
 def _write_settings(conn, name, index):
-    if index is None:
-        conn.execute(f"update {storage.REGISTRY} set settings = json_remove(settings, '$.ann') where name = ?", [name])
-    else:
-        conn.execute(
-            f"update {storage.REGISTRY} set settings = json_set(settings, '$.ann', json(?)) where name = ?",
-            [json.dumps(index), name],
-        )
+    sideindex.write_settings(conn, name, "ann", index)
 
 
 def _usearch():

@@ -24,7 +24,6 @@ the index is never behind the rows it is compared with. Where that cannot be don
 sqlite-vec, a read-only connection with changes pending), search falls back to exact.
 """
 
-import json
 import math
 
 import numpy as np
@@ -63,29 +62,12 @@ def names(collection_name: str) -> dict:
 
 def settings(collection):
     """The index's settings ({"quantize", "dimensions", "scale", "oversample", "built"}) or None."""
-    row = collection.db.conn.execute(
-        f"select settings from {storage.REGISTRY} where name = ?", [collection.name]
-    ).fetchone()
-    if row is None:
-        raise EmbedkitError(f"collection {collection.name!r} no longer exists")
-    try:
-        found = json.loads(row[0] or "{}")
-    except ValueError:
-        return None
-    index = found.get("index") if isinstance(found, dict) else None
-    return index if isinstance(index, dict) and index.get("quantize") in MODES else None
+    index = sideindex.read_settings(collection, "index")
+    return index if index is not None and index.get("quantize") in MODES else None
 
 
 def _write_settings(conn, name, index):
-    if index is None:
-        conn.execute(
-            f"update {storage.REGISTRY} set settings = json_remove(settings, '$.index') where name = ?", [name]
-        )
-    else:
-        conn.execute(
-            f"update {storage.REGISTRY} set settings = json_set(settings, '$.index', json(?)) where name = ?",
-            [json.dumps(index), name],
-        )
+    sideindex.write_settings(conn, name, "index", index)
 
 
 def default_oversample(index) -> int:

@@ -8,7 +8,10 @@ collection, including ones that cannot load the extensions or libraries an index
 sqlite3 shell); the index catches up from the log before it answers.
 """
 
+import json
+
 from . import storage
+from .errors import EmbedkitError
 
 EVENTS = ("insert", "update", "delete")
 
@@ -37,6 +40,35 @@ def drop(conn, names: dict):
     for event in EVENTS:
         conn.execute(f"drop trigger if exists {storage.quote(names[event])}")
     conn.execute(f"drop table if exists {storage.quote(names['log'])}")
+
+
+def read_settings(collection, key: str):
+    """The dict under key in the collection's registry settings, or None."""
+    row = collection.db.conn.execute(
+        f"select settings from {storage.REGISTRY} where name = ?", [collection.name]
+    ).fetchone()
+    if row is None:
+        raise EmbedkitError(f"collection {collection.name!r} no longer exists")
+    try:
+        found = json.loads(row[0] or "{}")
+    except ValueError:
+        return None
+    value = found.get(key) if isinstance(found, dict) else None
+    return value if isinstance(value, dict) else None
+
+
+def write_settings(conn, collection_name: str, key: str, value):
+    """Set (or, with None, remove) key in a collection's registry settings."""
+    if value is None:
+        conn.execute(
+            f"update {storage.REGISTRY} set settings = json_remove(settings, '$.{key}') where name = ?",
+            [collection_name],
+        )
+    else:
+        conn.execute(
+            f"update {storage.REGISTRY} set settings = json_set(settings, '$.{key}', json(?)) where name = ?",
+            [json.dumps(value), collection_name],
+        )
 
 
 _notices: set[tuple] = set()
