@@ -215,7 +215,7 @@ class Collection:
         - mmr: a lambda from 0 to 1 for maximal marginal relevance: results chosen one by one
           for lambda x similarity to the query - (1 - lambda) x similarity to those already
           chosen, so that near-duplicates give way to other items (1 is plain ranking).
-        - exact: never use a quantised index (embedkit index), scan every vector.
+        - exact: never use a quantised or approximate index (embedkit index), scan every vector.
         """
         if not text or not text.strip():
             raise EmbedkitError("the query text is empty")

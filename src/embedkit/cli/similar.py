@@ -22,7 +22,7 @@ from .base import cli, database_option, open_database, read_text
 @click.option("--keyword", "mode", flag_value="keyword", help="Rank by BM25 over the stored text instead of by vector")
 @click.option("--hybrid", "mode", flag_value="hybrid", help="Fuse the vector and the BM25 rankings (reciprocal rank fusion)")
 @click.option("--mmr", type=click.FloatRange(0, 1), metavar="LAMBDA", help="Diversify: maximal marginal relevance, 1 = plain ranking, 0 = most diverse (0.5 is a good start)")
-@click.option("--exact", is_flag=True, help="Scan every vector even when the collection has a quantised index")
+@click.option("--exact", is_flag=True, help="Scan every vector even when the collection has a quantised or approximate index")
 @click.option("--plain", is_flag=True, help="Readable text instead of JSON lines")
 @database_option
 def similar(collection, id, content, input_path, number, model, unique, filters, where, min_score, mode, mmr,
