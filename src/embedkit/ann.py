@@ -34,6 +34,7 @@ import math
 import os
 import secrets
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -387,7 +388,7 @@ def top_n(collection, query, n, exclude=None, filter=None, oversample=None):
         if own:
             conn.execute("begin")  # one snapshot: settings, log, keys and rows agree
         try:
-            return _search_snapshot(collection, query, n, exclude, filter, oversample)
+            return _search_snapshot(collection, query, n, exclude, filter, oversample, own)
         except _Behind:
             pass
         finally:
@@ -408,7 +409,7 @@ class _Behind(Exception):
     """More changes are pending than a search scores beside the index."""
 
 
-def _search_snapshot(collection, query, n, exclude, filter, oversample):
+def _search_snapshot(collection, query, n, exclude, filter, oversample, shared):
     conn = collection.db.conn
     index = settings(collection)
     if index is None:
@@ -418,19 +419,18 @@ def _search_snapshot(collection, query, n, exclude, filter, oversample):
     if view is None:
         sideindex.notice(collection, "approximate index", f"its file {path} is missing; rebuild it with `embedkit index --ann`")
         return None
-    log_table = storage.quote(names(collection.name)["log"])
-    pending = {row[0] for row in conn.execute(f"select distinct id from {log_table}")}
-    if len(pending) > max_pending(len(view)):
-        raise _Behind
+    changes = _changes(collection, index, max_pending(len(view)), shared)
     wanted = n + (exclude is not None)
     k = min(len(view), wanted * oversample)
     condition, params = filter.condition() if filter else ("1", [])
-    # The changed rows: their current vectors, whatever the file holds for them.
-    rows = conn.execute(
-        f"select id, embedding from {storage.quote(collection.table)} "
-        f"where id in (select value from json_each(?)) and ({condition})",
-        [json.dumps([id for id in pending if id != exclude]), *params],
-    ).fetchall() if pending else []
+    # The changed rows are scored from their current vectors, whatever the file holds for them.
+    keep = [i for i, id in enumerate(changes.ids) if id != exclude]
+    if filter and keep:
+        matching = {row[0] for row in conn.execute(
+            f"select id from {storage.quote(collection.table)} where id in (select value from json_each(?)) "
+            f"and ({condition})", [json.dumps([changes.ids[i] for i in keep]), *params])}
+        keep = [i for i in keep if changes.ids[i] in matching]
+    rows: list = []
     seen = 0  # candidates from the file looked at so far
     while True:
         view.expansion_search = max(EXPANSION_SEARCH, k)
@@ -443,16 +443,58 @@ def _search_snapshot(collection, query, n, exclude, filter, oversample):
             f"and ({condition})",
             [json.dumps(keys), *params],
         ).fetchall() if keys else []
-        rows += [row for row in found if row[0] not in pending and row[0] != exclude]
+        rows += [row for row in found if row[0] not in changes.pending and row[0] != exclude]
         seen += len(keys)
-        if not filter or len(rows) >= n or seen < k or k >= len(view):
+        if not filter or len(rows) + len(keep) >= n or seen < k or k >= len(view):
             break
         if k >= MAX_CANDIDATES:
             return None  # the filter matches too few nearby items: the exact scan of them is better
         # Ask for enough candidates that n should match, at the share matched so far.
         share = max(len(rows), 1) / seen
         k = min(len(view), MAX_CANDIDATES, max(k * 4, math.ceil(2 * n / share)))
-    if not rows:
+    ids, matrix = ranking.decode_rows(rows, index["dimensions"], collection.name) if rows else ([], None)
+    ids = ids + [changes.ids[i] for i in keep]
+    parts = ([vectors.normalize_rows(matrix.copy())] if rows else []) + ([changes.matrix[keep]] if keep else [])
+    if not parts:
         return []
-    ids, matrix = ranking.decode_rows(rows, index["dimensions"], collection.name)
-    return ranking.best(vectors.normalize_rows(matrix.copy()) @ query, ids, n)
+    return ranking.best(np.concatenate(parts) @ query, ids, n)
+
+
+@dataclass
+class _Changes:
+    """The rows changed since the index file was written: what the log holds, read once per
+    state of the log (a process searching again does not read them again)."""
+
+    file: str
+    log: tuple  # (last seq, entries): changes only when the log does
+    pending: set  # every id logged: the file's vectors for them are not to be used
+    ids: list  # those of them still in the table
+    matrix: np.ndarray  # their unit rows
+
+
+_held: dict[tuple, _Changes] = {}
+
+
+def _changes(collection, index, most, shared) -> _Changes:
+    conn = collection.db.conn
+    log_table = storage.quote(names(collection.name)["log"])
+    log = tuple(conn.execute(f"select coalesce(max(seq), 0), count(*) from {log_table}").fetchone())
+    key = (collection.db.key, collection.name)
+    held = _held.get(key)
+    if held is not None and held.file == index["file"] and held.log == log:
+        return held
+    pending = {row[0] for row in conn.execute(f"select distinct id from {log_table}")}
+    if len(pending) > most:
+        raise _Behind
+    rows = conn.execute(
+        f"select id, embedding from {storage.quote(collection.table)} where id in (select value from json_each(?))",
+        [json.dumps(sorted(pending))],
+    ).fetchall() if pending else []
+    ids, matrix = ranking.decode_rows(rows, index["dimensions"], collection.name) if rows else ([], None)
+    unit = vectors.normalize_rows(matrix.copy()) if rows else np.empty((0, index["dimensions"]), np.float32)
+    changes = _Changes(index["file"], log, pending, ids, unit)
+    if shared:  # read in a snapshot of committed rows: the next search can use it
+        _held[key] = changes
+    return changes
+
+
