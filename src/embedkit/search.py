@@ -20,6 +20,7 @@ Cached matrices are invalidated by the collection's version counter, which trigg
 every write from any client.
 """
 
+import contextlib
 import os
 import threading
 from dataclasses import dataclass, field
@@ -119,6 +120,7 @@ def _load_in_background(collection, key, version):
             return
 
         def load():
+            _yield_to_queries()
             try:
                 conn = storage.sqlite3.connect(
                     f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=storage.BUSY_TIMEOUT_MS / 1000
@@ -133,6 +135,14 @@ def _load_in_background(collection, key, version):
 
         thread = _loading[key] = threading.Thread(target=load, name=f"embedkit-cache-{collection.name}", daemon=True)
     thread.start()
+
+
+def _yield_to_queries():
+    """Lower this thread's scheduling priority (Linux), so that the queries answered meanwhile
+    get the CPU first: measured at 100k on 2 busy CPUs, the query that starts the load took 1.8x
+    the first query's time beside a loader of equal priority, and no longer than it beside this."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 def wait_for_cache(timeout=None):
