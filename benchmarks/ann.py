@@ -115,15 +115,14 @@ def run_set(name, args, rows):
     with embedkit.Database(path) as db:
         ann.drop(db.collection(COLLECTION))
     begin = time.perf_counter()
-    out = subprocess.run([*embedkit_command(), "index", COLLECTION, "--ann", "-d", path],
+    # GNU time reports the child's own peak memory and CPU time (the machine may be shared).
+    out = subprocess.run(["/usr/bin/time", "-f", "%M %U %S", *embedkit_command(), "index", COLLECTION, "--ann", "-d", path],
                          capture_output=True, text=True, env=offline_env())
     build_seconds = time.perf_counter() - begin
     if out.returncode:
         raise SystemExit(out.stderr[-3000:])
-    import resource
-
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    peak, cpu = usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
+    kilobytes, user, system = out.stderr.strip().splitlines()[-1].split()
+    peak, cpu = int(kilobytes) / 1024, float(user) + float(system)
     status = json.loads(out.stdout)
     rows["build"].append([name, f"{args.size:,}", f"{build_seconds:.0f} s", f"{cpu:.0f} s", f"{status['bytes'] / 2**20:,.0f} MiB",
                           f"{status['bytes'] / (args.size * 384 * 4):.2f}x", f"{peak:,.0f} MiB"])
