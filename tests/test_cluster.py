@@ -2,6 +2,7 @@
 local cluster of 2 worker processes, started by the test, embeds with the real int8 model;
 the database has one writer, every item is written once, and a re-run embeds nothing."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -11,9 +12,9 @@ import numpy as np
 import pytest
 
 import embedkit
-from embedkit.items import Item
 
-pytest.importorskip("dask.distributed")
+if importlib.util.find_spec("distributed") is None:
+    pytest.skip("needs the 'cluster' extra (Dask)", allow_module_level=True)
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
 MODEL = "all-MiniLM-L6-v2-int8"
@@ -23,13 +24,37 @@ TEXTS = [f"Note {i}: {topic} and how it relates to item {i * 7 % 13}." for i, to
      "reading a train timetable", "pruning apple trees", "writing a cover letter", "brewing green tea"] * 10)]
 
 
-@pytest.fixture(scope="module")
-def client():
-    from embedkit.models import distributed
+# Dask runs in a child process: its threads outlive a cluster's closing, and this test
+# process must stay fit to load ONNX Runtime for the tests after it.
+CHILD = """
+import json, os, sys
+import embedkit
+from embedkit.items import Item
+from embedkit.models import distributed, get_model
 
-    cluster_client = distributed.connect(workers=2)
-    yield cluster_client
-    cluster_client.close()
+texts, path = json.loads(sys.argv[1]), sys.argv[2]
+client = distributed.connect(workers=2)
+local = get_model(MODEL)
+model = distributed.DistributedModel(local, client)
+report = {"workers": model.workers, "texts_per_call": [model.texts_per_call, local.texts_per_call]}
+with embedkit.Database(path) as db:
+    coll = db.create_collection("notes", model=MODEL)
+    version = coll.version()
+    items = [Item(f"n{i:02d}", text, {"i": i}) for i, text in enumerate(texts)]
+    stats = coll.embed_multi(items, store=True, batch_size=16, model=model)
+    report["first"] = [stats.embedded, stats.failed, coll.version() - version, coll.count()]
+    report["pids"] = len(set(client.run(os.getpid).values()))
+    calls, version = model.calls, coll.version()
+    again = coll.embed_multi(items, store=True, batch_size=16, model=model)
+    report["again"] = [again.embedded, again.unchanged, model.calls - calls, coll.version() - version]
+    other = db.create_collection("letters", model="test-letters")
+    try:
+        other.embed_multi([Item("a", "text")], model=model)
+    except embedkit.EmbedkitError as ex:
+        report["refused"] = str(ex)
+client.close()
+print(json.dumps(report))
+""".replace("MODEL", repr(MODEL))
 
 
 def embedded_alone(texts):
@@ -42,40 +67,25 @@ def embedded_alone(texts):
     return np.array(json.loads(out.stdout), dtype=np.float32)
 
 
-def test_two_workers_embed_every_item_once_and_a_rerun_nothing(tmp_path, client):
-    from embedkit.models import distributed, get_model
-
-    local = get_model(MODEL)
-    model = distributed.DistributedModel(local, client)
-    assert model.workers == 2 and model.texts_per_call == 2 * local.texts_per_call
+def test_two_workers_embed_every_item_once_and_a_rerun_nothing(tmp_path):
+    script = "from conftest import LettersModel\n" + CHILD  # registers test-letters
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__)}
+    out = subprocess.run([sys.executable, "-c", script, json.dumps(TEXTS), str(tmp_path / "e.db")],
+                         capture_output=True, text=True, timeout=900, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["workers"] == 2 and report["texts_per_call"][0] == 2 * report["texts_per_call"][1]
+    # Every write bumps the version once (triggers): each item was written exactly once.
+    assert report["first"] == [len(TEXTS), 0, len(TEXTS), len(TEXTS)]
+    assert report["pids"] == 2  # both workers were there to embed
+    # The re-run embeds nothing, makes no model call and writes nothing.
+    assert report["again"] == [0, len(TEXTS), 0, 0]
+    assert "uses model 'test-letters', not 'all-MiniLM-L6-v2-int8'" in report["refused"]
+    # The vectors are the model's own, as embedded without a cluster.
     with embedkit.Database(tmp_path / "e.db") as db:
-        coll = db.create_collection("notes", model=MODEL)
-        version = coll.version()
-        items = [Item(f"n{i:02d}", text, {"i": i}) for i, text in enumerate(TEXTS)]
-        stats = coll.embed_multi(items, store=True, batch_size=16, model=model)
-        assert (stats.embedded, stats.failed) == (len(TEXTS), 0)
-        # Every write bumps the version once (triggers): each item was written exactly once.
-        assert coll.version() - version == len(TEXTS) == coll.count()
-        # Both workers embedded: the batches were split between them.
-        pids = client.run(lambda: __import__("os").getpid())
-        assert len(set(pids.values())) == 2
-        # The vectors are the model's own, as embedded without a cluster (in another process:
-        # ONNX Runtime is not loaded into this one beside the cluster's threads).
+        coll = db.collection("notes")
         for i, vector in zip((0, 17, 79), embedded_alone([TEXTS[i] for i in (0, 17, 79)])):
             assert np.allclose(coll.vector(f"n{i:02d}"), vector, atol=1e-6)
-
-        calls, version = model.calls, coll.version()
-        again = coll.embed_multi(items, store=True, batch_size=16, model=model)
-        assert (again.embedded, again.unchanged, model.calls, coll.version()) == (0, len(TEXTS), calls, version)
-
-
-def test_a_model_standing_for_another_is_refused(tmp_path, client):
-    from embedkit.models import distributed, get_model
-
-    with embedkit.Database(tmp_path / "e.db") as db:
-        coll = db.create_collection("notes", model="test-letters")
-        with pytest.raises(embedkit.EmbedkitError, match="uses model 'test-letters', not 'all-MiniLM-L6-v2-int8'"):
-            coll.embed_multi([Item("a", "text")], model=distributed.DistributedModel(get_model(MODEL), client))
 
 
 def test_embed_multi_with_workers_from_the_command_line(tmp_path):
