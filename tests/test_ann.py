@@ -1,6 +1,7 @@
 """The approximate index (ann.py, `embedkit index --ann`): it follows every write whoever makes
 it, answers with exact scores, keeps filters returning n, and never stops exact search working."""
 
+import importlib.util
 import json
 import logging
 import os
@@ -16,7 +17,8 @@ from conftest import TableModel
 from embedkit import EmbedkitError, ann, models, search, sideindex, storage
 from embedkit.filters import Filter
 
-pytest.importorskip("usearch")
+if importlib.util.find_spec("usearch") is None:  # not imported here: ann loads it in its own way
+    pytest.skip("needs the 'ann' extra (usearch)", allow_module_level=True)
 
 DIMS = 32
 COUNT = 2_000
@@ -355,3 +357,12 @@ def test_datasette_searches_through_the_index(db, coll, db_path, monkeypatch):
     assert found == ids(exact(coll, coll.vector("item0001"), 5, exclude="item0001"))
     tables = {t["name"]: t["hidden"] for t in asyncio.run(ds.client.get("/embeddings.json")).json()["tables"]}
     assert all(hidden for name, hidden in tables.items() if name.startswith("_embedkit_ann_"))
+
+
+def test_the_int8_model_loads_after_the_index_in_one_process(coll):
+    """usearch loaded first once made `import onnxruntime` crash the process."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        pytest.skip("needs ONNX Runtime")
+    script = "from embedkit import ann\nann._usearch()\nimport onnxruntime\nprint('ok')\n"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout == "ok\n", result.stderr[-2000:]

@@ -29,10 +29,13 @@ short transaction, records them: a build that fails or is interrupted changes no
 uses, and the exact search goes on working.
 """
 
+import contextlib
+import ctypes
 import json
 import math
 import os
 import secrets
+import sys
 import threading
 from dataclasses import dataclass
 
@@ -91,7 +94,17 @@ def _write_settings(conn, name, index):
 
 
 def _usearch():
+    _system_libstdcxx()
     return extras.require("usearch.index", "ann", "the approximate index").Index
+
+
+def _system_libstdcxx():
+    """usearch's compiled module carries its own C++ runtime: loaded into a process before the
+    system's, it makes a later `import onnxruntime` (the int8 model) crash the process (usearch
+    2.26, onnxruntime 1.32: a segmentation fault). With the system's loaded first, both work."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            ctypes.CDLL("libstdc++.so.6", mode=ctypes.RTLD_GLOBAL)
 
 
 # Building, dropping, status
