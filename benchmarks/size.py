@@ -3,8 +3,9 @@
     python benchmarks/size.py [--papers 50] [--pages 10] [--real-model] [--seed 0]
 
 Generates seeded synthetic papers as real PDFs (tests/pdfs.py's writer), embeds them the way
-`embedkit embed-multi papers pdfs/*.pdf --store` does (PdfSource, default chunker, 1000
-characters), then prints the database file's size as a multiple of
+`embedkit embed-multi papers pdfs/*.pdf --store` does (PdfSource, the collection's default
+chunker: recursive 1000-character chunks for the stand-in model, which has no tokenizer;
+256-token chunks with --real-model), then prints the database file's size as a multiple of
 - the raw data: float32 vectors + the chunks' text (UTF-8) — the goal is <= 1.15x;
 - the raw data plus ids and metadata JSON (what else a row must hold).
 Vector values do not change the size, so by default a fast stand-in model with the default

@@ -6,9 +6,13 @@ Shared by tests/test_browser.py, tests/test_widget.py and docs/screenshots.py:
         page = parse(chromium("--dump-dom", url + "/embeddings/posts/1"))
 """
 
+import base64
 import contextlib
 import html.parser
+import json
+import os
 import pathlib
+import select
 import shutil
 import socket
 import subprocess
@@ -70,7 +74,10 @@ def serve(db, timeout=120):
     log_path = db.with_name("datasette.log")
     with open(log_path, "wb") as log:
         server = subprocess.Popen(
-            [sys.executable, "-m", "datasette", "serve", str(db), "--port", str(port), "--host", "127.0.0.1"],
+            # A generous time limit for the model (embedkit's pages wait at most this long): the
+            # machine running the tests may be busy.
+            [sys.executable, "-m", "datasette", "serve", str(db), "--port", str(port), "--host", "127.0.0.1",
+             "--setting", "sql_time_limit_ms", "60000"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         try:
@@ -166,3 +173,112 @@ def parse(markup) -> Element:
     builder.feed(markup)
     builder.close()
     return builder.root
+
+
+class Page:
+    """A page in headless Chromium driven through the DevTools protocol over a pipe
+    (--remote-debugging-pipe: JSON messages ended by NUL on the child's fds 3 and 4), for what
+    --dump-dom cannot do: move the mouse, click, and read what scripts did.
+
+        with Page(url) as page:
+            page.mouse("mouseMoved", 100, 200)
+            text = page.evaluate("document.querySelector('.tip').textContent")
+    """
+
+    def __init__(self, url, width=1000, height=700, timeout=60):
+        executable = shutil.which(CHROMIUM)
+        if executable is None:
+            raise FileNotFoundError(f"{CHROMIUM} is not installed: install Debian's chromium package")
+        self.timeout = timeout
+        self.profile = tempfile.TemporaryDirectory(prefix="embedkit-chromium-")
+        commands_read, self.commands = os.pipe()  # we write, Chromium reads its fd 3
+        self.replies, replies_write = os.pipe()  # Chromium writes its fd 4, we read
+
+        def fds():  # in the child, before exec: the pipes as the fds Chromium expects
+            high_read, high_write = os.dup(commands_read), os.dup(replies_write)
+            os.dup2(high_read, 3)
+            os.dup2(high_write, 4)
+
+        flags = [f for f in CHROMIUM_FLAGS if not f.startswith("--virtual-time-budget")]
+        self.process = subprocess.Popen(
+            [executable, *flags, f"--user-data-dir={self.profile.name}", "--remote-debugging-pipe",
+             f"--window-size={width},{height}", "about:blank"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=fds, pass_fds=(3, 4),
+        )
+        os.close(commands_read)
+        os.close(replies_write)
+        self.buffer, self.next_id, self.session = b"", 0, None
+        self.poller = select.poll()
+        self.poller.register(self.replies, select.POLLIN)
+        target = self.send("Target.createTarget", url="about:blank")["targetId"]
+        self.session = self.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        self.send("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
+        self.send("Page.navigate", url=url)
+        self.wait_for("document.readyState === 'complete'")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        os.close(self.commands)
+        os.close(self.replies)
+        self.profile.cleanup()
+
+    def send(self, method, **params):
+        """The result of one DevTools command (events arriving meanwhile are skipped)."""
+        self.next_id += 1
+        message = {"id": self.next_id, "method": method, "params": params}
+        if self.session is not None:
+            message["sessionId"] = self.session
+        os.write(self.commands, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + self.timeout
+        while True:
+            while b"\0" not in self.buffer:
+                left = deadline - time.monotonic()
+                # poll, not select: a long test session has fds past select's 1024
+                if left <= 0 or not self.poller.poll(left * 1000):
+                    raise TimeoutError(f"chromium did not answer {method} in {self.timeout} s")
+                chunk = os.read(self.replies, 1 << 20)
+                if not chunk:
+                    raise RuntimeError(f"chromium exited ({self.process.poll()}) during {method}")
+                self.buffer += chunk
+            raw, self.buffer = self.buffer.split(b"\0", 1)
+            reply = json.loads(raw)
+            if reply.get("id") == self.next_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply["result"]
+
+    def evaluate(self, expression):
+        """The value of a JavaScript expression in the page."""
+        result = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def wait_for(self, expression, timeout=30):
+        deadline = time.monotonic() + timeout
+        while not self.evaluate(expression):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{expression} still false after {timeout} s")
+            time.sleep(0.1)
+
+    def mouse(self, kind, x, y, **extra):
+        """A real mouse event at (x, y) of the viewport: mouseMoved, mousePressed, mouseReleased, mouseWheel."""
+        if kind in ("mousePressed", "mouseReleased"):
+            extra = {"button": "left", "clickCount": 1, **extra}
+        self.send("Input.dispatchMouseEvent", type=kind, x=x, y=y, **extra)
+
+    def screenshot(self, path):
+        data = self.send("Page.captureScreenshot", format="png")["data"]
+        pathlib.Path(path).write_bytes(base64.b64decode(data))

@@ -9,10 +9,11 @@ from click.testing import CliRunner
 import embedkit
 from embedkit import models
 from embedkit.cli import cli
+from embedserver import EmbedServer
 
 # Fixtures that load the real model: tests using them (directly or through other fixtures) are
 # marked `model`, so `pytest -m "not (browser or model or slow)"` runs the quick part.
-REAL_MODEL_FIXTURES = {"minilm"}
+REAL_MODEL_FIXTURES = {"minilm", "torch_minilm"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -97,8 +98,20 @@ def user_dir(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="session")
 def minilm():
-    """The real default model (loaded once per test session)."""
-    return models.get_model()
+    """The real default model, all-MiniLM-L6-v2-int8, prepared in the session's cache and loaded
+    once per test session (so no test's output depends on whether it came first)."""
+    model = models.get_model()
+    model.load()
+    return model
+
+
+@pytest.fixture(scope="session")
+def torch_minilm():
+    """The same model on torch, all-MiniLM-L6-v2 (loaded once per test session)."""
+    pytest.importorskip("sentence_transformers")
+    model = models.get_model("all-MiniLM-L6-v2")
+    model.load()
+    return model
 
 
 @pytest.fixture
@@ -127,6 +140,24 @@ def invoke(runner):
         return runner.invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False)
 
     return run
+
+
+@pytest.fixture(scope="module")
+def embed_service():
+    """The fake embedding service (embedserver.py), for `embedkit` run in subprocesses with the
+    environment command_env() makes."""
+    with EmbedServer() as server:
+        yield server
+
+
+def command_env(tmp_path, server) -> dict:
+    """The environment of the installed `embedkit` run in a subprocess: openai/ models answered
+    by server, the test's own user directory, and none of the caller's database, lock timeout
+    or debug settings."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("EMBEDKIT_DATABASE", "EMBEDKIT_LOCK_TIMEOUT", "EMBEDKIT_DEBUG", "OPENAI_"))}
+    env.update(OPENAI_BASE_URL=server.openai_url, OPENAI_API_KEY="sk-test", EMBEDKIT_USER_DIR=str(tmp_path / "user"))
+    return env
 
 
 def dump(path):

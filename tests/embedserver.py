@@ -223,7 +223,7 @@ class _Handler(TrackedHandler):
             return None
         if kind == "malformed":
             self.call.outcome = kind
-            return self._send(200, b'{"object": "list", "data": [{"embedding": [0.1, ')
+            return self._send_json_bytes(200, b'{"object": "list", "data": [{"embedding": [0.1, ')
 
         vectors = [vector(text, dimensions) for text in texts]
         if kind == "count":
@@ -257,17 +257,6 @@ class _Handler(TrackedHandler):
             body = {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
         self._json(status, body, headers)
 
-    def _json(self, status, value, headers=None):
-        self._send(status, json.dumps(value).encode(), headers)
-
-    def _send(self, status, body, headers=None):
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
 
 
 

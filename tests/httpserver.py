@@ -62,9 +62,10 @@ class Served:
     Handlers reach their Served as self.server.owner."""
 
     handler_class = None
+    port = 0  # any free port unless a subclass or instance says which
 
     def __enter__(self):
-        self._httpd = _HTTPServer(("127.0.0.1", 0), self.handler_class)
+        self._httpd = _HTTPServer(("127.0.0.1", self.port), self.handler_class)
         self._httpd.owner = self
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -103,6 +104,19 @@ class TrackedHandler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format, *args):
         pass
+
+    def _json(self, status, value, headers=None):
+        self._send_json_bytes(status, json.dumps(value).encode(), headers)
+
+    def _send_json_bytes(self, status, body, headers=None):
+        """An answer with a JSON content type (body need not be valid JSON: faults send broken ones)."""
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
 
 
 class Server(Served):

@@ -92,6 +92,25 @@ def text_pdf(path, pages, title=None):
     return path
 
 
+def paper_pdf(path, title, header, body, stamp):
+    """A paper's first page and no /Info title: a small header line, the title in large type
+    (scaled by the text matrix, as many PDF writers do), the body, and a stamp turned 90
+    degrees in the margin in type larger still (as arXiv's is)."""
+
+    def shown(text):
+        return b"(" + text.encode("cp1252").replace(b"(", b"\\(").replace(b")", b"\\)") + b") Tj"
+
+    lines = textwrap.wrap(body, _WRAP)
+    content = b"\n".join([
+        b"BT /F1 9 Tf 1 0 0 1 50 800 Tm " + shown(header) + b" ET",
+        b"BT /F1 1 Tf 17 0 0 17 50 760 Tm " + shown(title) + b" ET",
+        b"BT /F1 24 Tf 0 1 -1 0 30 200 Tm " + shown(stamp) + b" ET",
+        b"BT /F1 10 Tf 12 TL 1 0 0 1 50 720 Tm " + b" T* ".join(shown(line) for line in lines) + b" ET",
+    ])
+    path.write_bytes(_document([(content, b"<< /Font << /F1 3 0 R >> >>", _MIN_HEIGHT)]))
+    return path
+
+
 def image_only_pdf(path, pages=2):
     """Scanned pages: each page is one greyscale image, with no fonts and no text layer."""
     width, height = 200, 283

@@ -14,7 +14,8 @@ import pytest
 import embedkit
 import test_quantized as quantized_tests
 from conftest import TableModel
-from embedkit import EmbedkitError, ann, models, search, sideindex, storage
+from embedkit import EmbedkitError, ann, check, models, search, sideindex, storage
+from embedkit.errors import ReadOnlyDatabase
 from embedkit.filters import Filter
 
 if importlib.util.find_spec("usearch") is None:  # not imported here: ann loads it in its own way
@@ -220,6 +221,76 @@ def test_drop_removes_the_file_tables_and_triggers(db, coll, db_path):
     left = db.conn.execute("select name from sqlite_master where name like '_embedkit_ann_%'").fetchall()
     assert left == []
     coll.delete(["item0001"])  # no trigger left to fail
+
+
+UNUSABLE = {
+    "nan": (np.array([np.nan] + [1.0] * (DIMS - 1), "<f4").tobytes(), "NaN or infinite values"),
+    "zeros": (bytes(DIMS * 4), "all zeros"),
+    "short": (np.ones(3, "<f4").tobytes(), f"12 bytes, not {DIMS * 4}"),
+}
+
+
+@pytest.mark.parametrize("when", ["before the build", "logged", "folded in"])
+@pytest.mark.parametrize("kind", list(UNUSABLE))
+def test_unusable_vectors_are_left_out_and_n_results_still_come_back(db, coll, db_path, caplog, when, kind):
+    """Another client spoils the vector of the item every query here finds first: wherever the
+    index meets it (building, scoring the changes beside the file, folding them into a new
+    file), it is left out, said once naming it, and n results still come back."""
+    value, problem = UNUSABLE[kind]
+    query = unit_vectors(COUNT, 1)[0]  # item0000's vector
+    spoil = ("update vecs set embedding = ? where id = 'item0000'", [value])
+    with caplog.at_level(logging.WARNING, logger="embedkit"):
+        if when == "before the build":
+            plain_client(db_path, spoil)
+            ann.build(coll)
+        else:
+            ann.build(coll)
+            plain_client(db_path, spoil)
+            if when == "folded in":
+                assert ann.sync(coll) == 1
+        status = ann.status(coll)
+        assert (status["indexed"], status["pending"]) == (
+            (COUNT - 1, 0) if when != "logged" else (COUNT, 1))
+        for n in (1, 10, 50):
+            hits = ann.top_n(coll, query, n)
+            assert len(hits) == n and "item0000" not in ids(hits)
+            assert len(set(ids(hits)) & set(ids(exact(coll, query, n)))) >= int(0.9 * n)
+    warnings = [r.getMessage() for r in caplog.records if "cannot be used" in r.getMessage()]
+    assert warnings and f"'item0000' ({problem})" in warnings[0]
+
+
+def test_a_read_only_database_searches_but_never_builds_folds_or_drops(db, coll, db_path, caplog):
+    ann.build(coll)
+    reader = embedkit.Database(db_path, read_only=True)
+    readable = reader.collection("vecs")
+    for write in (ann.build, ann.sync, ann.drop):
+        with pytest.raises(ReadOnlyDatabase):
+            write(readable)
+    query = unit_vectors(1, 6)[0]
+    assert ann.top_n(readable, query, 10) == ann.top_n(coll, query, 10)
+    plain_client(db_path, ("update vecs set embedding = (select embedding from vecs as other "
+                           "where other.rowid = vecs.rowid + 999) where rowid <= ?", [ann.MIN_PENDING + 1]))
+    sideindex._notices.clear()
+    with caplog.at_level(logging.WARNING, logger="embedkit"):
+        assert ann.top_n(readable, query, 10) is None
+        assert ids(readable.similar_by_vector(query, 10)) == ids(exact(readable, query, 10))
+    notices = [r.getMessage() for r in caplog.records if "approximate index" in r.getMessage()]
+    assert len(notices) == 1 and "read-only here" in notices[0], notices
+    assert ann.status(readable)["pending"] == ann.MIN_PENDING + 1  # nothing was folded in
+    reader.close()
+
+
+def test_check_finds_a_missing_file_and_fix_rebuilds_it(db, coll):
+    assert check.run(db).ok
+    status = ann.build(coll)
+    assert check.run(db).ok
+    os.remove(status["file"])
+    ann._forget_view(status["file"])
+    report = check.run(db)
+    assert [p.line() for p in report.problems] == [
+        f"vecs: approximate index: its file {status['file']} is missing; run embedkit check --fix, which rebuilds it"]
+    check.run(db, fix=True)
+    assert check.run(db).ok and ann.status(coll)["usable"] is True
 
 
 def test_an_in_memory_database_cannot_have_one():

@@ -13,7 +13,7 @@ import pytest
 import browser
 from browser import Element
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.datasette]
 
 
 def render(url) -> Element:

@@ -14,6 +14,7 @@ import sqlite_utils
 
 import embedkit
 from conftest import LETTERS, dump
+from terminal import run_on_a_terminal
 
 ITEMS = [
     {"id": "a", "title": "Apple pie", "body": "Sweet baked dessert"},
@@ -393,10 +394,10 @@ def test_existing_collection_needs_no_model_option(invoke, letters, db_path, tmp
     assert sorted(rows(db_path, "docs")) == ["a", "b", "c"]
 
 
-def test_default_model_is_minilm(invoke, minilm, db_path, tmp_path):
+def test_default_model_is_minilm_int8(invoke, minilm, db_path, tmp_path):
     ok(invoke("embed-multi", "docs", write(tmp_path / "data.csv", render("csv")), "--store"), FRESH)
     row = registry(db_path, "docs")
-    assert (row["model"], row["dimensions"]) == ("all-MiniLM-L6-v2", 384)
+    assert (row["model"], row["dimensions"]) == ("all-MiniLM-L6-v2-int8", 384)
     assert {len(row["embedding"]) for row in rows(db_path, "docs").values()} == {384 * 4}
 
 
@@ -682,12 +683,12 @@ def test_similar_with_real_model(invoke, minilm, tmp_path, query, best):
         {"id": "football", "text": "The striker scored twice in the second half."},
     ]
     ok(invoke("embed-multi", "docs", write(tmp_path / "d.nl", render("nl", data)), "--store"))
-    hits = json_lines(ok(invoke("similar", "docs", "-c", query, "-m", "all-MiniLM-L6-v2")))
+    hits = json_lines(ok(invoke("similar", "docs", "-c", query, "-m", "all-MiniLM-L6-v2-int8")))
     assert hits[0]["id"] == best
     assert hits[0]["score"] > hits[1]["score"] + 0.1
     assert all(-1 <= hit["score"] <= 1 for hit in hits)
     # the alias names the same model
-    aliased = json_lines(ok(invoke("similar", "docs", "-c", query, "-m", "sentence-transformers/all-MiniLM-L6-v2")))
+    aliased = json_lines(ok(invoke("similar", "docs", "-c", query, "-m", "all-MiniLM-L6-v2-onnx")))
     assert [hit["id"] for hit in aliased] == [hit["id"] for hit in hits]
 
 
@@ -714,19 +715,54 @@ def test_collections_list(invoke, two_collections, args):
 @pytest.mark.parametrize("args", [["--json"], ["list", "--json"]])
 def test_collections_json(invoke, two_collections, args):
     assert json.loads(ok(invoke("collections", *args)).stdout) == [
-        {"name": "alpha", "model": "test-letters", "dimensions": 8, "count": 1},
-        {"name": "fruit", "model": "test-letters", "dimensions": 8, "count": 3},
+        {"name": "alpha", "model": "test-letters", "dimensions": 8, "count": 1, "chunking": None},
+        {"name": "fruit", "model": "test-letters", "dimensions": 8, "count": 3, "chunking": None},
     ]
 
 
-def test_collections_of_empty_database(invoke, db_path):
+def test_an_empty_collections_list_says_there_are_none(invoke, db_path):
     embedkit.Database(db_path).close()
-    assert ok(invoke("collections")).stdout == ""
+    result = ok(invoke("collections"))
+    assert result.stdout == "" and result.stderr == "No collections in embeddings.db\n"
     assert json.loads(ok(invoke("collections", "--json")).stdout) == []
 
 
+def test_collections_delete_confirms_and_says_what_it_deleted(invoke, two_collections, db_path):
+    # Nobody to ask (standard input is not a terminal): only with --yes.
+    before = dump(db_path)
+    result = invoke("collections", "delete", "fruit")
+    assert result.exit_code == 1
+    assert result.stderr == "Error: collection 'fruit' not deleted: pass --yes to delete it without asking\n"
+    assert dump(db_path) == before
+
+    # At a terminal, in processes of their own (as a person runs them).
+    embedkit_command = os.path.join(os.path.dirname(sys.executable), "embedkit")
+    env = {k: v for k, v in os.environ.items() if k != "EMBEDKIT_DATABASE"}
+
+    def run(*args, typed=None):
+        return run_on_a_terminal([embedkit_command, *args, "-d", db_path], env, timeout=60, typed=typed)
+
+    def names():
+        status, shown = run("collections", "--json")
+        assert status == 0, shown
+        return [row["name"] for row in json.loads(shown)]
+
+    status, shown = run("collections", "delete", "fruit", typed="n\n")
+    assert status == 1
+    assert shown.splitlines() == [
+        f"Delete collection 'fruit' and its 3 items from {db_path}? [y/N]: n",
+        "Error: collection 'fruit' not deleted",
+    ]
+    assert names() == ["alpha", "fruit"]
+    status, shown = run("collections", "delete", "fruit", typed="y\n")
+    assert status == 0 and shown.splitlines()[-1] == "Deleted collection 'fruit' (3 items)"
+    assert names() == ["alpha"]
+    assert run("collections", "delete", "alpha", "--yes") == (0, "Deleted collection 'alpha' (1 item)\r\n")
+    assert names() == []
+
+
 def test_collections_delete(invoke, two_collections, db_path):
-    result = ok(invoke("collections", "delete", "fruit"))
+    result = ok(invoke("collections", "delete", "fruit", "--yes"))
     assert result.stdout == ""
     db = sqlite_utils.Database(db_path)
     assert "fruit" not in db.table_names()
@@ -867,7 +903,7 @@ def run_isolated(tmp_path, *args):
 
 @pytest.fixture
 def minilm_db(invoke, minilm, db_path, tmp_path):
-    """A database with a small all-MiniLM-L6-v2 collection, embedded in this process."""
+    """A database with a small collection of the default model, embedded in this process."""
     path = write(tmp_path / "docs.csv", render("csv"))
     ok(invoke("embed-multi", "docs", path, "--store"), FRESH)
     return path
@@ -878,8 +914,8 @@ def minilm_db(invoke, minilm, db_path, tmp_path):
     [
         (["--help"], "embed-multi"),
         (["embed-multi", "--help"], "--batch-size"),
-        (["collections"], "docs  all-MiniLM-L6-v2  384         3"),
-        (["collections", "list", "--json"], '"model": "all-MiniLM-L6-v2"'),
+        (["collections"], "docs  all-MiniLM-L6-v2-int8  384         3"),
+        (["collections", "list", "--json"], '"model": "all-MiniLM-L6-v2-int8"'),
         (["models"], "all-MiniLM-L6-v2"),
         (["models", "--json"], '"dimensions": 384'),
         (["similar", "docs", "a"], '"id": "b"'),  # by id: the stored vector is the query
@@ -904,9 +940,28 @@ def test_rerun_over_unchanged_input_does_not_import_torch(minilm_db, db_path, tm
     assert dump(db_path) == before
 
 
-def test_embedding_does_import_torch(minilm_db, tmp_path):
-    """The check above can fail: a command that needs the model does import torch."""
+def test_rerun_over_unchanged_pdfs_does_not_import_torch(invoke, torch_minilm, db_path, tmp_path):
+    """The default chunking counts tokens, which the torch model does only once loaded: a re-run
+    reads the chunking from the collection, never from the model."""
+    import pdfs
+
+    paper = str(pdfs.text_pdf(tmp_path / "paper.pdf", ["Ternary weights need no multiplications.", "Page two."]))
+    ok(invoke("embed-multi", "papers", paper, "-m", "all-MiniLM-L6-v2"),
+       "2 embedded, 0 reused, 0 updated, 0 unchanged, 0 failed")
+    process, heavy = run_isolated(tmp_path, "embed-multi", "papers", paper)
+    assert process.stderr == "0 embedded, 0 reused, 0 updated, 2 unchanged, 0 failed\n"
+    assert heavy == []
+
+
+def test_only_the_torch_model_imports_torch(minilm_db, torch_minilm, invoke, tmp_path):
+    """Searching by text with the default model needs no torch; the check above can fail: with the
+    torch backend, the same command does import torch."""
     process, heavy = run_isolated(tmp_path, "similar", "docs", "-c", "dessert", "-n", "1")
+    assert process.returncode == 0, process.stderr
+    assert json.loads(process.stdout)["id"] == "a"
+    assert heavy == []
+    ok(invoke("embed-multi", "torch-docs", minilm_db, "--store", "-m", "all-MiniLM-L6-v2"), FRESH)
+    process, heavy = run_isolated(tmp_path, "similar", "torch-docs", "-c", "dessert", "-n", "1")
     assert process.returncode == 0, process.stderr
     assert json.loads(process.stdout)["id"] == "a"
     assert "torch" in heavy and "sentence_transformers" in heavy

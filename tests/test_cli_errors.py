@@ -2,12 +2,18 @@
 "Error: " and says what and where, prints no traceback, and leaves the database as it was."""
 
 import os
+import shlex
+import subprocess
+import sys
 
 import pytest
 import sqlite_utils
 
 import embedkit
 from conftest import dump
+from terminal import run_on_a_terminal
+
+EMBEDKIT = os.path.join(os.path.dirname(sys.executable), "embedkit")
 
 GOOD_CSV = "id,text\nx,some text\n"
 
@@ -448,6 +454,8 @@ def test_name_taken_by_another_table(fails, existing, name, command):
         (["similar", "docs", "-c", "x", "-i", "in.csv"], ["-c", "-i"]),
         (["similar", "docs", "a", "-c", "x"], ["ID", "not both"]),
         (["similar", "docs", "a", "-i", "in.csv"], ["ID", "not both"]),
+        (["similar", "docs", "-c", "x", "--keyword", "--hybrid"], ["--keyword and --hybrid cannot be used together"]),
+        (["similar", "docs", "--hybrid", "-c", "x", "--keyword"], ["--keyword and --hybrid cannot be used together"]),
     ],
 )
 def test_two_inputs_at_once(fails, args, fragments):
@@ -479,13 +487,37 @@ def test_bad_option_values(fails, args, fragments):
         (["embed", "-c", "x", "--metadata", "{}", "-m", "test-letters"], ["--metadata", "COLLECTION"]),
         (["embed", "docs", "z", "-c", "   "], ["empty"]),
         (["embed", "docs", "z"], ["empty"]),  # nothing on stdin
-        (["similar", "docs"], ["empty"]),  # neither text nor id
+        (["similar", "docs"], ["give a text to search for (-c TEXT, -i FILE or on standard input)", "or the ID"]),
         (["similar", "docs", "-c", ""], ["empty"]),
         (["similar", "docs", "-i", "blank.txt"], ["empty"]),
     ],
 )
 def test_missing_or_conflicting_arguments(fails, args, fragments):
     fails(args, *fragments, input="", files={"blank.txt": "\n  \n"})
+
+
+def test_an_unquoted_glob_the_shell_expanded_gets_a_hint_to_quote_it(tmp_path):
+    for name in ("a.md", "b.md", "c.md"):
+        (tmp_path / name).write_text(f"notes {name}")
+    env = {k: v for k, v in os.environ.items() if k != "EMBEDKIT_DATABASE"}
+    result = subprocess.run(f"{shlex.quote(EMBEDKIT)} embed-multi notes --files . *.md", shell=True, cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr == (
+        "Error: --files . a.md: b.md, c.md came as INPUT too: did your shell expand an unquoted glob? "
+        "Quote it: --files . '*.md'\n"
+    )
+    assert sorted(os.listdir(tmp_path)) == ["a.md", "b.md", "c.md"]  # no database made
+
+
+def test_similar_with_neither_text_nor_id_at_a_terminal_says_what_to_pass(existing, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "EMBEDKIT_DATABASE"}
+    status, shown = run_on_a_terminal([EMBEDKIT, "similar", "docs", "-d", existing], env, timeout=60)
+    assert status == 1
+    assert shown.strip() == (
+        "Error: give a text to search for (-c TEXT, -i FILE or on standard input) "
+        "or the ID of a stored item to find items like it"
+    )
 
 
 # ---------------------------------------------------------------- sql command

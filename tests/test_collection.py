@@ -10,6 +10,7 @@ import pytest
 import embedkit
 from conftest import dump
 from embedkit import EmbedkitError, Item, models, storage
+from embedkit.models.onnx_int8 import int8_model
 from embedkit.models.sentence_transformers import default_model
 
 
@@ -91,15 +92,18 @@ def test_create_collection_records_model_dimensions_and_prefixes(db, letters):
 
 
 def test_default_model_is_recorded_without_loading_it(db, monkeypatch):
-    fresh = default_model()
-    monkeypatch.setitem(models._registry, fresh.model_id, fresh)
+    fresh, fresh_torch = int8_model(), default_model()
+    for model in (fresh, fresh_torch):
+        for name in (model.model_id, *model.aliases):
+            monkeypatch.setitem(models._registry, name, model)
     docs = db.create_collection("docs")
-    assert (docs.model_id, docs.dimensions) == ("all-MiniLM-L6-v2", 384)
-    assert registry(db, "docs")["model"] == "all-MiniLM-L6-v2"
+    assert (docs.model_id, docs.dimensions) == ("all-MiniLM-L6-v2-int8", 384)
+    assert registry(db, "docs")["model"] == "all-MiniLM-L6-v2-int8"
     aliased = db.create_collection("aliased", model="sentence-transformers/all-MiniLM-L6-v2")
     assert aliased.model_id == "all-MiniLM-L6-v2"  # the canonical id, not the alias
-    assert not fresh.loaded
-    assert fresh.calls == 0
+    assert db.create_collection("onnx", model="all-MiniLM-L6-v2-onnx").model_id == "all-MiniLM-L6-v2-int8"
+    assert not fresh.loaded and not fresh_torch.loaded
+    assert fresh.calls == fresh_torch.calls == 0
 
 
 def test_unknown_model_is_an_error_and_creates_nothing(db, db_path):
@@ -135,10 +139,13 @@ def test_get_or_create_collection(db, letters, table_model):
 def test_check_model(db, letters):
     docs = db.create_collection("docs")
     docs.check_model(None)
-    docs.check_model("all-MiniLM-L6-v2")
-    docs.check_model("sentence-transformers/all-MiniLM-L6-v2")  # an alias of the same model
-    with pytest.raises(EmbedkitError, match="collection 'docs' uses model 'all-MiniLM-L6-v2', not 'test-letters'"):
+    docs.check_model("all-MiniLM-L6-v2-int8")
+    docs.check_model("all-MiniLM-L6-v2-onnx")  # an alias of the same model
+    with pytest.raises(EmbedkitError, match="collection 'docs' uses model 'all-MiniLM-L6-v2-int8', not 'test-letters'"):
         docs.check_model("test-letters")
+    # The torch backend of the same weights is another model.
+    with pytest.raises(EmbedkitError, match="uses model 'all-MiniLM-L6-v2-int8', not 'all-MiniLM-L6-v2'"):
+        docs.check_model("all-MiniLM-L6-v2")
 
 
 def test_collection_lookup(db, letters):
@@ -585,10 +592,10 @@ def test_rerun_with_the_real_model_never_loads_it(db_path, minilm, monkeypatch):
         assert minilm.calls == calls
 
     # As a new process would: a model object that has never been loaded.
-    fresh = default_model()
-    monkeypatch.setitem(models._registry, "all-MiniLM-L6-v2", fresh)
+    fresh = int8_model()
+    monkeypatch.setitem(models._registry, "all-MiniLM-L6-v2-int8", fresh)
     with embedkit.Database(db_path) as db:
-        docs = db.get_or_create_collection("docs", "all-MiniLM-L6-v2")
+        docs = db.get_or_create_collection("docs", "all-MiniLM-L6-v2-int8")
         assert docs.embed_multi(batch, store=True).unchanged == 5
         stats = docs.embed_multi(
             [Item("cat", texts["cat"], {"changed": True}), Item("cat-copy", texts["cat"])], store=False

@@ -2,18 +2,19 @@
 
 import asyncio
 import json
-import subprocess
-import sys
+import re
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from datasette.app import Datasette
 
 import embedkit
 from conftest import LettersModel
+from datasettes import datasette_command, get_json, make, request, sql
 from embedkit import models, sqlfunctions
+
+pytestmark = pytest.mark.datasette
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTS = [
@@ -37,20 +38,17 @@ def posts_db(tmp_path_factory, minilm):
     return path
 
 
-def request(ds, path, actor=None):
-    cookies = {"ds_actor": ds.sign({"a": actor}, "actor")} if actor else None
-    return asyncio.run(ds.client.get(path, cookies=cookies))
-
-
-def get_json(ds, path, status=200, actor=None):
-    response = request(ds, path, actor)
-    assert response.status_code == status, response.text
-    return response.json()
+# A generous limit for the model (SQL's is sql_time_limit_ms): the machine running the tests may be busy.
+PATIENT = {"plugins": {"embedkit": {"model_time_limit_ms": 60000}}}
 
 
 @pytest.fixture(scope="module")
 def ds(posts_db):
-    return Datasette([str(posts_db)])
+    return patient([posts_db])
+
+
+def patient(paths, config=None):
+    return make(paths, {**PATIENT, **(config or {})}, settings={"sql_time_limit_ms": 60000})
 
 
 def test_similar_to_typed_text_as_json(ds, posts_db):
@@ -58,7 +56,7 @@ def test_similar_to_typed_text_as_json(ds, posts_db):
     with embedkit.Database(posts_db) as db:
         expected = db.collection("posts").similar("rye bread with caraway", n=3)
     assert data["ok"] is True
-    assert (data["database"], data["table"], data["model"], data["n"]) == ("embeddings", "posts", "all-MiniLM-L6-v2", 3)
+    assert (data["database"], data["table"], data["model"], data["n"]) == ("embeddings", "posts", "all-MiniLM-L6-v2-int8", 3)
     assert [row["id"] for row in data["rows"]] == [entry.id for entry in expected] and data["rows"][0]["id"] == "4"
     assert [row["score"] for row in data["rows"]] == pytest.approx([entry.score for entry in expected], abs=1e-6)
     assert data["rows"][0]["metadata"] == {"tag": "baking"}
@@ -113,7 +111,7 @@ def test_similar_page_lists_results_with_links_and_snippets(ds):
     assert POSTS[5][1] not in html
     assert '<td class="metadata"><span class="key">tag:</span> baking</td>' in html
     assert 'href="/embeddings/posts/-/similar.json?q=bread+recipes&amp;n=6"' in html
-    assert "6 items, embedded with <code>all-MiniLM-L6-v2</code>" in html
+    assert "6 items, embedded with <code>all-MiniLM-L6-v2-int8</code>" in html
 
 
 def test_similar_page_without_a_query_is_a_form(ds):
@@ -131,7 +129,8 @@ def test_row_page_links_to_similar_items(ds):
 
 def test_table_actions_offer_similar_items(ds):
     html = request(ds, "/embeddings/posts").text
-    assert '<a href="/embeddings/posts/-/similar">Similar items</a>' in html
+    assert re.search(r'<a href="/embeddings/posts/-/similar"[^>]*>Similar items', html)
+    assert re.search(r'<a href="/embeddings/posts/-/map"[^>]*>Map', html)
     assert "Similar items" not in request(ds, "/embeddings/notes").text
 
 
@@ -207,12 +206,9 @@ def test_unknown_database_or_collection(ds, path, message):
 def test_a_collection_the_actor_may_not_view_is_not_searchable(posts_db):
     with embedkit.Database(posts_db) as db:
         db.collection("posts").compute_related(n=2)
-    private = Datasette(
-        [str(posts_db)],
-        metadata={"databases": {"embeddings": {"tables": {"posts": {"allow": {"id": "alice"}}}}}},
-    )
+    private = patient([posts_db], {"databases": {"embeddings": {"tables": {"posts": {"allow": {"id": "alice"}}}}}})
     for path in ("/embeddings/posts", "/embeddings/posts/-/similar?q=bread", "/embeddings/posts/-/similar.json?q=bread",
-                 "/embeddings/posts/-/related.json?id=1"):
+                 "/embeddings/posts/-/related.json?id=1", "/embeddings/posts/-/map"):
         assert request(private, path).status_code == 403, path
         assert request(private, path, actor={"id": "bob"}).status_code == 403, path
         assert request(private, path, actor={"id": "alice"}).status_code == 200, path
@@ -221,18 +217,17 @@ def test_a_collection_the_actor_may_not_view_is_not_searchable(posts_db):
 
 
 def test_sql_functions_in_datasette(ds):
-    sql = "select embedkit_dims(embedkit_query('posts', :q)) as dims, embedkit_dims(embedkit_embed(:q)) as default_dims"
-    data = get_json(ds, "/embeddings.json?_shape=objects&q=hello&sql=" + _quote(sql))
-    assert data["rows"] == [{"dims": 384, "default_dims": 384}]
-    ranked = get_json(ds, "/embeddings.json?_shape=objects&q=sourdough&sql=" + _quote(
-        "select id from posts order by embedkit_cosine(embedding, embedkit_query('posts', :q)) desc limit 1"))
+    query = "select embedkit_dims(embedkit_query('posts', :q)) as dims, embedkit_dims(embedkit_embed(:q)) as default_dims"
+    assert sql(ds, "embeddings", query, q="hello")["rows"] == [{"dims": 384, "default_dims": 384}]
+    ranked = sql(ds, "embeddings", "select id from posts order by embedkit_cosine(embedding, "
+                 "embedkit_query('posts', :q)) desc limit 1", q="sourdough")
     assert ranked["rows"] == [{"id": "3"}]
 
 
 def test_embedding_in_sql_is_bounded(ds, posts_db):
     too_long = "select embedkit_embed('" + "word " * 401 + "')"
     # Python's sqlite3 gives every function error the same message...
-    data = get_json(ds, "/embeddings.json?sql=" + _quote(too_long), status=400)
+    data = sql(ds, "embeddings", too_long, status=400)
     assert data["error"] == "user-defined function raised exception"
 
     def reason(conn):
@@ -240,21 +235,33 @@ def test_embedding_in_sql_is_bounded(ds, posts_db):
             conn.execute(too_long)
         return sqlfunctions.explain(error.value)
 
-    # ...the reason, on Datasette's own connections:
+    # ...the reason, on Datasette's own connections (and in its log):
     reason = asyncio.run(ds.get_database("embeddings").execute_fn(reason))
     assert reason == "embedkit_embed: text is 2,005 characters; at most 2,000 may be embedded here"
-    # Datasette's time limit stops a query that would embed row after row
-    quick = Datasette([str(posts_db)], settings={"sql_time_limit_ms": 300})
-    sql = ("with recursive n(i) as (select 1 union all select i + 1 from n limit 100000) "
-           "select count(embedkit_embed('text number ' || i)) from n")
+
+    def reason_of(query):
+        def run(conn):
+            with pytest.raises(Exception) as error:
+                conn.execute(query).fetchall()
+            return sqlfunctions.explain(error.value)
+
+        return asyncio.run(ds.get_database("embeddings").execute_fn(run))
+
+    # A statement that would embed row after row stops at the cap on model calls
+    many = ("with recursive n(i) as (select 1 union all select i + 1 from n limit 100000) "
+            "select count(embedkit_embed('text number ' || i)) from n")
     started = time.monotonic()
-    data = get_json(quick, "/embeddings.json?sql=" + _quote(sql), status=400)
-    assert "SQL query took too long" in data["error"]
+    assert reason_of(many) == ("embedkit_embed: this statement has already asked for 10 vectors, the most one "
+                               "may here; search for one text at a time")
     assert time.monotonic() - started < 10
+    # the same text over and over is embedded once, and is no call at all the next time
+    same = sql(ds, "embeddings", "with recursive n(i) as (select 1 union all select i + 1 from n limit 500) "
+                                 "select count(embedkit_embed('the same text')) as n from n")
+    assert same["rows"] == [{"n": 500}]
 
 
 def test_canned_query_with_q_is_a_search_form(posts_db):
-    canned = Datasette([str(posts_db)], metadata={"databases": {"embeddings": {"queries": {"search": {
+    canned = patient([posts_db], {"databases": {"embeddings": {"queries": {"search": {
         "sql": "select id, embedkit_cosine(embedding, embedkit_query('posts', :q)) as score "
                "from posts order by score desc limit 3"}}}}})
     assert 'name="q"' in request(canned, "/embeddings/search").text
@@ -276,7 +283,7 @@ def test_new_rows_show_while_embed_multi_writes(tmp_path):
     path = tmp_path / "embeddings.db"
     with embedkit.Database(path) as db:
         db.create_collection("notes", model="test-slow-letters")
-    live = Datasette([str(path)])
+    live = patient([path])
     assert get_json(live, "/embeddings/notes.json?_shape=objects")["rows"] == []
 
     def write():
@@ -288,24 +295,18 @@ def test_new_rows_show_while_embed_multi_writes(tmp_path):
     writer.start()
     counts = []
     while writer.is_alive():
-        counts.append(get_json(live, "/embeddings.json?_shape=array&sql=select+count(*)+as+n+from+notes")[0]["n"])
+        counts.append(sql(live, "embeddings", "select count(*) as n from notes")["rows"][0]["n"])
         get_json(live, "/embeddings/notes/-/similar.json?q=note+aaa&n=3")
     writer.join()
     assert counts == sorted(counts) and len(set(counts)) > 2, counts  # saw the rows arrive, batch by batch
     final = get_json(live, "/embeddings/notes/-/similar.json?q=note+aaa&n=100")
     assert len(final["rows"]) == 100
-    assert get_json(live, "/embeddings.json?_shape=array&sql=select+count(*)+as+n+from+notes")[0]["n"] == 300
-
-
-def _quote(sql):
-    from urllib.parse import quote
-
-    return quote(sql)
+    assert sql(live, "embeddings", "select count(*) as n from notes")["rows"][0]["n"] == 300
 
 
 def _datasette_cli(*args, cwd):
-    result = subprocess.run([sys.executable, "-m", "datasette", *args], cwd=cwd, capture_output=True, text=True,
-                            timeout=120)
+    # A generous time limit for the model: the machine running the tests may be busy.
+    result = datasette_command(*args, "--setting", "sql_time_limit_ms", "60000", cwd=cwd)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -329,3 +330,37 @@ def test_a_template_dir_overrides_the_similar_page(posts_db, tmp_path):
     page = _datasette_cli(str(posts_db), "--template-dir", str(tmp_path), "--get",
                           "/embeddings/posts/-/similar?q=bread&n=3", cwd=ROOT)
     assert '<p id="mine">3 rows for bread</p>' in page
+
+
+@pytest.fixture(scope="module")
+def papers_ds(tmp_path_factory):
+    path = tmp_path_factory.mktemp("datasette-papers") / "papers.db"
+    url = "https://example.org/papers/ternary.pdf"
+    with embedkit.Database(path) as db:
+        db.create_collection("papers", "test-letters").embed_multi([
+            embedkit.Item("notes.md", "notes about ternary weights"),
+            embedkit.Item(f"{url}#page=1&chunk=1", "ternary weights need no multiplications",
+                          {"source": url, "page": 1, "chunk": 1}),
+            embedkit.Item("local.pdf#page=1&chunk=1", "ternary local copy", {"source": "local.pdf", "page": 1}),
+        ], store=True)
+    return make([path])
+
+
+def test_a_row_url_typed_with_a_dot_in_the_id_reaches_the_row(papers_ds):
+    response = request(papers_ds, "/papers/papers/notes.md")
+    assert response.status_code == 302
+    assert response.headers["location"] == "/papers/papers/notes~2Emd"
+    page = request(papers_ds, response.headers["location"])
+    assert page.status_code == 200 and "notes about ternary weights" in page.text
+    # Only for an item that is there, in a collection.
+    assert request(papers_ds, "/papers/papers/missing.md").status_code == 404
+    # The similar page links rows in the form Datasette reads.
+    html = request(papers_ds, "/papers/papers/-/similar?q=ternary+weights").text
+    assert '<a href="/papers/papers/notes~2Emd">notes.md</a>' in html
+
+
+def test_url_sources_are_links_on_the_similar_page(papers_ds):
+    html = request(papers_ds, "/papers/papers/-/similar?q=ternary").text
+    url = "https://example.org/papers/ternary.pdf"
+    assert f'<span class="key">source:</span> <a href="{url}">{url}</a>' in html
+    assert '<span class="key">source:</span> local.pdf' in html  # a path is not a link

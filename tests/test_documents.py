@@ -281,7 +281,7 @@ def test_chunking_applies_to_files_rows_and_sql(invoke, letters, tmp_path, db_pa
     assert table(db_path, "rows")["r1#chunk=1"]["metadata"] == {"tag": "x", "source": "r1", "chunk": 1}
 
 
-def test_a_shorter_file_loses_its_extra_chunks_and_unchunked_replaces_chunked(invoke, letters, tmp_path, db_path):
+def test_a_shorter_file_loses_its_extra_chunks_and_later_runs_split_it_the_same_way(invoke, letters, tmp_path, db_path):
     (tmp_path / "notes").mkdir()
     note = tmp_path / "notes" / "a.md"
     note.write_text(SPACES)
@@ -291,14 +291,14 @@ def test_a_shorter_file_loses_its_extra_chunks_and_unchunked_replaces_chunked(in
     note.write_text(SPACES[:150])
     result = invoke("embed-multi", "notes", "--files", "notes", "*.md", *chunk)
     assert set(table(db_path, "notes")) == {"a.md#chunk=1"}
-    # The same file without chunking: one item, its chunks gone, its source record too.
+    # The same command without the chunking options: the collection splits as it recorded.
     result = invoke("embed-multi", "notes", "--files", "notes", "*.md", "-m", "test-letters")
-    assert result.exit_code == 0
-    assert set(table(db_path, "notes")) == {"a.md"}
-    assert sources(db_path, "notes") == {}
+    assert summary(result) == "0 embedded, 0 reused, 0 updated, 1 unchanged, 0 failed"
+    assert set(table(db_path, "notes")) == {"a.md#chunk=1"}
+    assert sources(db_path, "notes")["a.md"]["split"] == "recursive:200:20"
 
 
-def test_changing_the_chunk_size_splits_again(invoke, letters, tmp_path, db_path):
+def test_chunking_is_remembered_and_a_change_is_announced(invoke, letters, tmp_path, db_path):
     path = papers(tmp_path, paper=[ROUTING])["paper"]
     invoke("embed-multi", "papers", path, "-m", "test-letters")
     first = set(table(db_path))
@@ -308,8 +308,17 @@ def test_changing_the_chunk_size_splits_again(invoke, letters, tmp_path, db_path
     assert first < set(second)  # chunk=1… again, and more of them
     assert summary(result) == f"2 embedded, {len(second) - 2} reused, 0 updated, 0 unchanged, 0 failed"
     assert sources(db_path)[path]["split"] == "recursive:500:50"
-    # And back: the chunks past the third go.
+    assert result.stderr.splitlines()[0] == (
+        "Chunking of 'papers' changes from recursive chunks of at most 1000 characters (overlap 100) to recursive "
+        "chunks of at most 500 characters (overlap 50): documents are split again and chunks that change are "
+        "embedded. Rows and text files are split too from now on."
+    )
+    # The plain command again: the collection remembers its chunking, nothing changes.
     result = invoke("embed-multi", "papers", path, "-m", "test-letters")
+    assert result.stderr.splitlines() == [f"0 embedded, 0 reused, 0 updated, {len(second)} unchanged, 0 failed"]
+    assert set(table(db_path)) == set(second)
+    # Told otherwise: the chunks past the third go.
+    result = invoke("embed-multi", "papers", path, "--chunk-size", "1000", "-m", "test-letters")
     assert set(table(db_path)) == first
     assert summary(result).endswith(f", {len(second) - len(first)} removed")
 
@@ -338,7 +347,7 @@ def test_token_chunks_fit_the_model_and_long_texts_are_warned_about(invoke, mini
     (tmp_path / "long.csv").write_text(f"id,body\nlong,{long}\nshort,a short text\n")
     result = invoke("embed-multi", "plain", "long.csv")
     assert result.stderr.splitlines()[0] == (
-        "Warning: 1 text is longer than the 256 tokens all-MiniLM-L6-v2 reads; only the beginning was "
+        "Warning: 1 text is longer than the 256 tokens all-MiniLM-L6-v2-int8 reads; only the beginning was "
         "embedded. Split them to fit with --chunker tokens"
     )
     result = invoke("embed-multi", "fitted", "long.csv", "--chunker", "tokens", "--store")
@@ -347,6 +356,52 @@ def test_token_chunks_fit_the_model_and_long_texts_are_warned_about(invoke, mini
     counts = minilm.count_tokens([row["content"] for row in rows.values()])
     assert len(rows) > 3 and max(counts) <= 256 and max(counts) > 200
     assert sources(db_path, "fitted")["long"]["split"] == "tokens:256:25"
+
+
+# Technical text, as in papers: identifiers, numbers and symbols are many word pieces each.
+DENSE = " ".join(
+    f"Table {n}: BitNet-b1.58 at {n * 7}B params reaches ppl={n / 3 + 9:.2f} (Δ={n % 5 - 2:+d}.{n % 10}), "
+    f"W1.58A8 vs FP16 on GPU-{n % 4}; see arXiv:2402.{17764 + n}v{n % 3 + 1}."
+    for n in range(60)
+)
+
+
+def test_the_default_chunks_of_documents_fit_the_model(invoke, minilm, tmp_path, db_path):
+    # The old default, 1000-character chunks, overflows the model's 256 word pieces on such text.
+    old = Chunker("recursive", 1000, 100).split(DENSE)
+    assert max(minilm.count_tokens(old)) > 256
+    path = pdfs.text_pdf(tmp_path / "dense.pdf", [DENSE, DENSE[::-1]])
+    result = invoke("embed-multi", "papers", str(path), "--store")
+    assert result.exit_code == 0 and "Warning" not in result.stderr
+    rows = table(db_path)
+    counts = minilm.count_tokens([row["content"] for row in rows.values()])
+    assert max(counts) <= 256 and len(rows) >= 2 * len(old)
+    assert sources(db_path)[str(path)]["split"] == "tokens:256:25"
+    with embedkit.Database(db_path) as db:
+        assert db.collection("papers").chunking == {"method": "tokens", "size": 256, "overlap": 25, "texts": False}
+
+
+def test_a_collection_made_before_chunking_was_recorded_keeps_its_split(db, minilm, tmp_path):
+    from embedkit import migrations
+    from embedkit.sources.pdf import PdfSource
+
+    path = str(pdfs.text_pdf(tmp_path / "dense.pdf", [DENSE]))
+    papers, notes = db.create_collection("papers"), db.create_collection("notes")
+    papers.embed_multi([PdfSource(path)], chunker=Chunker("recursive", 1000, 100))
+    notes.embed_multi([embedkit.Item("a", DENSE)], chunker=Chunker("chars", 600, 60))
+    # As an older embedkit left them: no chunking recorded, migration 5 not applied.
+    db.conn.execute("update _embedkit_collections set settings = json_remove(settings, '$.chunking')")
+    db.conn.execute("delete from _embedkit_migrations where name = 'm006_chunking'")
+    db.close()
+    with embedkit.Database(db.path) as reopened:
+        assert "m006_chunking" in migrations.applied(reopened.conn)
+        papers, notes = reopened.collection("papers"), reopened.collection("notes")
+        assert papers.chunking == {"method": "recursive", "size": 1000, "overlap": 100, "texts": False}
+        assert notes.chunking == {"method": "chars", "size": 600, "overlap": 60, "texts": True}
+        calls = minilm.calls
+        assert papers.embed_multi([PdfSource(path)]).unchanged == len(papers)
+        assert notes.embed_multi([embedkit.Item("a", DENSE)]).unchanged == len(notes)
+        assert minilm.calls == calls  # nothing split again, nothing embedded
 
 
 # ---------------------------------------------------------------- files, HTML, mixed inputs
@@ -502,6 +557,28 @@ def test_deleting_a_collection_forgets_its_sources(db, letters, tmp_path):
     assert sources(db.path) == {}
     stats = db.create_collection("papers", model="test-letters").embed_multi([PdfSource(files["one"])])
     assert stats.embedded > 0 and stats.unchanged == 0
+
+
+def test_a_pdf_without_a_title_gets_one_from_its_first_page(invoke, letters, tmp_path, db_path):
+    from embedkit.sources.pdf import extract
+
+    paper = pdfs.paper_pdf(tmp_path / "paper.pdf", "Ternary Weights for Large Language Models",
+                           "Published as a conference paper at ICLR 2025", TERNARY * 3,
+                           "arXiv:2402.17764v1 [cs.CL] 27 Feb 2024")
+    title, pages = extract(paper.read_bytes())
+    assert title == "Ternary Weights for Large Language Models"  # the largest upright type
+    assert "arXiv:2402.17764v1" in pages[0] and "Published as a conference paper" in pages[0]
+    # All in one size: the first line of the first page.
+    plain = pdfs.text_pdf(tmp_path / "plain.pdf", ["Notes on routing\n\n" + ROUTING, "Page two."])
+    assert extract(plain.read_bytes())[0] == "Notes on routing"
+    # The PDF's own title comes first.
+    titled = pdfs.text_pdf(tmp_path / "titled.pdf", ["Notes on routing\n\n" + ROUTING], title="Routing")
+    assert extract(titled.read_bytes())[0] == "Routing"
+    # Every chunk carries it.
+    assert invoke("embed-multi", "papers", str(paper), "-m", "test-letters").exit_code == 0
+    chunks = table(db_path).values()
+    assert len(chunks) > 1
+    assert {row["metadata"]["title"] for row in chunks} == {"Ternary Weights for Large Language Models"}
 
 
 def test_extract_reports_pages_and_title(tmp_path):

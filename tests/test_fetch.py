@@ -141,9 +141,8 @@ def test_fetch_and_store(embed, serve, http_server, db_path, letters, how, path,
     assert set(stored) == ids(url, 1, (2, 2), 3)
     for id, row in stored.items():
         page, chunk = int(id.split("#page=")[1].split("&")[0]), int(id.rsplit("chunk=", 1)[1])
-        expected = {"source": url, "page": page, "chunk": chunk}  # the URL exactly as given
-        if title:
-            expected["title"] = title
+        # The URL exactly as given; without a title of its own, the first page's first line.
+        expected = {"source": url, "page": page, "chunk": chunk, "title": title or ALPHA[0]}
         assert row["metadata"] == expected
         assert row["content"]
     assert words(stored[f"{url}#page=1&chunk=1"]["content"]) == ALPHA[0]
@@ -229,7 +228,10 @@ def test_other_chunking_fetches_in_full(embed, serve, http_server, db_path, lett
     """A source split another way before is read again in full, not asked for conditionally."""
     url = serve("/alpha.pdf", ALPHA, "Alpha", etag="a1")
     ok(embed(url), summary(embedded=3))
-    ok(embed(url, "--chunk-size", "20", "--chunk-overlap", "0"), summary(embedded=7))  # chunk 1 of each page is overwritten
+    result = embed(url, "--chunk-size", "20", "--chunk-overlap", "0")
+    assert result.exit_code == 0
+    assert result.stderr.splitlines()[0].startswith("Chunking of 'papers' changes from ")
+    assert result.stderr.splitlines()[1:] == [summary(embedded=7)]  # chunk 1 of each page is overwritten
     assert conditional(gets(http_server, "/alpha.pdf")[1]) == {}
     stored = rows(db_path)
     assert set(stored) == ids(url, (1, 2), (2, 3), (3, 2))
@@ -237,6 +239,8 @@ def test_other_chunking_fetches_in_full(embed, serve, http_server, db_path, lett
     assert sources(db_path)[url]["items"] == 7
     ok(embed(url, "--chunk-size", "20", "--chunk-overlap", "0"), summary(unchanged=7))
     assert conditional(gets(http_server, "/alpha.pdf")[2]) == {"If-None-Match": '"a1"'}
+    ok(embed(url), summary(unchanged=7))  # the chunking is remembered
+    assert conditional(gets(http_server, "/alpha.pdf")[3]) == {"If-None-Match": '"a1"'}
 
 
 # ---------------------------------------------------------------- 4. the document changes

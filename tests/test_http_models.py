@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import embedkit
-from embedkit import config, models
+from embedkit import config, models, service
 from embedkit.errors import EmbedkitError
 from embedkit.models import PartialEmbedding, http
 from embedserver import DIMENSIONS, EmbedServer, vector
@@ -111,7 +111,7 @@ def test_cli_openai_collection_and_similar_use_the_collection_model_and_prefixes
     assert {call.headers["Authorization"] for call in server.calls} == {f"Bearer {KEY}"}
 
     listed = json.loads(invoke("collections", "--json").output)
-    assert listed == [{"name": "notes", "model": "openai/fake-small", "dimensions": DIMENSIONS, "count": 30}]
+    assert listed == [{"name": "notes", "model": "openai/fake-small", "dimensions": DIMENSIONS, "count": 30, "chunking": None}]
 
     server.reset_counts()
     result = invoke("similar", "notes", "-c", "trains", "-n", "3")  # no -m: the collection's model
@@ -371,12 +371,12 @@ def test_an_exhausted_quota_is_not_retried(server):
 
 
 def test_retry_after_headers_are_read():
-    assert http._retry_after({"retry-after": "2"}) == 2.0
-    assert http._retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
+    assert service.retry_after({"retry-after": "2"}) == 2.0
+    assert service.retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
     soon = email.utils.formatdate(time.time() + 30, usegmt=True)
-    assert 25 < http._retry_after({"retry-after": soon}) <= 30
-    assert http._retry_after({"retry-after": "soon"}) is None
-    assert http._retry_after({}) is None
+    assert 25 < service.retry_after({"retry-after": soon}) <= 30
+    assert service.retry_after({"retry-after": "soon"}) is None
+    assert service.retry_after({}) is None
 
 
 def test_a_wrong_url_fails_at_once(tmp_path):

@@ -54,7 +54,7 @@ def test_dimensions_keep_a_renormalised_prefix_and_are_recorded(db, minilm):
         assert np.linalg.norm(kept) == pytest.approx(1, abs=1e-5)
         np.testing.assert_allclose(kept, unit(full[row][:128]), atol=1e-5)
     settings = db.conn.execute("select settings, dimensions from _embedkit_collections").fetchone()
-    assert json.loads(settings[0]) == {"dimensions": 128} and settings[1] == 128
+    assert json.loads(settings[0]) == {"dimensions": 128, "stemming": "porter"} and settings[1] == 128
 
     # Opened again, the collection searches with 128-dimensional query vectors by itself.
     again = embedkit.Database(db.path).collection("notes")
@@ -244,10 +244,10 @@ def test_keys_are_stored_privately_and_never_printed(invoke, runner):
     assert json.loads(open(path).read()) == {"openai": "sk-one", "other": "sk-two"}
     if os.name == "posix":
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert config.get_key("openai", "EMBEDKIT_TEST_KEY") == "sk-one"
+    assert config.get_key("openai", "EMBEDKIT_TEST_KEY").reveal() == "sk-one"
     os.environ["EMBEDKIT_TEST_KEY"] = "sk-env"
     try:
-        assert config.get_key("openai", "EMBEDKIT_TEST_KEY") == "sk-env"
+        assert config.get_key("openai", "EMBEDKIT_TEST_KEY").reveal() == "sk-env"
     finally:
         del os.environ["EMBEDKIT_TEST_KEY"]
     assert "the key 'x' is empty" in single_error(invoke("keys", "set", "x", "--value", "  "))

@@ -85,7 +85,8 @@ def test_installed_plugin_models_are_listed_and_used(installed, tmp_path):
     assert missing.returncode == 1
     assert missing.stderr.strip().splitlines() == [
         "Error: unknown model 'hashed-words-256': use a name from 'embedkit models', a local "
-        "sentence-transformers model directory, openai/NAME or ollama/NAME"
+        "sentence-transformers model directory, a Hugging Face name such as BAAI/bge-small-en-v1.5, "
+        "openai/NAME or ollama/NAME"
     ]
     by_id = embedkit_cli("similar", "notes", "sql", path=[], cwd=tmp_path)
     assert [json.loads(line)["id"] for line in by_id.stdout.splitlines()] == ["bread"]

@@ -881,9 +881,33 @@ def test_deleting_a_collection_drops_its_related_items(invoke, cli_db, tmp_path)
         docs.embed_multi([Item("a", "a"), Item("b", "a e")], store=True)
         assert docs.compute_related(n=2).computed == 2
         assert stored_lists(docs) == {"a": [("b", 0.707107)], "b": [("a", 0.707107)]}  # 2/(sqrt(2)*2)
-    result = invoke("collections", "delete", "other")
+    result = invoke("collections", "delete", "other", "--yes")
     assert result.exit_code == 0, result.stderr
     with embedkit.Database(str(cli_db)) as db:
         assert not storage.table_exists(db.conn, "other_related")
         state = f"select count(*) from {storage.RELATED_ITEMS} where collection = 'other'"
         assert db.conn.execute(state).fetchone()[0] == 0
+
+
+def test_similar_by_id_answers_from_fresh_related_lists(db, letters, monkeypatch):
+    coll = db.create_collection("fresh", model="test-letters")
+    coll.embed_multi([embedkit.Item(f"i{n:02d}", "a e i o u " * (n % 5 + 1) + "x" * n) for n in range(30)])
+    coll.compute_related(n=6)
+    answered = []
+    real = related.precomputed
+
+    def spy(*args):
+        answered.append(real(*args))
+        return answered[-1]
+
+    monkeypatch.setattr(related, "precomputed", spy)
+    fast = coll.similar_by_id("i03", n=5, min_score=0.9)
+    assert answered[-1] is not None  # from the stored list
+    assert coll.similar_by_id("i03", n=7) and answered[-1] is None  # longer than computed: searched
+    coll.embed("new", "a a a")  # stale now: searched
+    assert coll.similar_by_id("i03", n=5) and answered[-1] is None
+    monkeypatch.undo()
+    coll.delete(["new"])
+    coll.compute_related(n=6)
+    exact = coll.similar_by_id("i03", n=5, min_score=0.9, exact=True)
+    assert [(e.id, round(e.score, 5), e.content) for e in fast] == [(e.id, round(e.score, 5), e.content) for e in exact]

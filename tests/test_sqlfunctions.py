@@ -107,7 +107,7 @@ def test_embed_with_the_default_model(conn, minilm):
     expected = minilm.embed(["a cat sat on the mat"])[0]
     assert np.allclose(np.frombuffer(data, dtype="<f4"), expected, atol=1e-6)
     # the alias names the same model
-    aliased = conn.value("select embedkit_embed('sentence-transformers/all-MiniLM-L6-v2', 'a cat sat on the mat')")
+    aliased = conn.value("select embedkit_embed('all-MiniLM-L6-v2-onnx', 'a cat sat on the mat')")
     assert np.allclose(np.frombuffer(aliased, dtype="<f4"), expected, atol=1e-6)
     assert conn.value(
         "select embedkit_cosine(?, embedkit_embed('a kitten on a rug')) > embedkit_cosine(?, embedkit_embed('quarterly tax filing'))",

@@ -113,15 +113,23 @@ def test_the_migrations_table_of_older_versions_is_converted(db_path, letters, m
     assert [applied for _, _, applied in rows[:-1]] == ["2026-01-01T00:00:00Z"] * (len(rows) - 1)
 
 
-def test_wal_mode_and_busy_timeout(db, db_path):
+def test_wal_mode_and_lock_timeout(db, db_path, monkeypatch):
     assert db.conn.execute("pragma journal_mode").fetchone()[0] == "wal"
-    assert db.conn.execute("pragma busy_timeout").fetchone()[0] == storage.BUSY_TIMEOUT_MS == 5000
+    assert db.conn.execute("pragma busy_timeout").fetchone()[0] == storage.LOCK_TIMEOUT * 1000 == 60_000
     plain = sqlite3.connect(db_path)  # WAL is a property of the file: every client gets it
     assert plain.execute("pragma journal_mode").fetchone()[0] == "wal"
     plain.close()
     with embedkit.Database(":memory:") as memory:
         assert memory.path == ":memory:"
-        assert memory.conn.execute("pragma busy_timeout").fetchone()[0] == 5000
+        assert memory.conn.execute("pragma busy_timeout").fetchone()[0] == 60_000
+    with embedkit.Database(db_path, lock_timeout=2.5) as other:
+        assert other.conn.execute("pragma busy_timeout").fetchone()[0] == 2500
+    monkeypatch.setenv("EMBEDKIT_LOCK_TIMEOUT", "0.25")
+    with embedkit.Database(db_path) as other:
+        assert other.lock_timeout == 0.25 and other.conn.execute("pragma busy_timeout").fetchone()[0] == 250
+    monkeypatch.setenv("EMBEDKIT_LOCK_TIMEOUT", "soon")
+    with pytest.raises(embedkit.EmbedkitError, match="EMBEDKIT_LOCK_TIMEOUT must be a number of seconds, not 'soon'"):
+        embedkit.Database(db_path)
 
 
 def test_transaction_rolls_back_on_any_exception(db, letters):

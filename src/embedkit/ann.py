@@ -31,7 +31,6 @@ uses, and the exact search goes on working.
 
 import contextlib
 import ctypes
-import json
 import math
 import os
 import secrets
@@ -41,7 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import extras, ranking, sideindex, storage, vectors
+from . import extras, jsondata, ranking, sideindex, storage, vectors
 from .errors import EmbedkitError
 
 LIBRARY = "usearch"
@@ -63,6 +62,8 @@ MAX_CANDIDATES = 20_000
 MIN_PENDING = 1_000
 PENDING_SHARE = 0.01
 BUILD_ROWS = 50_000
+# Keys written per transaction while building: about 0.06 s of holding the write lock each.
+KEYS_ROWS = 50_000
 SUFFIX = ".usearch"
 
 _lock = threading.Lock()
@@ -80,7 +81,7 @@ def names(collection_name: str) -> dict:
 def directory(db) -> str:
     if db.path == ":memory:" or not db.path:
         raise EmbedkitError("an approximate index is a file beside the database: an in-memory database cannot have one")
-    return os.fspath(db.path) + "-ann"
+    return os.path.abspath(os.fspath(db.path)) + "-ann"
 
 
 def settings(collection):
@@ -110,14 +111,17 @@ def _system_libstdcxx():
 # Building, dropping, status
 
 
+@storage.guarded
 def build(collection, progress=None) -> dict:
     """Build (or rebuild) the collection's approximate index; returns its status().
 
     progress(n, total) is called as n more items are indexed. Other clients can read and
     write meanwhile: what they write while the file is made is logged, and caught up with.
+    Rows whose vectors cannot be used are left out, with a warning naming them.
     """
     Index = _usearch()
     conn, db = collection.db.conn, collection.db
+    db.require_writable()
     folder = directory(db)
     collection.version()  # refreshes the dimensions; raises if the collection is gone
     dims = collection.dimensions
@@ -137,22 +141,25 @@ def build(collection, progress=None) -> dict:
     try:
         index = Index(ndim=dims, metric="cos", dtype=DTYPE, connectivity=CONNECTIVITY, expansion_add=EXPANSION_ADD)
         every: list[str] = []  # the ids, in key order
-        conn.execute("begin")  # one snapshot: the rows, and the log entries they include
-        try:
+        unusable: list[tuple] = []
+        with storage.snapshot(conn):  # one snapshot: the rows, and the log entries they include
             last = conn.execute(f"select coalesce(max(seq), 0) from {storage.quote(found['log'])}").fetchone()[0]
             total = collection.count()
             cursor = conn.execute(f"select id, embedding from {storage.quote(collection.table)} order by rowid")
             while rows := cursor.fetchmany(BUILD_ROWS):
-                ids, matrix = ranking.decode_rows(rows, dims, collection.name)
-                index.add(np.arange(len(every), len(every) + len(ids), dtype=np.uint64), matrix,
-                          threads=os.cpu_count() or 1)
-                every += ids
+                kept, matrix, bad = ranking.decode_rows(rows, dims)
+                unusable += bad
+                if kept:
+                    index.add(np.arange(len(every), len(every) + len(kept), dtype=np.uint64), matrix,
+                              threads=os.cpu_count() or 1)
+                every += [row[0] for row in kept]
                 if progress is not None:
-                    progress(len(ids), total)
-        finally:
-            conn.execute("commit")
-        with storage.transaction(conn):  # not in the snapshot: that would keep writers waiting
-            conn.executemany(f"insert into {storage.quote(keys_table)} (key, id) values (?, ?)", enumerate(every))
+                    progress(len(rows), total)
+        # Not in the snapshot, which would keep writers waiting; KEYS_ROWS to a transaction, so
+        # that other writers get in between (no search reads this table before it is recorded).
+        for chunk in storage.chunked(list(enumerate(every)), KEYS_ROWS):
+            with storage.transaction(conn):
+                conn.executemany(f"insert into {storage.quote(keys_table)} (key, id) values (?, ?)", chunk)
         index.save(path + ".tmp")
         os.replace(path + ".tmp", path)
         with storage.transaction(conn):
@@ -172,9 +179,11 @@ def build(collection, progress=None) -> dict:
             conn.execute(f"drop table if exists {storage.quote(keys_table)}")
         raise
     _remove_unused(collection)
+    ranking.warn_unusable(collection, unusable)
     return status(collection)
 
 
+@storage.guarded
 def drop(collection) -> bool:
     """Drop the collection's approximate index (its file, tables and triggers); False if it had none."""
     conn = collection.db.conn
@@ -182,6 +191,7 @@ def drop(collection) -> bool:
     had = settings(collection) is not None or storage.table_exists(conn, found["log"])
     if not had:
         return False
+    collection.db.require_writable()
     with storage.transaction(conn):
         drop_objects(conn, collection.name)
         _write_settings(conn, collection.name, None)
@@ -234,6 +244,7 @@ def remove_files(db, collection_name, keep=None):
         os.rmdir(folder)
 
 
+@storage.guarded
 def status(collection) -> dict:
     """{"collection", "library": None} without an index; with one, the library and also its file, size in bytes,
     items (in the collection), indexed (in the file; None if it cannot be opened), pending (changes
@@ -294,36 +305,40 @@ def _forget_view(path):
 # Keeping it in step
 
 
+@storage.guarded
 def sync(collection) -> int:
     """Fold the changes logged since the file was made into a new file; returns how many ids
     were folded in (0 without an index or changes). Searches do this themselves past
     max_pending() changes; calling it after a large batch of writes moves that work out of a
-    search. Raises where it cannot (no usearch, a read-only connection)."""
+    search. Raises where it cannot (no usearch, a read-only database)."""
+    return _fold(collection)
+
+
+def _fold(collection) -> int:
     Index = _usearch()
     conn = collection.db.conn
+    collection.db.require_writable()
     index = settings(collection)
     if index is None:
         return 0
+    collection.version()  # refreshes the dimensions
+    if index["dimensions"] != collection.dimensions:
+        raise EmbedkitError(f"the approximate index of {collection.name!r} was built for {index['dimensions']} "
+                            "dimensions: rebuild it with `embedkit index --ann`")
     found = names(collection.name)
     folder = directory(collection.db)
     old_path = os.path.join(folder, index["file"])
     log_table = storage.quote(found["log"])
     keys_table = storage.quote(index["keys"])
-    conn.execute("begin")
-    try:
+    with storage.snapshot(conn):
         last = conn.execute(f"select coalesce(max(seq), 0) from {log_table}").fetchone()[0]
         ids = [row[0] for row in conn.execute(f"select distinct id from {log_table} where seq <= ?", [last])]
         if not ids:
             return 0
-        listed = json.dumps(ids)
-        known = dict(conn.execute(f"select id, key from {keys_table} where id in (select value from json_each(?))", [listed]))
-        rows = conn.execute(
-            f"select id, embedding from {storage.quote(collection.table)} where id in (select value from json_each(?))",
-            [listed],
-        ).fetchall()
+        known = dict(conn.execute(f"select id, key from {keys_table} where id in (select value from json_each(?))",
+                                  [jsondata.dumps(ids)]))
+        kept, matrix = ranking.stored_vectors(collection, ids)  # the unusable are removed from the file
         next_key = conn.execute(f"select coalesce(max(key), -1) + 1 from {keys_table}").fetchone()[0]
-    finally:
-        conn.execute("commit")
     if not os.path.exists(old_path):
         raise EmbedkitError(f"the approximate index file {old_path} is missing: rebuild it with `embedkit index --ann`")
     file = f"{collection.name}.{secrets.token_hex(4)}{SUFFIX}"
@@ -333,8 +348,8 @@ def sync(collection) -> int:
     if len(gone):
         current.remove(gone)
     added = {}  # id -> its key: the one it had, or a new one
-    if rows:
-        found_ids, matrix = ranking.decode_rows(rows, index["dimensions"], collection.name)
+    if kept:
+        found_ids = [row[0] for row in kept]
         for id in found_ids:
             if id in known:
                 added[id] = known[id]
@@ -351,7 +366,8 @@ def sync(collection) -> int:
                 os.remove(path)
                 return 0
             removed = [id for id in ids if id in known and id not in added]
-            conn.execute(f"delete from {keys_table} where id in (select value from json_each(?))", [json.dumps(removed)])
+            conn.execute(f"delete from {keys_table} where id in (select value from json_each(?))",
+                         [jsondata.dumps(removed)])
             conn.executemany(
                 f"insert into {keys_table} (key, id) values (?, ?)",
                 [(key, id) for id, key in added.items() if id not in known],
@@ -410,8 +426,14 @@ def top_n(collection, query, n, exclude=None, filter=None, oversample=None):
                 conn.execute("commit")
         if attempt or conn.in_transaction:
             break
+        if collection.db.read_only:
+            sideindex.notice(collection, "approximate index",
+                             "it has more changes not yet in it than a search takes, and the database is read-only here")
+            return None
         try:
-            sync(collection)
+            # A search does not queue behind a long write to fold them in: searching exactly is as right.
+            with storage.busy_timeout(conn, sideindex.SEARCH_LOCK_WAIT_MS):
+                _fold(collection)
         except (EmbedkitError, collection.db.sqlite_error, OSError) as ex:
             sideindex.notice(collection, "approximate index",
                              f"it has more changes not yet in it than a search takes, and they cannot be folded in here ({ex})")
@@ -442,7 +464,7 @@ def _search_snapshot(collection, query, n, exclude, filter, oversample, shared):
     if filter and keep:
         matching = {row[0] for row in conn.execute(
             f"select id from {storage.quote(collection.table)} where id in (select value from json_each(?)) "
-            f"and ({condition})", [json.dumps([changes.ids[i] for i in keep]), *params])}
+            f"and ({condition})", [jsondata.dumps([changes.ids[i] for i in keep]), *params])}
         keep = [i for i in keep if changes.ids[i] in matching]
     rows: list = []
     seen = 0  # candidates from the file looked at so far
@@ -455,7 +477,7 @@ def _search_snapshot(collection, query, n, exclude, filter, oversample, shared):
             f"select id, embedding from {storage.quote(collection.table)} where id in "
             f"(select known.id from json_each(?) join {storage.quote(index['keys'])} as known on known.key = value) "
             f"and ({condition})",
-            [json.dumps(keys), *params],
+            [jsondata.dumps(keys), *params],
         ).fetchall() if keys else []
         rows += [row for row in found if row[0] not in changes.pending and row[0] != exclude]
         seen += len(keys)
@@ -466,9 +488,10 @@ def _search_snapshot(collection, query, n, exclude, filter, oversample, shared):
         # Ask for enough candidates that n should match, at the share matched so far.
         share = max(len(rows), 1) / seen
         k = min(len(view), MAX_CANDIDATES, max(k * 4, math.ceil(2 * n / share)))
-    ids, matrix = ranking.decode_rows(rows, index["dimensions"], collection.name) if rows else ([], None)
-    ids = ids + [changes.ids[i] for i in keep]
-    parts = ([vectors.normalize_rows(matrix.copy())] if rows else []) + ([changes.matrix[keep]] if keep else [])
+    kept, matrix, unusable = ranking.decode_rows(rows, index["dimensions"])
+    ranking.warn_unusable(collection, unusable)
+    ids = [row[0] for row in kept] + [changes.ids[i] for i in keep]
+    parts = ([vectors.normalize_rows(matrix.copy())] if kept else []) + ([changes.matrix[keep]] if keep else [])
     if not parts:
         return []
     return ranking.best(np.concatenate(parts) @ query, ids, n)
@@ -500,13 +523,8 @@ def _changes(collection, index, most, shared) -> _Changes:
     pending = {row[0] for row in conn.execute(f"select distinct id from {log_table}")}
     if len(pending) > most:
         raise _Behind
-    rows = conn.execute(
-        f"select id, embedding from {storage.quote(collection.table)} where id in (select value from json_each(?))",
-        [json.dumps(sorted(pending))],
-    ).fetchall() if pending else []
-    ids, matrix = ranking.decode_rows(rows, index["dimensions"], collection.name) if rows else ([], None)
-    unit = vectors.normalize_rows(matrix.copy()) if rows else np.empty((0, index["dimensions"]), np.float32)
-    changes = _Changes(index["file"], log, pending, ids, unit)
+    kept, matrix = ranking.stored_vectors(collection, pending)  # changed to unusable vectors: left out
+    changes = _Changes(index["file"], log, pending, [row[0] for row in kept], vectors.normalize_rows(matrix.copy()))
     if shared:  # read in a snapshot of committed rows: the next search can use it
         _held[key] = changes
     return changes

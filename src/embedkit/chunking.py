@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from .errors import EmbedkitError
 
 METHODS = ("chars", "recursive", "tokens")
+# The size of chunks counted in characters, when none is given or recorded.
+DEFAULT_CHARS = 1000
 
 # Where "recursive" and "tokens" cut, coarsest first, before cutting between characters.
 # Each pattern takes the whitespace after its separator too, and the cut goes after the
@@ -48,6 +50,10 @@ class Chunker:
     def signature(self) -> str:
         """What decides the chunks (not the length function: a collection has one model)."""
         return f"{self.method}:{self.size}:{self.overlap}"
+
+    @property
+    def settings(self) -> dict:
+        return {"method": self.method, "size": self.size, "overlap": self.overlap}
 
     def split(self, text: str) -> list[str]:
         """The chunks of text, whitespace-stripped, none longer than size."""
@@ -119,6 +125,47 @@ class Chunker:
             end = _furthest(end + 1, len(bounds) - 1, lambda stop: fits(start, stop, self.size))  # noqa: B023
             chunks.append(text[bounds[start] : bounds[end]].strip())
         return chunks
+
+
+def for_model(model, prefix: str = "", recorded: dict | None = None, method: str | None = None,
+              size: int | None = None, overlap: int | None = None) -> Chunker:
+    """The Chunker for a collection of model (whose texts start with prefix) that recorded
+    the settings `recorded`, with method, size or overlap given instead of them (another
+    method starts from its own defaults).
+
+    With nothing recorded, the default fits what the model reads: "tokens" as many as it
+    reads when it has a tokenizer, else "recursive" chunks of 1000 characters. The overlap
+    defaults to a tenth of the size. "tokens" counts the model's tokens, prefix included.
+    """
+    base = recorded if recorded and method in (None, recorded["method"]) else {}
+    if size is None or size == base.get("size"):
+        size = base.get("size")
+        overlap = base.get("overlap") if overlap is None else overlap
+    method = method or base.get("method") or ("tokens" if model.max_tokens is not None else "recursive")
+    length = None
+    if method == "tokens":
+        # A recorded size was checked when recorded: asking the model (loading it, for some)
+        # would make a re-run over unchanged documents slow.
+        if size is None or size != base.get("size"):
+            limit = model.max_tokens
+            if limit is None:
+                model.count_tokens([""])  # says why this model cannot count tokens
+            if size is not None and size > limit:
+                raise EmbedkitError(
+                    f"--chunk-size ({size}) is more tokens than the {limit} {model.model_id} reads: "
+                    f"use at most {limit}, or --chunker recursive to count characters"
+                )
+            size = size or limit
+        length = lambda text: model.count_tokens([prefix + text])[0]  # noqa: E731
+    size = size or DEFAULT_CHARS
+    return Chunker(method, size, size // 10 if overlap is None else overlap, length)
+
+
+def describe(settings: dict) -> str:
+    """Recorded chunking settings in words."""
+    kind = {"tokens": "chunks of at most {} tokens", "recursive": "recursive chunks of at most {} characters",
+            "chars": "fixed windows of {} characters"}[settings["method"]]
+    return f"{kind.format(settings['size'])} (overlap {settings['overlap']})"
 
 
 def _furthest(lo, hi, ok):

@@ -7,9 +7,14 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-from . import fulltext, ingest, related, search, storage, vectors
-from .chunking import Chunker
+from . import ingest, ranking, related, retrieval, storage, vectors
+from . import rerank as reranking
+from .chunking import Chunker, for_model
 from .errors import EmbedkitError
+from .explore import classify as classification
+from .explore import cluster as clustering
+from .explore import heatmap as heatmaps
+from .explore import maps, projection
 from .filters import Filter, metadata_condition
 from .ingest import EmbedStats
 from .items import Entry, Item
@@ -22,8 +27,6 @@ RESERVED_PREFIXES = ("_embedkit", "sqlite_")
 MODES = ("dense", "keyword", "hybrid")
 # progress(n, total): n more of total are done.
 Progress = Callable[[int, int], None]
-# How far down each ranking hybrid search looks before fusing them.
-HYBRID_DEPTH = 100
 
 
 def validate_name(name: str):
@@ -45,8 +48,12 @@ class Collection:
         self.dimensions = row["dimensions"]
         self.query_prefix = row["query_prefix"]
         self.document_prefix = row["document_prefix"]
+        settings = json.loads(row.get("settings") or "{}")
         # How many dimensions the model was asked to keep (Matryoshka), or None for all of them.
-        self.model_dimensions = json.loads(row.get("settings") or "{}").get("dimensions")
+        self.model_dimensions = settings.get("dimensions")
+        # How documents are split: {"method", "size", "overlap", "texts"}, where texts says
+        # whether every text input (rows, files) is split too. None until something was split.
+        self.chunking: dict | None = settings.get("chunking")
 
     def __repr__(self):
         return f"<Collection {self.name} model={self.model_id} dimensions={self.dimensions}>"
@@ -66,12 +73,14 @@ class Collection:
 
     # Reading
 
+    @storage.guarded
     def count(self) -> int:
         return self.db.conn.execute(f"select count(*) from {storage.quote(self.table)}").fetchone()[0]
 
     def __len__(self):
         return self.count()
 
+    @storage.guarded
     def __iter__(self):
         """Every stored item as an Entry (score None), in id order."""
         cursor = self.db.conn.execute(
@@ -83,6 +92,7 @@ class Collection:
     def __contains__(self, id):
         return self.vector(id, missing_ok=True) is not None
 
+    @storage.guarded
     def get(self, id: str) -> Entry:
         row = self.db.conn.execute(
             f"select id, content, metadata from {storage.quote(self.table)} where id = ?", [id]
@@ -91,6 +101,7 @@ class Collection:
             raise self._no_item(id)
         return Entry(row[0], None, row[1], json.loads(row[2]) if row[2] else None)
 
+    @storage.guarded
     def vector(self, id: str, missing_ok: bool = False) -> np.ndarray | None:
         row = self.db.conn.execute(
             f"select embedding from {storage.quote(self.table)} where id = ?", [id]
@@ -101,6 +112,7 @@ class Collection:
             raise self._no_item(id)
         return vectors.decode(row[0])
 
+    @storage.guarded
     def version(self) -> int:
         row = self.db.conn.execute(
             f"select version, dimensions from {storage.REGISTRY} where name = ?", [self.name]
@@ -116,62 +128,63 @@ class Collection:
     # Writing
 
     def chunker(self, method: str | None = None, size: int | None = None, overlap: int | None = None) -> Chunker:
-        """A Chunker for this collection; by default recursive, 1000 characters, 10% overlap.
-
-        method "tokens" measures chunks in the tokens this collection's model reads, with
-        the document prefix counted, and by default makes them as long as the model reads.
-        """
-        method = method or "recursive"
-        length = None
-        if method == "tokens":
-            model, prefix = self.model, self.document_prefix
-            size = size or model.max_tokens
-            if size is None:
-                model.count_tokens([""])  # says why this model cannot count tokens
-            length = lambda text: model.count_tokens([prefix + text])[0]  # noqa: E731
-        size = size or 1000
-        return Chunker(method, size, size // 10 if overlap is None else overlap, length)
+        """The Chunker this collection splits with: its recorded chunking, with the method,
+        size or overlap given instead (see embedkit.chunking.for_model for the defaults)."""
+        return for_model(self.model, self.document_prefix, self.chunking, method, size, overlap)
 
     def embed(self, id: str, content: str, metadata: dict | None = None, store: bool = False) -> EmbedStats:
-        """Embed and store one item (re-embedding only if its content changed)."""
-        return self.embed_multi([Item(str(id), content, metadata)], store=store)
+        """Embed and store one item as id (re-embedding only if its content changed); never split."""
+        return ingest.embed_multi(self, [Item(str(id), content, metadata)], store=store, split_texts=False)
 
+    @storage.guarded
     def embed_multi(self, inputs: Iterable[Item | Source], store: bool = False, batch_size: int | None = None,
                     progress: Progress | None = None, chunker: Chunker | None = None, sync: bool = False,
-                    read_progress: Progress | None = None, model: EmbeddingModel | None = None) -> EmbedStats:
+                    read_progress: Progress | None = None, document_progress: Progress | None = None,
+                    model: EmbeddingModel | None = None) -> EmbedStats:
         """Embed and store many items, calling the model only for content not stored yet.
 
-        inputs are Items and Sources (such as embedkit.sources.pdf.PdfSource). With a
-        chunker, each Item is cut into chunks too and becomes a source named by its id;
-        sources without one are split with the default Chunker.
+        inputs are Items and Sources (such as embedkit.sources.pdf.PdfSource). Sources are
+        split with the collection's chunking (see chunker()); with a chunker, they are split
+        with that, each Item is cut into chunks too and becomes a source named by its id, and
+        the collection records the chunker for later runs, which split the same way unless
+        given another. A source split another way before is split again: its chunks that
+        changed are embedded, the others keep their vectors.
 
         Unchanged items cost nothing, and an unchanged source is not even read again;
         changed metadata or store flag rewrites the row without embedding; content already
         stored under another id reuses that vector. A source's items are written in one
         transaction that also deletes the items it no longer has. Transactions commit as
-        batches complete, so an interrupted run keeps what it finished and a re-run
-        completes the rest. With sync, items of sources missing from inputs are deleted.
+        documents complete (a KeyboardInterrupt or SIGTERM waits for a commit under way), so
+        an interrupted run keeps what it finished, raising ingest.Interrupted (a
+        KeyboardInterrupt whose stats count it), and a re-run completes the rest. With sync,
+        items of sources missing from inputs are deleted.
 
         A source that cannot be read is counted as failed and nothing of it is written;
         the rest go on. progress(n, total) is called as n more of total items are done
         (total is known once the sources are read), read_progress(n, total) as n more of
-        total sources have been read.
+        total sources have been read, document_progress(n, total) as n more of them are done.
 
         model, if given, is called instead of the collection's own model, which it must stand
         for (the same id): a models.distributed.DistributedModel embeds on a cluster.
         """
-        return ingest.embed_multi(self, inputs, store, batch_size, progress, chunker, sync, read_progress, model)
+        self.db.require_writable()
+        return ingest.embed_multi(self, inputs, store, batch_size, progress, chunker, sync, read_progress,
+                                  document_progress, model=model)
 
+    @storage.guarded
     def delete(self, ids: str | Iterable[str]) -> int:
         """Delete items by id; returns how many existed."""
         ids = [ids] if isinstance(ids, str) else list(ids)
+        self.db.require_writable()
         with storage.transaction(self.db.conn):
             return ingest.delete_ids(self, ids)
 
+    @storage.guarded
     def delete_where(self, metadata: dict) -> int:
         """Delete the items whose metadata has all these key/value pairs (e.g. every chunk of
         one source: {"source": "paper.pdf"}); returns how many there were."""
         condition, params = metadata_condition(metadata)
+        self.db.require_writable()
         with storage.transaction(self.db.conn):
             deleted = self.db.conn.execute(
                 f"delete from {storage.quote(self.table)} where {condition}", params
@@ -198,11 +211,15 @@ class Collection:
 
     # Searching
 
+    @storage.guarded
     def similar(self, text: str, n: int = 10, unique: str | None = None, metadata: dict | None = None,
                 where: str | None = None, min_score: float | None = None, mode: str = "dense",
-                mmr: float | None = None, exact: bool = False) -> list[Entry]:
+                mmr: float | None = None, exact: bool = False, expand: bool = False, feedback: int | None = None,
+                fusion: str = "rrf", alpha: float = 0.5, stop_words: bool = True,
+                rerank: reranking.Reranker | str | None = None, rerank_depth: int | None = None,
+                vector: np.ndarray | None = None) -> list[Entry]:
         """The n items most similar to text, embedded with the collection's model (after its
-        query prefix).
+        query prefix), unless its query vector is given (a caller that embeds it elsewhere).
 
         - unique: a metadata key (such as "source"): only the best item of each distinct value
           of it is returned; items without the key count as distinct.
@@ -210,28 +227,66 @@ class Collection:
           choose the items searched, before ranking: n come back whenever n items match.
         - min_score: leave out results scoring less.
         - mode: "dense" (cosine similarity), "keyword" (BM25 over the stored text) or "hybrid"
-          (the two rankings fused by reciprocal rank, see fulltext.RRF_K); scores are then
+          (the two rankings fused, by default by reciprocal rank, see fulltext.RRF_K); scores are then
           BM25 or fused scores, not cosine similarities.
         - mmr: a lambda from 0 to 1 for maximal marginal relevance: results chosen one by one
           for lambda x similarity to the query - (1 - lambda) x similarity to those already
           chosen, so that near-duplicates give way to other items (1 is plain ranking).
         - exact: never use a quantised or approximate index (embedkit index), scan every vector.
+        - expand (keyword, hybrid): RM3, the keyword query expanded with words of its top results.
+        - feedback: Rocchio, the query vector moved toward the top `feedback` results (of the
+          hybrid ranking in hybrid mode), then searched again; 0 is off, None (the default) is
+          3 in hybrid mode and off in the others.
+        - fusion (hybrid): "rrf" or "convex" (alpha x dense + (1 - alpha) x keyword scores,
+          each normalised); stop_words: drop English stop words from keyword queries.
+        - rerank: a reranker (embedkit.rerank, or its name: a cross-encoder, cohere/NAME,
+          jina/NAME, tei) re-orders the first rerank_depth results (default 50); scores are then
+          the reranker's.
         """
         if not text or not text.strip():
             raise EmbedkitError("the query text is empty")
         if mode not in MODES:
             raise EmbedkitError(f"unknown search mode {mode!r}: use one of {', '.join(MODES)}")
-        vector = None if mode == "keyword" else self._embed_checked([self.query_prefix + text])[0]
-        return self._search(vector, text, n, None, unique, Filter(metadata or {}, where), min_score, mode, mmr,
-                            exact)
+        options = retrieval.Options(stop_words, expand, feedback, fusion, alpha).check()
+        if self.db.conn.execute(f"select 1 from {storage.quote(self.table)} limit 1").fetchone() is None:
+            return []  # nothing to find: no model is loaded for it
+        if mode == "keyword":
+            vector = None
+        elif vector is None:
+            vector = self._embed_checked([self.query_prefix + text])[0]
+        else:
+            vector = vectors.check(np.asarray(vector, dtype=np.float32), self.dimensions, "the query vector")
+        filter = Filter(metadata or {}, where)
+        if rerank is None:
+            return self._search(vector, text, n, None, unique, filter, min_score, mode, mmr, exact, options)
+        reranker = reranking.get_reranker(rerank) if isinstance(rerank, str) else rerank
+        candidates = self._search(vector, text, max(n, rerank_depth or reranking.CANDIDATES), None, unique, filter,
+                                  None, mode, mmr, exact, options)
+        results = reranking.rerank(reranker, text, candidates)
+        return [entry for entry in results if min_score is None or entry.score >= min_score][:n]
 
+    @storage.guarded
     def similar_by_id(self, id: str, n: int = 10, unique: str | None = None, metadata: dict | None = None,
                       where: str | None = None, min_score: float | None = None, mmr: float | None = None,
                       exact: bool = False) -> list[Entry]:
-        """The n items most similar to a stored item, not counting the item itself."""
-        return self._search(self.vector(id), None, n, id, unique, Filter(metadata or {}, where), min_score,
+        """The n items most similar to a stored item, not counting the item itself; from its
+        precomputed related list (compute_related) when that is fresh and long enough."""
+        row = self.db.conn.execute(f"select embedding from {storage.quote(self.table)} where id = ?", [id]).fetchone()
+        if row is None:
+            raise self._no_item(id)
+        problem = vectors.problem(row[0], self.dimensions)
+        if problem is not None:
+            raise EmbedkitError(f"the stored vector of {id!r} cannot be searched by ({problem}; written by another "
+                                "program?): embed the item again")
+        if unique is None and not metadata and where is None and mmr is None and not exact:
+            hits = related.precomputed(self, id, n)
+            if hits is not None:
+                return self._entries([(other, score) for other, score in hits
+                                      if min_score is None or score >= min_score])
+        return self._search(vectors.decode(row[0]), None, n, id, unique, Filter(metadata or {}, where), min_score,
                             "dense", mmr, exact)
 
+    @storage.guarded
     def similar_by_vector(self, vector: Sequence[float] | np.ndarray, n: int = 10, exclude: str | None = None,
                           unique: str | None = None, metadata: dict | None = None, where: str | None = None,
                           min_score: float | None = None, mmr: float | None = None,
@@ -240,25 +295,22 @@ class Collection:
         return self._search(vector, None, n, exclude, unique, Filter(metadata or {}, where), min_score, "dense",
                             mmr, exact)
 
-    def _search(self, vector, text, n, exclude, unique, filter, min_score, mode, mmr, exact=False):
+    def _search(self, vector, text, n, exclude, unique, filter, min_score, mode, mmr, exact=False,
+                options=retrieval.DEFAULT):
         if mmr is not None and not 0 <= mmr <= 1:
             raise EmbedkitError(f"the MMR lambda must be from 0 to 1, not {mmr}")
         # MMR chooses among more candidates than it returns; unique may skip many.
         wanted = n * 4 if unique is not None else max(n * 4, 20) if mmr is not None else n
         while True:
             try:
-                hits = self._rank(vector, text, wanted, exclude, filter, mode, exact)
+                hits = retrieval.rank(self, vector, text, wanted, exclude, filter, mode, exact, options)
             except Exception as ex:  # the driver's Error, or its Warning for several statements
                 if not filter.where or not type(ex).__module__.startswith(("sqlite3", "pysqlite3")):
                     raise
                 raise EmbedkitError(f"the condition {filter.where!r} is not valid SQL here: {ex}") from None
             if min_score is not None:
                 hits = [(id, score) for id, score in hits if score >= min_score]
-            rows = {
-                id: (content, json.loads(metadata) if metadata else None)
-                for id, content, metadata in self._select_in("id, content, metadata", "id", [id for id, _ in hits])
-            }
-            results = [Entry(id, score, *rows.get(id, (None, None))) for id, score in hits]
+            results = self._entries(hits)
             if unique is not None:
                 best = {}
                 for entry in results:  # best first, so the first of each value is its best
@@ -272,22 +324,21 @@ class Collection:
             results = self._diversify(vector, results, n, mmr, mode)
         return results[:n]
 
-    def _rank(self, vector, text, n, exclude, filter, mode, exact):
-        if mode == "dense":
-            return search.top_n(self, vector, n, exclude, filter, exact)
-        keyword = fulltext.keyword_top(self, text, n if mode == "keyword" else max(n, HYBRID_DEPTH),
-                                       *filter.condition())
-        if mode == "keyword":
-            return keyword
-        dense = search.top_n(self, vector, max(n, HYBRID_DEPTH), exclude, filter, exact)
-        return fulltext.fuse([[id for id, _ in dense], [id for id, _ in keyword]])[:n]
+    def _entries(self, hits) -> list[Entry]:
+        """[(id, score)] as Entries with their stored text and metadata."""
+        rows = {
+            id: (content, json.loads(metadata) if metadata else None)
+            for id, content, metadata in self._select_in("id, content, metadata", "id", [id for id, _ in hits])
+        }
+        return [Entry(id, score, *rows.get(id, (None, None))) for id, score in hits]
 
     def _diversify(self, query, results, n, mmr, mode):
         if query is None:
             raise EmbedkitError("MMR needs vectors: use it with dense or hybrid search")
+        found = {row[0]: vector for row, vector in zip(*ranking.stored_vectors(self, [e.id for e in results]))}
+        results = [e for e in results if e.id in found]  # a keyword match whose stored vector is unusable
         if not results:
             return results
-        found = {id: vectors.decode(blob) for id, blob in self._select_in("id, embedding", "id", [e.id for e in results])}
         matrix = vectors.normalize_rows(np.stack([found[e.id] for e in results]).astype(np.float32))
         # Dense scores are the similarity to the query already (recomputing them could reorder
         # near-ties); fused hybrid scores are not, so those are measured here.
@@ -307,6 +358,7 @@ class Collection:
 
     # Related items (related.py): every item's neighbours, computed ahead for static sites
 
+    @storage.guarded
     def compute_related(self, n: int = 10, min_score: float | None = None, metadata: dict | None = None,
                         same: str | None = None, progress: Progress | None = None) -> RelatedStats:
         """Store every item's n most similar items in the table COLLECTION_related; a re-run
@@ -315,16 +367,71 @@ class Collection:
         metadata (a dict) relates only items having those metadata values; same (a metadata
         key) relates an item only to items with its value of that key.
         """
+        self.db.require_writable()
         return related.compute(self, n, min_score, metadata, same, progress)
 
+    @storage.guarded
     def related(self, id: str, fields: Sequence[str] | None = None) -> dict:
         """{"id", "related": [{"id", "score", ...metadata}]}: the item's stored related list."""
         return related.document(self, id, fields)
 
+    @storage.guarded
     def export_related(self, directory: str | os.PathLike, fields: Sequence[str] | None = None,
                        combined: bool = False) -> ExportStats:
         """Write the related lists to directory as JSON files (see related.export)."""
         return related.export(self, directory, fields, combined)
+
+    # Exploring (explore/): clusters, a map, heatmaps and classification by example
+
+    @storage.guarded
+    def cluster(self, k: int | str = 8, seed: int = 0, metadata: dict | None = None, where: str | None = None,
+                progress: Callable[[int, int], None] | None = None) -> clustering.Clustering:
+        """Cluster the items (those metadata and where choose) into k clusters, or k="auto", with
+        seeded k-means, each named by its distinctive terms, into the tables COLLECTION_clusters
+        and COLLECTION_cluster_info (see explore.cluster)."""
+        self.db.require_writable()
+        return clustering.cluster(self, k, seed, metadata, where, progress)
+
+    @storage.guarded
+    def assign_clusters(self) -> clustering.Clustering:
+        """Put every item in the nearest existing cluster (new ones join, deleted ones leave),
+        without clustering again."""
+        self.db.require_writable()
+        return clustering.assign(self)
+
+    @storage.guarded
+    def clusters(self) -> list[clustering.Cluster]:
+        """The stored clusters, largest first."""
+        return clustering.stored(self)
+
+    @storage.guarded
+    def map(self, path: str | os.PathLike | None = None, color_by: str | None = None, title_key: str = "title",
+            link: str | None = None, max_points: int = projection.MAX_POINTS, metadata: dict | None = None,
+            where: str | None = None) -> maps.Map:
+        """The items on a 2-D map, written to path (.html or .png) if given. color_by: "cluster"
+        (the default once clustered) or a metadata key; link: a URL with {id} for the HTML page."""
+        result = maps.build(self, color_by, title_key, max_points, metadata, where)
+        if path is not None:
+            maps.save(result, path, link)
+        return result
+
+    @storage.guarded
+    def heatmap(self, ids: Sequence[str] = (), texts: Sequence[str] = (),
+                path: str | os.PathLike | None = None) -> heatmaps.Heatmap:
+        """Pairwise cosine similarities of stored items and texts (at most 50 in all), written to
+        path (.png, .html or .json) if given."""
+        result = heatmaps.build(self, ids, texts)
+        if path is not None:
+            heatmaps.save(result, path, f"Similarity in {self.name}")
+        return result
+
+    @storage.guarded
+    def classify(self, examples: Iterable[classification.Example], min_score: float | None = None,
+                 metadata: dict | None = None, where: str | None = None) -> classification.Classification:
+        """Label every item (those metadata and where choose) by the most similar centroid of
+        labelled examples (stored items or texts) into the table COLLECTION_labels."""
+        self.db.require_writable()
+        return classification.classify(self, examples, min_score, metadata, where)
 
 
 def _group(entry, key):

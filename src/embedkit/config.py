@@ -10,6 +10,7 @@ import os
 import sys
 import tempfile
 
+from . import jsondata
 from .errors import EmbedkitError
 
 
@@ -64,7 +65,7 @@ def write(name, value: dict, private=False):
     handle, temporary = tempfile.mkstemp(dir=user_dir(), prefix=f".{name}.")
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as f:
-            json.dump(value, f, indent=2, ensure_ascii=False)
+            f.write(jsondata.dumps(value, file, indent=2, ensure_ascii=False))
             f.write("\n")
         if not private and os.name == "posix":
             # mkstemp makes files 0600; only keys need that.
@@ -79,12 +80,38 @@ KEYS = "keys.json"
 MODELS = "models.json"
 
 
-def get_key(name, env_var=None):
-    """The API key called name: from env_var when that is set, else from keys.json, else None."""
-    if env_var and os.environ.get(env_var):
-        return os.environ[env_var]
-    key = read(KEYS).get(name)
-    return key if isinstance(key, str) and key else None
+class Secret:
+    """An API key that never shows itself: its repr and str are masked, so a traceback that
+    prints locals (Datasette's does, with rich) or a log line cannot leak it. reveal() gives
+    the key to the one place that sends it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self):
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __reduce__(self):
+        raise TypeError("a Secret cannot be pickled")
+
+
+def get_key(name, env_var=None) -> Secret | None:
+    """The API key called name: from env_var when that is set, else from keys.json, else None.
+    Blank keys count as none; the key is never held in a plain local variable."""
+    if env_var and (os.environ.get(env_var) or "").strip():
+        return Secret(os.environ[env_var].strip())
+    return _secret(read(KEYS).get(name)) if name is not None else None
+
+
+def _secret(value) -> Secret | None:
+    return Secret(value.strip()) if isinstance(value, str) and value.strip() else None
 
 
 def set_key(name, value):

@@ -9,7 +9,9 @@ judgments ({id: grade}) in, a number out.
 import json
 import math
 
+from . import storage
 from .errors import EmbedkitError
+from .filters import json_path
 
 MODES = ("dense", "keyword", "hybrid")
 METRICS = ("nDCG@10", "MAP@100", "Recall@100")
@@ -172,7 +174,7 @@ def _is_integer(text) -> bool:
 # Running the searches
 
 
-def run(collection, queries, qrels, modes=MODES, depth=100, progress=None) -> dict:
+def run(collection, queries, qrels, modes=MODES, depth=100, progress=None, unique=None, **options) -> dict:
     """Search collection for every query that has judgments, in each mode, and score the results.
 
     queries is {query id: text}, qrels {query id: {corpus id: grade}} (see read_queries and
@@ -184,7 +186,12 @@ def run(collection, queries, qrels, modes=MODES, depth=100, progress=None) -> di
     judgments}, the values means over the evaluated queries. A mode that cannot run on this
     collection (an EmbedkitError, such as keyword search without stored text) is
     {"unavailable": reason} instead. progress(n, total) is called as n more of the total
-    searches are done.
+    searches are done. options go to Collection.similar for every search (such as
+    rerank, expand, feedback, fusion), so their effect can be measured.
+
+    With unique (a metadata key such as "source"), each result counts as its value of that
+    key (its id when it has none), best result per value: a collection of chunks is scored
+    against judgments of whole documents, each document by its best chunk.
     """
     missing = [query_id for query_id in qrels if query_id not in queries]
     if missing:
@@ -199,14 +206,17 @@ def run(collection, queries, qrels, modes=MODES, depth=100, progress=None) -> di
     if not evaluated:
         raise EmbedkitError("no query has judgments: the query ids of the qrels and the queries differ")
     progress = progress or (lambda n, total: None)
+    if unique is not None:
+        options["unique"] = unique
     total = len(evaluated) * len(modes)
     report: dict = {}
     for mode in modes:
         runs, done = {}, 0
         try:
             for query_id in evaluated:
-                results = collection.similar(queries[query_id], n=depth, mode=mode)
-                runs[query_id] = [entry.id for entry in results]
+                results = collection.similar(queries[query_id], n=depth, mode=mode, **options)
+                runs[query_id] = [str((entry.metadata or {}).get(unique, entry.id)) if unique else entry.id
+                                  for entry in results]
                 done += 1
                 progress(1, total)
         except EmbedkitError as ex:
@@ -219,7 +229,14 @@ def run(collection, queries, qrels, modes=MODES, depth=100, progress=None) -> di
     return report
 
 
-def missing_documents(collection, qrels) -> list:
-    """The judged relevant corpus ids (grade > 0) that are not items of collection, sorted."""
+def missing_documents(collection, qrels, unique=None) -> list:
+    """The judged relevant corpus ids (grade > 0) that are not items of collection (nor, with
+    unique, values of that metadata key), sorted."""
     relevant = {id for judgments in qrels.values() for id, grade in judgments.items() if grade > 0}
-    return sorted(id for id in relevant if id not in collection)
+    known = set()
+    if unique is not None:
+        rows = collection.db.conn.execute(
+            f"select distinct json_extract(metadata, ?) from {storage.quote(collection.table)}", [json_path(unique)]
+        )
+        known = {str(value) for value, in rows if value is not None}
+    return sorted(id for id in relevant if id not in known and id not in collection)

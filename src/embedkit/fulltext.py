@@ -19,6 +19,7 @@ the check runs again only once the collection or the schema has changed (VACUUM 
 the schema version).
 """
 
+import json
 import logging
 import re
 import threading
@@ -36,6 +37,12 @@ RRF_K = 60
 # Case folding is the tokenizer's own; "remove_diacritics 2" makes "cafe" match "café" (and
 # the other way round), for every diacritic Unicode composes, not only the common ones.
 TOKENIZE = "unicode61 remove_diacritics 2"
+# Stemming, a collection setting ("stemming" in the registry's settings): "porter" puts
+# FTS5's Porter stemmer in front, so "flows", "flowing" and "flow" match each other; new
+# collections get it (measured: docs/ranking.md), older ones keep "none" until rebuilt with
+# `embedkit index COLLECTION --stemming porter`.
+STEMMING = ("porter", "none")
+DEFAULT_STEMMING = "porter"
 # The triggers' suffixes, named after the SQLite documentation's example (tbl_ai, tbl_ad, tbl_au).
 TRIGGERS = ("ai", "ad", "au")
 # A word of the query: what unicode61 makes a token of, letters and digits (not "_").
@@ -72,21 +79,37 @@ def available(conn) -> bool:
         return False
 
 
+def stemming(conn, name: str) -> str:
+    """The collection's stemming setting: "porter" or "none"."""
+    row = conn.execute(f"select settings from {storage.REGISTRY} where name = ?", [name]).fetchone()
+    return (json.loads(row[0] or "{}") if row else {}).get("stemming", "none")
+
+
+def tokenizer(stemming: str) -> str:
+    return f"porter {TOKENIZE}" if stemming == "porter" else TOKENIZE
+
+
 def ensure(conn, name: str, table: str) -> bool:
     """Create the keyword index of a collection and its triggers where missing, and (re)fill
-    the index from the table's rows. False, doing nothing, where SQLite lacks FTS5."""
+    the index from the table's rows, with the tokenizer its stemming setting asks for (an
+    index made with another one is made again). False, doing nothing, where SQLite lacks FTS5."""
     if not available(conn):
         log.warning("embedkit: this SQLite has no FTS5, so collection %r gets no keyword index", name)
         return False
     fts, source = storage.quote(table_name(name)), storage.quote(table)
+    wanted = tokenizer(stemming(conn, name))
+    made = conn.execute("select sql from sqlite_master where name = ?", [table_name(name)]).fetchone()
+    remake = made is not None and f"tokenize='{wanted}'" not in made[0]
     ai, ad, au = (storage.quote(trigger) for trigger in trigger_names(name))
     # content="TABLE" (double-quoted) is also how Datasette recognises a table's FTS index:
     # it then offers a search box on the collection's table page.
     content = '"' + table.replace('"', '""') + '"'
     with storage.transaction(conn):
+        if remake:
+            conn.execute(f"drop table {fts}")
         conn.execute(
             f"create virtual table if not exists {fts} using fts5(content, content={content}, "
-            f"content_rowid='rowid', tokenize='{TOKENIZE}')"
+            f"content_rowid='rowid', tokenize='{wanted}')"
         )
         # The documented external-content triggers: FTS5's 'delete' command must be given the
         # values that were indexed, so the old ones, before the new ones are indexed.
@@ -126,9 +149,23 @@ def drop(conn, name: str):
         conn.execute(f"drop table if exists {storage.quote(table_name(name))}")
 
 
-def rebuild(collection):
-    """Rebuild a collection's keyword index (and its triggers) from the rows of its table."""
-    ensure(collection.db.conn, collection.name, collection.table)
+@storage.guarded
+def rebuild(collection, stemming: str | None = None):
+    """Rebuild a collection's keyword index (and its triggers) from the rows of its table;
+    with stemming ("porter" or "none"), first make that the collection's setting."""
+    conn = collection.db.conn
+    collection.db.require_writable()
+    if stemming is not None:
+        if stemming not in STEMMING:
+            raise EmbedkitError(f"stemming must be one of {', '.join(STEMMING)}, not {stemming!r}")
+        with storage.transaction(conn):
+            conn.execute(
+                f"update {storage.REGISTRY} set settings = json_set(coalesce(settings, '{{}}'), '$.stemming', ?) "
+                "where name = ?",
+                [stemming, collection.name],
+            )
+    if not ensure(conn, collection.name, collection.table):
+        raise EmbedkitError("keyword search needs SQLite's FTS5 extension, which this SQLite lacks")
     forget(collection.db.key, collection.name)
 
 
@@ -139,7 +176,7 @@ def forget(db_key, name=None):
             del _verified[key]
 
 
-def _problem(conn, name, table):
+def problem(conn, name, table):
     """Why the index no longer matches the table, or None if it does."""
     objects = [table_name(name), *trigger_names(name)]
     found = {
@@ -174,11 +211,17 @@ def _check(collection):
     with _lock:
         if _verified.get(key) == state:
             return
-    problem = _problem(conn, collection.name, collection.table)
-    if problem is not None:
+    found = problem(conn, collection.name, collection.table)
+    if found is not None:
+        if collection.db.read_only:
+            raise EmbedkitError(
+                f"the keyword index of collection {collection.name!r} no longer matches its table ({found}), and "
+                f"the database is read-only here: run `embedkit check --fix {collection.db.path}` where it can be "
+                "written"
+            )
         log.warning(
             "embedkit: rebuilding the keyword index of collection %r, which no longer matches its table (%s)",
-            collection.name, problem,
+            collection.name, found,
         )
         try:
             if not ensure(conn, collection.name, collection.table):

@@ -6,22 +6,29 @@ hash, or in need of a vector), and written document by document in one transacti
 soon as the vectors of all its items are known: an interrupted run keeps what it finished.
 """
 
+import contextlib
 import json
+import signal
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import storage, vectors
-from .chunking import Chunker
+from . import jsondata, storage, vectors
 from .errors import EmbedkitError
 from .items import Item, check_unique_ids, content_hash
 from .models import PartialEmbedding
 from .sources import Document, Known, TextSource, input_name
 
 
-def _metadata_json(metadata):
-    # Compact: metadata is repeated on every chunk of a document, and every byte is on disk.
-    return json.dumps(metadata, ensure_ascii=False, separators=(",", ":")) if metadata else None
+def _metadata_json(item):
+    """An item's metadata as stored: JSON any parser reads (refused in one line naming the item
+    if it cannot be), compact since it is repeated on every chunk of a document."""
+    if not item.metadata:
+        return None
+    where = f"item {item.id!r}: metadata"
+    jsondata.check(item.metadata, where)
+    return jsondata.dumps(item.metadata, where, ensure_ascii=False, separators=(",", ":"))
 
 
 @dataclass
@@ -37,6 +44,8 @@ class EmbedStats:
     removed: int = 0
     # texts longer than the model reads: only their beginning was embedded
     truncated: int = 0
+    # documents (sources split into items, such as PDFs) written whole
+    documents: int = 0
     failures: list = field(default_factory=list)
 
     def fail(self, id, reason):
@@ -49,6 +58,10 @@ class EmbedStats:
             f"{self.unchanged} unchanged, {self.failed} failed"
         )
         return text + (f", {self.removed} removed" if self.removed else "")
+
+
+# Rows written per transaction at most, unless one document has more (benchmarks/locks.py).
+WRITE_ROWS = 1000
 
 
 @dataclass
@@ -97,10 +110,28 @@ def _ignore(*args):
     pass
 
 
+class Interrupted(KeyboardInterrupt):
+    """embed_multi stopped by KeyboardInterrupt (Ctrl-C, or a signal turned into one): what
+    it finished is committed, in whole documents, and stats counts it; a re-run does the rest."""
+
+    def __init__(self, stats: EmbedStats, documents: bool):
+        super().__init__()
+        self.stats = stats
+        # whether the run had documents (sources split into items), or only plain items
+        self.documents = documents
+
+    def kept(self) -> str:
+        """What the interrupted run wrote: "3 documents" or "120 items"."""
+        stats = self.stats
+        count, noun = (stats.documents, "document") if self.documents else (
+            stats.embedded + stats.reused + stats.updated, "item")
+        return f"{count} {noun}{'s' * (count != 1)}"
+
+
 def embed_multi(collection, inputs, store=False, batch_size=None, progress=None, chunker=None, sync=False,
-                read_progress=None, model=None) -> EmbedStats:
-    """Collection.embed_multi: see its documentation."""
-    chunker_given, chunker = chunker, chunker or Chunker()
+                read_progress=None, document_progress=None, split_texts=None, model=None) -> EmbedStats:
+    """Collection.embed_multi: see its documentation. split_texts (default: when a chunker is
+    given or the collection records that it splits texts) cuts each Item into chunks too."""
     if model is None:
         model = collection.model
     elif model.model_id != collection.model_id:
@@ -110,24 +141,35 @@ def embed_multi(collection, inputs, store=False, batch_size=None, progress=None,
     if batch_size < 1:
         raise EmbedkitError("batch size must be at least 1")
     progress, read_progress = progress or _ignore, read_progress or _ignore
-    inputs = [TextSource(i) if chunker_given is not None and isinstance(i, Item) else i for i in inputs]
+    writer = _Writer(collection, model)
+    if split_texts is None:
+        split_texts = chunker is not None or bool((collection.chunking or {}).get("texts"))
+    inputs = [TextSource(i) if split_texts and isinstance(i, Item) else i for i in inputs]
     names = [input_name(i) for i in inputs]
     check_unique_ids(Item(name, None) for name in names)
-    writer = _Writer(collection, model)
+    sources = sum(not isinstance(i, Item) for i in inputs)
+    if sources:
+        chunker = chunker or collection.chunker()
+        writer.record_chunking(chunker, split_texts)
     stats = EmbedStats()
-    records = writer.source_records()
-    current = writer.items_by_source() if records else {}
-    documents = writer.read(inputs, chunker, records, current, stats, read_progress)
-    check_unique_ids(item for document in documents for item in document.items)
-    total = stats.unchanged + sum(len(document.items) for document in documents)
-    tick = lambda n: progress(n, total)  # noqa: E731
+    if document_progress is not None and sources:
+        writer.documents_done = lambda n: document_progress(n, sources)
+    try:
+        records = writer.source_records()
+        current = writer.items_by_source() if records else {}
+        documents = writer.read(inputs, chunker, records, current, stats, read_progress)
+        check_unique_ids(item for document in documents for item in document.items)
+        total = stats.unchanged + sum(len(document.items) for document in documents)
+        writer.items_done = lambda n: progress(n, total)
 
-    failed_sources = stats.failed
-    plans = writer.plan(documents, store, current, stats)
-    tick(stats.unchanged + stats.failed - failed_sources)
-    writer.write([plan for plan in plans if not plan.missing], stats, records, chunker, tick)
-
-    writer.embed_missing(plans, batch_size, stats, records, chunker, tick)
+        failed_sources = stats.failed
+        plans = writer.plan(documents, store, current, stats)
+        ready = sum(len(plan.rewrites) + len(plan.new) - plan.missing for plan in plans)
+        writer.items_done(stats.unchanged + stats.failed - failed_sources + ready)
+        writer.write([plan for plan in plans if not plan.missing], stats, records, chunker)
+        writer.embed_missing(plans, batch_size, stats, records, chunker)
+    except KeyboardInterrupt:
+        raise Interrupted(stats, bool(sources)) from None
     if sync:
         stats.removed += writer.sync(names)
     return stats
@@ -150,11 +192,15 @@ class _Writer:
     def __init__(self, collection, model):
         self.collection, self.model = collection, model
         self.conn = collection.db.conn
+        # progress: called with how many more items, and documents, are done
+        self.items_done = self.documents_done = _ignore
 
     def read(self, inputs, chunker, records, current, stats, read_progress) -> list:
         """A Document for each input that may need writing; unchanged and failed sources are counted."""
         documents = []
         sources = sum(not isinstance(i, Item) for i in inputs)
+        if sources:
+            read_progress(0, sources)
         for source in inputs:
             if isinstance(source, Item):
                 documents.append(Document(source.id, [source], None))
@@ -170,6 +216,7 @@ class _Writer:
                 document = source.read(record.known if complete else None, chunker)
             except EmbedkitError as ex:
                 stats.fail(source.name, str(ex))
+                self.documents_done(1)
                 continue
             finally:
                 read_progress(1, sources)
@@ -177,8 +224,10 @@ class _Writer:
                 stats.unchanged += record.items
                 if document is not None:
                     self.record_validators(document)
+                self.documents_done(1)
             elif not document.items:
                 stats.fail(source.name, "empty content")
+                self.documents_done(1)
             else:
                 documents.append(document)
         return documents
@@ -197,7 +246,7 @@ class _Writer:
                     stats.fail(item.id, "empty content")
                     continue
                 entry = _Entry(item, content_hash(item.content), item.content if store else None,
-                               _metadata_json(item.metadata))
+                               _metadata_json(item))
                 old = existing.get(item.id)
                 if old is None or old[0] != entry.hash:
                     plan.new.append(entry)
@@ -221,7 +270,7 @@ class _Writer:
                     plan.missing += 1
         return plans
 
-    def embed_missing(self, plans, batch_size, stats, records, chunker, progress):
+    def embed_missing(self, plans, batch_size, stats, records, chunker):
         """Embed what no stored row had, batch by batch, writing each document once it is complete."""
         # Each distinct text is embedded once. Plain items go longest first, so the model
         # pads less; a source's chunks stay together so it completes, and commits, early.
@@ -247,6 +296,7 @@ class _Writer:
             for position, embedding in embeddings.items():
                 vectors.check(embedding, self.collection.dimensions, f"the vector for {texts[position][:40]!r}")
             stats.truncated += model.count_truncated(texts)
+            self.items_done(sum(len(batch[position]) for position in embeddings))
             ready = {}
             for position, embedding in embeddings.items():
                 blob = vectors.encode(embedding)
@@ -256,48 +306,60 @@ class _Writer:
                     if not plan.missing:
                         ready[plan.position] = plan
             dimensions = len(next(iter(embeddings.values()))) if embeddings else None
-            self.write([ready[k] for k in sorted(ready)], stats, records, chunker, progress, dimensions)
+            self.write([ready[k] for k in sorted(ready)], stats, records, chunker, dimensions)
             if failure is not None:
                 raise failure
 
-    def write(self, plans, stats, records, chunker, progress, dimensions=None):
-        """Write whole documents in one transaction: their rows, stale items and source records."""
-        if not plans:
-            return
-        conn = self.conn
-        done = 0
-        with storage.transaction(conn):
-            if dimensions is not None:
-                self.record_dimensions(dimensions)
-            for plan in plans:
-                document = plan.document
-                for entry in plan.rewrites:
-                    self.update_row(entry)
-                for entry in plan.new:
-                    self.upsert_row(entry)
-                delete_ids(self.collection, plan.stale)
-                if document.digest is not None:
-                    conn.execute(
-                        f"""
-                        insert or replace into {storage.SOURCES}
-                        (collection, source, digest, split, etag, last_modified, items, updated)
-                        values (?, ?, ?, ?, ?, ?, ?, ?)
-                        """,
-                        [self.collection.name, document.source, document.digest, chunker.signature, document.etag,
-                         document.last_modified, len(document.items), storage.now()],
-                    )
-                elif document.source in records:  # split before, a single item now
-                    conn.execute(
-                        f"delete from {storage.SOURCES} where collection = ? and source = ?",
-                        [self.collection.name, document.source],
-                    )
-                done += len(plan.rewrites) + len(plan.new)
+    def write(self, plans, stats, records, chunker, dimensions=None):
+        """Write whole documents, each in one transaction with its rows, stale items and source
+        record, about WRITE_ROWS rows to a transaction so that other writers get in between."""
+        group, rows = [], 0
         for plan in plans:
-            stats.updated += len(plan.rewrites)
-            stats.embedded += sum(entry.how == "embedded" for entry in plan.new)
-            stats.reused += sum(entry.how == "reused" for entry in plan.new)
-            stats.removed += len(plan.stale)
-        progress(done)
+            group.append(plan)
+            rows += len(plan.rewrites) + len(plan.new) + len(plan.stale)
+            if rows >= WRITE_ROWS:
+                self._write(group, stats, records, chunker, dimensions)
+                group, rows = [], 0
+        if group:
+            self._write(group, stats, records, chunker, dimensions)
+
+    def _write(self, plans, stats, records, chunker, dimensions):
+        conn = self.conn
+        # Counted before a signal held during the commit takes effect: what was committed is kept.
+        with _uninterrupted():
+            with storage.transaction(conn):
+                if dimensions is not None:
+                    self.record_dimensions(dimensions)
+                for plan in plans:
+                    document = plan.document
+                    for entry in plan.rewrites:
+                        self.update_row(entry)
+                    for entry in plan.new:
+                        self.upsert_row(entry)
+                    delete_ids(self.collection, plan.stale)
+                    if document.digest is not None:
+                        conn.execute(
+                            f"""
+                            insert or replace into {storage.SOURCES}
+                            (collection, source, digest, split, etag, last_modified, items, updated)
+                            values (?, ?, ?, ?, ?, ?, ?, ?)
+                            """,
+                            [self.collection.name, document.source, document.digest, chunker.signature, document.etag,
+                             document.last_modified, len(document.items), storage.now()],
+                        )
+                    elif document.source in records:  # split before, a single item now
+                        conn.execute(
+                            f"delete from {storage.SOURCES} where collection = ? and source = ?",
+                            [self.collection.name, document.source],
+                        )
+            written = sum(plan.document.digest is not None for plan in plans)
+            stats.documents += written
+            for plan in plans:
+                stats.updated += len(plan.rewrites)
+                stats.embedded += sum(entry.how == "embedded" for entry in plan.new)
+                stats.reused += sum(entry.how == "reused" for entry in plan.new)
+                stats.removed += len(plan.stale)
+            self.documents_done(written)
 
     def sync(self, names) -> int:
         """Delete the items of every source not named: what an input no longer has."""
@@ -341,6 +403,19 @@ class _Writer:
         for source, id in rows:
             by_source.setdefault(source, set()).add(id)
         return by_source
+    def record_chunking(self, chunker, texts):
+        """Record how this collection splits, for later runs: the settings it was given, or
+        the default it was first split with (a later default may differ)."""
+        chunking = {"method": chunker.method, "size": chunker.size, "overlap": chunker.overlap, "texts": texts}
+        if chunking == self.collection.chunking:
+            return
+        with storage.transaction(self.conn):
+            self.conn.execute(
+                f"update {storage.REGISTRY} set settings = json_set(settings, '$.chunking', json(?)) where name = ?",
+                [json.dumps(chunking), self.collection.name],
+            )
+        self.collection.chunking = chunking
+
     def record_dimensions(self, dimensions):
         if self.collection.dimensions is None:
             self.conn.execute(
@@ -375,6 +450,28 @@ class _Writer:
             """,
             [entry.item.id, entry.blob, entry.stored, entry.metadata, entry.hash, storage.now()],
         )
+
+
+@contextlib.contextmanager
+def _uninterrupted():
+    """Hold Ctrl-C and SIGTERM while documents are written: the transaction commits, then the
+    signal takes effect as it would have (a KeyboardInterrupt, or whatever its handler does)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals are handled in the main thread only: nothing can interrupt this one
+        return
+    held = []
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig, handler in previous.items():
+        if handler is not None:  # None: set outside Python, which cannot restore it
+            signal.signal(sig, lambda number, frame: held.append(number))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+        for number in dict.fromkeys(held):
+            signal.raise_signal(number)
 
 
 def _same_json(stored, new) -> bool:

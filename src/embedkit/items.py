@@ -4,6 +4,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from . import jsondata
 from .errors import EmbedkitError
 
 
@@ -59,11 +60,12 @@ def parse_metadata(value, where="metadata") -> dict | None:
         return None
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            value = jsondata.loads(value)
         except ValueError as ex:
             raise EmbedkitError(f"{where} is not valid JSON: {ex}") from None
     if not isinstance(value, dict):
         raise EmbedkitError(f"{where} must be a JSON object, got {type(value).__name__}")
+    jsondata.check(value, where)
     return value or None
 
 
@@ -107,6 +109,8 @@ class RowMapping:
             parts = [as_text(row[name]) for name in content_columns if row[name] is not None]
         except EmbedkitError as ex:
             raise EmbedkitError(f"{where}: {ex}") from None
+        if metadata:
+            jsondata.check(metadata, f"{where}: metadata")
         return Item(
             id=self.id_prefix + as_text(raw_id),
             content="\n".join(part for part in parts if part != ""),

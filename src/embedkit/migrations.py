@@ -8,6 +8,8 @@ Whether anything is pending is one query, so opening a current database costs no
 sqlite-utils; it is loaded only to apply migrations.
 """
 
+import json
+
 from . import fulltext, storage
 
 TABLE = "_embedkit_migrations"
@@ -91,7 +93,53 @@ def m004_fulltext(conn):
             fulltext.ensure(conn, name, table)
 
 
-STEPS = [m001_registry, m002_sources, m003_related, m004_fulltext]
+def m005_explore(conn):
+    # What each collection's clusters and labels (explore/) were made with, so a re-run with the
+    # same settings on unchanged items does nothing, and assigning new items knows the filter.
+    conn.execute(
+        f"""
+        create table {storage.EXPLORE} (
+            collection text not null,
+            kind text not null,  -- clusters or labels
+            settings text not null,
+            -- the collection's version when computed
+            version integer not null,
+            computed text not null,
+            primary key (collection, kind)
+        )
+        """
+    )
+
+
+def m006_chunking(conn):
+    # Each collection records how it splits (settings' "chunking"), so that a later default
+    # never re-splits it. One made before keeps the split most of its sources have, and splits
+    # texts too if any of its chunks is a text's (PDF chunks have a page).
+    collections = conn.execute(f"select name, table_name from {storage.REGISTRY}").fetchall()
+    for name, table in collections:
+        split = conn.execute(
+            f"select split from {storage.SOURCES} where collection = ? group by split order by count(*) desc limit 1",
+            [name],
+        ).fetchone()
+        if split is None or not storage.table_exists(conn, table):
+            continue
+        method, size, overlap = split[0].split(":")
+        texts = conn.execute(
+            f"""
+            select 1 from {storage.quote(table)} where json_extract(metadata, '$.page') is null
+            and json_extract(metadata, '$.source') in (select source from {storage.SOURCES} where collection = ?)
+            limit 1
+            """,
+            [name],
+        ).fetchone()
+        chunking = {"method": method, "size": int(size), "overlap": int(overlap), "texts": texts is not None}
+        conn.execute(
+            f"update {storage.REGISTRY} set settings = json_set(settings, '$.chunking', json(?)) where name = ?",
+            [json.dumps(chunking), name],
+        )
+
+
+STEPS = [m001_registry, m002_sources, m003_related, m004_fulltext, m005_explore, m006_chunking]
 
 
 def applied(conn) -> list:

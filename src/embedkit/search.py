@@ -51,6 +51,7 @@ class _Matrix:
     ids: list
     positions: dict
     matrix: np.ndarray  # unit-length float32 rows
+    skipped: int  # rows whose vectors cannot be used (ranking.decode_rows), not in the matrix
     # metadata key -> {value: positions of the rows with it}, made by the first filter on it
     values: dict = field(default_factory=dict)
 
@@ -64,6 +65,8 @@ def top_n(collection, query: np.ndarray, n: int, exclude=None, filter=None, exac
     query = query.astype(np.float32) / np.float32(np.linalg.norm(query))
     key = (collection.db.key, collection.name)
     version = collection.version()
+    if collection.dimensions is None:  # nothing embedded yet
+        return []
     # Inside a transaction rows may be uncommitted, and once rolled back their version
     # number is reused by the next write: a matrix of them must never be cached or served.
     shared = not collection.db.conn.in_transaction
@@ -122,9 +125,7 @@ def _load_in_background(collection, key, version):
         def load():
             _yield_to_queries()
             try:
-                conn = storage.sqlite3.connect(
-                    f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=storage.BUSY_TIMEOUT_MS / 1000
-                )
+                conn = storage.connect(path, collection.db.lock_timeout, read_only=True)
                 try:
                     cached = _load(conn, collection)
                 finally:
@@ -179,13 +180,15 @@ def _matching_rows(collection, cached, filter):
     for key, value in filter.metadata.items():
         if key not in cached.values:
             read = collection.db.conn.execute(
-                f"select json_extract(metadata, ?) from {storage.quote(collection.table)} order by rowid",
+                f"select id, json_extract(metadata, ?) from {storage.quote(collection.table)} order by rowid",
                 [json_path(key)],
             ).fetchall()
-            if len(read) != len(cached.ids):
+            if len(read) != len(cached.ids) + cached.skipped:
                 return None
             index = {}
-            for position, (found,) in enumerate(read):
+            if cached.skipped:  # the matrix has the other rows, in the same order
+                read = [(id, found) for id, found in read if id in cached.positions]
+            for position, (_, found) in enumerate(read):
                 index.setdefault(found, []).append(position)
             cached.values[key] = {found: np.array(positions) for found, positions in index.items()}
         index = cached.values[key]
@@ -213,58 +216,70 @@ def _evict():
         del _cache[next(iter(_cache))]
 
 
-def _rows(collection, chunk_rows, filter=None):
-    """(ids, matrix) chunks of the collection's raw vectors (read-only arrays)."""
+def _rows(conn, collection, chunk_rows, filter=None, unusable=None):
+    """(ids, matrix) chunks of the collection's raw vectors (read-only arrays), read on conn; rows
+    whose vectors cannot be used are left out, and added to unusable."""
     condition, params = filter.condition() if filter else ("1", [])
-    cursor = collection.db.conn.execute(
+    cursor = conn.execute(
         f"select id, embedding from {storage.quote(collection.table)} where {condition} order by rowid", params
     )
     while rows := cursor.fetchmany(chunk_rows):
-        yield ranking.decode_rows(rows, collection.dimensions, collection.name)
+        kept, matrix, bad = ranking.decode_rows(rows, collection.dimensions)
+        if unusable is not None:
+            unusable += bad
+        yield [row[0] for row in kept], matrix
 
 
 def _load(conn, collection, version=None) -> _Matrix:
     """The collection's matrix, read on conn in one snapshot (with its version, if not given)."""
-    table = storage.quote(collection.table)
-    conn.execute("begin")  # one snapshot for the version, the count and the rows
-    try:
+    with storage.snapshot(conn):  # one snapshot for the version, the count and the rows
         if version is None:
             version = conn.execute(f"select version from {storage.REGISTRY} where name = ?", [collection.name]).fetchone()[0]
-        count = conn.execute(f"select count(*) from {table}").fetchone()[0]
+        count = conn.execute(f"select count(*) from {storage.quote(collection.table)}").fetchone()[0]
         # Filled in place: no second copy of a matrix that may take gigabytes.
         matrix = np.empty((count, collection.dimensions), dtype=np.float32)
         ids: list[str] = []
-        cursor = conn.execute(f"select id, embedding from {table} order by rowid")
-        while rows := cursor.fetchmany(CHUNK_ROWS):
-            chunk_ids, chunk = ranking.decode_rows(rows, collection.dimensions, collection.name)
+        unusable: list[tuple] = []
+        for chunk_ids, chunk in _rows(conn, collection, CHUNK_ROWS, unusable=unusable):
             matrix[len(ids) : len(ids) + len(chunk_ids)] = chunk
             ids.extend(chunk_ids)
-    finally:
-        conn.execute("commit")
+    ranking.warn_unusable(collection, unusable)
+    matrix = matrix[: len(ids)]
     vectors.normalize_rows(matrix)
-    return _Matrix(version, ids, {id: i for i, id in enumerate(ids)}, matrix)
+    return _Matrix(version, ids, {id: i for i, id in enumerate(ids)}, matrix, len(unusable))
 
 
 def _chunked_top(collection, query, n, exclude, filter=None):
     best = []
-    for ids, matrix in _rows(collection, CHUNK_ROWS, filter):
+    unusable: list[tuple] = []
+    for ids, matrix in _rows(collection.db.conn, collection, CHUNK_ROWS, filter, unusable):
         position = ids.index(exclude) if exclude in ids else None
         scores = vectors.normalize_rows(matrix.copy()) @ query
         best = sorted(best + ranking.best(scores, ids, n, position), key=lambda hit: (-hit[1], hit[0]))[:n]
+    ranking.warn_unusable(collection, unusable)
     return best
 
 
 def _sqlite_vec_top(collection, query, n, exclude, filter=None):
     condition, params = filter.condition() if filter else ("1", [])
-    rows = collection.db.conn.execute(
+    conn, dims = collection.db.conn, collection.dimensions
+    unusable: list[tuple] = []
+    # Called only for rows without a distance, which another program wrote: NULL, not a BLOB
+    # of the right length (vec_distance_cosine would fail on it), or NaN, infinite or all
+    # zeros (it gives NULL). They sort last, and are left out.
+    conn.create_function("embedkit_unusable", 2, lambda id, value: unusable.append((id, vectors.problem(value, dims))))
+    rows = conn.execute(
         f"""
-        -- NULL for an all-zero row (written by another client): score 0, as with numpy
-        select id, coalesce(vec_distance_cosine(embedding, ?), 1.0) as distance
+        select id, coalesce(
+            case when typeof(embedding) = 'blob' and length(embedding) = ? then vec_distance_cosine(embedding, ?) end,
+            embedkit_unusable(id, embedding)
+        ) as distance
         from {storage.quote(collection.table)}
         where (? is null or id != ?) and {condition}
-        order by distance, id
+        order by distance nulls last, id
         limit ?
         """,
-        [query.tobytes(), exclude, exclude, *params, n],
+        [dims * 4, query.tobytes(), exclude, exclude, *params, n],
     ).fetchall()
-    return [(id, 1.0 - distance) for id, distance in rows]
+    ranking.warn_unusable(collection, unusable)
+    return [(id, 1.0 - distance) for id, distance in rows if distance is not None]

@@ -10,10 +10,13 @@ sqlite3 shell); the index catches up from the log before it answers.
 
 import json
 
-from . import storage
+from . import jsondata, storage
 from .errors import EmbedkitError
 
 EVENTS = ("insert", "update", "delete")
+# How long a search waits for another writer's lock to bring an index up to date before it
+# searches exactly instead, in milliseconds.
+SEARCH_LOCK_WAIT_MS = 1000
 
 
 def create(conn, table: str, names: dict):
@@ -67,7 +70,7 @@ def write_settings(conn, collection_name: str, key: str, value):
     else:
         conn.execute(
             f"update {storage.REGISTRY} set settings = json_set(settings, '$.{key}', json(?)) where name = ?",
-            [json.dumps(value), collection_name],
+            [jsondata.dumps(value, f"the {key} settings"), collection_name],
         )
 
 

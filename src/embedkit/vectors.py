@@ -1,9 +1,9 @@
 """Vectors as little-endian float32 BLOBs: the byte format `llm` and sqlite-vec use."""
 
-import json
 
 import numpy as np
 
+from . import jsondata
 from .errors import EmbedkitError
 
 DTYPE = np.dtype("<f4")
@@ -31,7 +31,7 @@ def decode(blob) -> np.ndarray:
 def from_json(text) -> bytes:
     """A JSON array of numbers as a BLOB."""
     try:
-        values = json.loads(text)
+        values = jsondata.loads(text)
     except (TypeError, ValueError) as ex:
         raise EmbedkitError(f"not a JSON array of numbers: {ex}") from None
     if (
@@ -40,12 +40,16 @@ def from_json(text) -> bytes:
         or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
     ):
         raise EmbedkitError("not a JSON array of numbers")
-    return encode(values)
+    with np.errstate(over="ignore"):
+        blob = encode(values)
+    if not np.isfinite(np.frombuffer(blob, dtype=DTYPE)).all():  # NaN, Infinity, or past float32's range
+        raise EmbedkitError("not a JSON array of finite float32 numbers (NaN, infinity or beyond ±3.4e38)")
+    return blob
 
 
 def to_json(blob) -> str:
     # Each float32 printed as the double it equals, so decoding the JSON gives the same bytes.
-    return json.dumps([float(v) for v in decode(blob).tolist()])
+    return jsondata.dumps([float(v) for v in decode(blob).tolist()], "the vector")
 
 
 def check(vector: np.ndarray, dimensions=None, what="vector") -> np.ndarray:
@@ -59,13 +63,34 @@ def check(vector: np.ndarray, dimensions=None, what="vector") -> np.ndarray:
     return vector
 
 
+def problem(value, dimensions: int) -> str | None:
+    """Why a stored value cannot take part in a search of dimensions-wide vectors (written by
+    another program, or damaged), or None if it can."""
+    if value is None:
+        return "NULL"
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        return f"{type(value).__name__}, not a BLOB"
+    if len(value) != dimensions * 4:
+        return f"{len(value)} bytes, not {dimensions * 4}"
+    vector = np.frombuffer(value, dtype=DTYPE)
+    if not np.all(np.isfinite(vector)):
+        return "NaN or infinite values"
+    if not np.any(vector):
+        return "all zeros"
+    return None
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     if a.shape != b.shape:
         raise EmbedkitError(f"dimension mismatch: {a.shape[0]} vs {b.shape[0]}")
+    # float64 throughout: float32 norms of large values overflow to infinity.
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise EmbedkitError("cosine similarity is undefined for a vector holding NaN or infinity")
     na, nb = np.linalg.norm(a), np.linalg.norm(b)
     if na == 0 or nb == 0:
         raise EmbedkitError("cosine similarity is undefined for a zero vector")
-    return float(np.dot(a.astype(np.float64), b.astype(np.float64)) / (float(na) * float(nb)))
+    return float(np.dot(a, b) / (float(na) * float(nb)))
 
 
 def normalize_rows(matrix: np.ndarray) -> np.ndarray:

@@ -1,23 +1,24 @@
 import base64
 import contextlib
 import glob
-import json
 import os
+import signal
 import sys
 
 import click
 
-from .. import extras
-from ..chunking import METHODS, Chunker
+from .. import extras, jsondata
+from ..chunking import METHODS, Chunker, describe, for_model
 from ..collection import validate_name
 from ..errors import EmbedkitError
+from ..ingest import Interrupted
 from ..items import Item, RowMapping, check_unique_ids, parse_metadata
 from ..models import get_model
 from ..sources import input_name
 from ..sources.pdf import PdfSource, looks_like_pdf
 from ..sources.tabular import FORMATS
 from ..sources.url import is_url
-from .base import Progress, cli, database_option, open_database, read_text
+from .base import Progress, check_writable, cli, database_option, interruptible, open_database, read_text
 
 
 def model_option(fn):
@@ -60,6 +61,8 @@ def embed(collection, id, content, input_path, model, store, metadata, output_fo
         raise EmbedkitError("--format prints a vector; it cannot be used with COLLECTION ID")
     if collection is None and (store or metadata):
         raise EmbedkitError("--store and --metadata need COLLECTION and ID")
+    if collection is not None:
+        check_writable(database)
     text = read_text(content, input_path)
     if not text.strip():
         raise EmbedkitError("the content to embed is empty")
@@ -97,7 +100,7 @@ def _print_vector(vector, output_format):
     elif output_format == "base64":
         click.echo(base64.b64encode(blob).decode())
     else:
-        click.echo(json.dumps([float(v) for v in vector.tolist()]))
+        click.echo(jsondata.dumps([float(v) for v in vector.tolist()], "the vector"))
 
 
 @cli.command(name="embed-multi", short_help="Embed many items from files, PDFs, URLs or a SQL query.")
@@ -116,9 +119,9 @@ def _print_vector(vector, output_format):
 @click.option("--store", is_flag=True, help="Store the text in the collection")
 @click.option("--prefix", default="", help="Prefix added to every id")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Items per model call, and per commit  [default: 100; for HTTP models their batch size times concurrency]")
-@click.option("--chunk-size", type=click.IntRange(min=1), help="Split each input into chunks of at most this many characters (tokens with --chunker tokens) [default: 1000; tokens: what the model reads]")
+@click.option("--chunk-size", type=click.IntRange(min=1), help="Split each input into chunks of at most this many tokens (characters with --chunker recursive or chars)  [default: as the collection recorded; else all the model reads, or 1000 characters]")
 @click.option("--chunk-overlap", type=click.IntRange(min=0), help="How much of each chunk starts the next  [default: a tenth of --chunk-size]")
-@click.option("--chunker", type=click.Choice(METHODS), help="How to split: fixed 'chars' windows, 'recursive' at paragraph and sentence breaks, or 'tokens' to fit the model  [default: recursive]")
+@click.option("--chunker", type=click.Choice(METHODS), help="How to split: 'tokens' to fit the model, 'recursive' at paragraph and sentence breaks, or fixed 'chars' windows  [default: as the collection recorded; else tokens, or recursive for a model without a tokenizer]")
 @click.option("--sync", is_flag=True, help="Delete the items of sources (ids, files, PDFs) that are no longer in the input")
 @click.option("--workers", type=click.IntRange(min=1), help="Embed on a local Dask cluster of this many worker processes, each with the model loaded (needs the 'cluster' extra)")
 @click.option("--cluster", metavar="ADDRESS", help="Embed on the workers of the Dask scheduler at ADDRESS, such as tcp://10.0.0.5:8786 (needs the 'cluster' extra)")
@@ -131,17 +134,19 @@ def embed_multi(collection, inputs, input_format, files, encoding, pdf, sql, att
     PDF files and URLs, files matching a glob, or a SQL query.
 
     PDFs are split into chunks (as are other inputs with --chunk-size or --chunker); each
-    chunk's metadata names its source, page and chunk. Only new or changed content is
-    embedded: re-running over unchanged input makes no model calls, and a changed source
-    has its chunks replaced in one transaction. A summary goes to stderr; the exit status
-    is 1 if any item or source failed, and the rest are still stored.
+    chunk's metadata names its source, page and chunk. The collection records how it
+    splits, and later runs split the same way unless given other options. Only new or
+    changed content is embedded: re-running over unchanged input makes no model calls, and
+    a changed source has its chunks replaced in one transaction. A summary goes to stderr;
+    the exit status is 1 if any item or source failed, and the rest are still stored. On
+    Ctrl-C or SIGTERM the documents finished are kept, and a re-run does the rest.
 
     \b
     embedkit embed-multi posts blog.csv --store
     embedkit embed-multi notes --files ~/notes '**/*.md' --store
     embedkit embed-multi posts --sql 'select id, title, body from posts' --attach blog blog.db
     embedkit embed-multi papers --pdf https://arxiv.org/pdf/2402.17764 --pdf 'pdfs/*.pdf' --store
-    embedkit embed-multi docs --files site '**/*.{md,html,pdf}' --chunk-size 800 --store --sync
+    embedkit embed-multi docs --files site '**/*.{md,html,pdf}' --chunk-size 200 --store --sync
     embedkit embed-multi posts blog.csv --store --cluster tcp://10.0.0.5:8786
     """
     from ..sources.files import file_inputs
@@ -152,8 +157,10 @@ def embed_multi(collection, inputs, input_format, files, encoding, pdf, sql, att
         raise EmbedkitError("give --workers for a local cluster or --cluster for an existing one, not both")
     if workers or cluster:
         extras.check("dask.distributed", "cluster", "embedding on a cluster")
+    check_writable(database)
     if attach and not sql:
         raise EmbedkitError("--attach is for --sql")
+    _check_shell_expansion(files, inputs)
     mapping = RowMapping(id_column, list(content_column), list(metadata_column), prefix)
     # Read and check all input tables before writing anything: bad input leaves the database
     # as it was (and creates none). PDFs are read later, each failing on its own.
@@ -165,21 +172,28 @@ def embed_multi(collection, inputs, input_format, files, encoding, pdf, sql, att
     if any(isinstance(item, PdfSource) for item in items):
         extras.check("pypdf", "pdf", "reading PDFs")
     check_unique_ids(Item(input_name(i), None) for i in items)  # before a collection is made for them
-    chunking = chunker or chunk_size or chunk_overlap is not None
-    if chunking and (chunk_size or chunker != "tokens"):  # a size known without loading a model
-        Chunker("chars", chunk_size or 1000, 0 if chunk_overlap is None else chunk_overlap)
     _check_target(collection, model, database)
+    # Checked before a database or collection is made for it.
+    split, change = _chunking(collection, model, database, document_prefix, chunker, chunk_size, chunk_overlap)
     db = open_database(database, create=True)
     target = db.get_or_create_collection(
         collection, model, dimensions, query_prefix=query_prefix, document_prefix=document_prefix
     )
-    split = target.chunker(chunker, chunk_size, chunk_overlap) if chunking else None
+    if change:
+        click.echo(change, err=True)
 
-    with _embedding_model(target, workers, cluster) as embedder, Progress() as progress:
-        stats = target.embed_multi(
-            items, store=store, batch_size=batch_size, chunker=split, sync=sync,
-            progress=progress.embedding, read_progress=progress.reading, model=embedder,
-        )
+    with _embedding_model(target, workers, cluster) as embedder, Progress() as progress, \
+            interruptible() as signals:
+        try:
+            stats = target.embed_multi(
+                items, store=store, batch_size=batch_size, chunker=split, sync=sync,
+                progress=progress.embedding, read_progress=progress.reading, document_progress=progress.documents,
+                model=embedder,
+            )
+        except Interrupted as ex:
+            progress.close()
+            click.echo(f"interrupted: {ex.kept()} kept; re-run to continue", err=True)
+            sys.exit(128 + (signals.received or signal.SIGINT))
     for id, reason in stats.failures:
         click.echo(f"Failed: {id}: {reason}", err=True)
     if stats.truncated:
@@ -209,6 +223,48 @@ def _embedding_model(target, workers, address):
         yield distributed.DistributedModel(target.model, client)
     finally:
         client.close()
+
+
+def _chunking(collection, model, database, document_prefix, method, size, overlap):
+    """(the Chunker that --chunker, --chunk-size and --chunk-overlap ask for, or None without
+    them; what that changes for an existing collection, in words, or None)."""
+    if method is None and size is None and overlap is None:
+        return None, None
+    if size is not None and overlap is not None:
+        Chunker("chars", size, overlap)  # checked before loading a model to count tokens
+    if os.path.isfile(database):
+        with open_database(database) as db:
+            if db.has_collection(collection):
+                target = db.collection(collection)
+                split = target.chunker(method, size, overlap)
+                return split, _chunking_change(collection, target.chunking, split)
+    return for_model(get_model(model), document_prefix, None, method, size, overlap), None
+
+
+def _chunking_change(collection, recorded, split):
+    if recorded is None or (split.settings.items() <= recorded.items() and recorded["texts"]):
+        return None
+    texts = "" if recorded["texts"] else " Rows and text files are split too from now on."
+    return (
+        f"Chunking of {collection!r} changes from {describe(recorded)} to {describe(split.settings)}: documents "
+        f"are split again and chunks that change are embedded.{texts}"
+    )
+
+
+def _check_shell_expansion(files, inputs):
+    """Refuse `--files DIR *.md` unquoted: the shell passes `--files DIR a.md b.md c.md`, and
+    b.md and c.md would be read as tables of items."""
+    for directory, pattern in files:
+        suffix = os.path.splitext(pattern)[1]
+        if glob.has_magic(pattern) or "{" in pattern or not suffix:
+            continue
+        extra = [path for path in inputs if os.path.splitext(path)[1] == suffix]
+        if extra:
+            wanted = ("**/*" if "/" in pattern else "*") + suffix
+            raise EmbedkitError(
+                f"--files {directory} {pattern}: {', '.join(extra[:3])}{' …' if len(extra) > 3 else ''} came as "
+                f"INPUT too: did your shell expand an unquoted glob? Quote it: --files {directory} '{wanted}'"
+            )
 
 
 def _is_pdf(location) -> bool:

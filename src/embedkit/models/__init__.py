@@ -9,7 +9,10 @@ from .base import EmbeddingModel, PartialEmbedding, Truncated
 
 __all__ = ["EmbeddingModel", "PartialEmbedding", "Truncated", "get_model", "register"]
 
-DEFAULT_MODEL = "all-MiniLM-L6-v2"
+# New collections (and `embed -c`, `embedkit_embed(text)`) use it unless told otherwise: it answers
+# a question from a cold process in well under a second, where the torch backend takes 10 s and more
+# importing torch (benchmarks/cold.py). A collection keeps the model it recorded.
+DEFAULT_MODEL = "all-MiniLM-L6-v2-int8"
 
 
 _registry: dict[str, EmbeddingModel] = {}
@@ -74,9 +77,11 @@ def _mapping(settings, key) -> dict:
     return value
 
 
-def get_model(name=None) -> EmbeddingModel:
+def get_model(name=None, local_paths: bool = True) -> EmbeddingModel:
     """A model by id or alias: built in, from a plugin, configured in models.json, an
-    `openai/NAME` or `ollama/NAME` service, or a sentence-transformers model by local path."""
+    `openai/NAME` or `ollama/NAME` service, a sentence-transformers model by local path (unless
+    local_paths is False, as for SQL from strangers), or one by Hugging Face hub name from the
+    local Hugging Face cache."""
     name = name or DEFAULT_MODEL
     if name in _registry:
         return _registry[name]
@@ -84,7 +89,8 @@ def get_model(name=None) -> EmbeddingModel:
     user_aliases = _mapping(stored, "aliases")
     if name in user_aliases:
         # One step only: aliases of aliases (and loops) are refused.
-        return get_model(user_aliases[name]) if user_aliases[name] not in user_aliases else _unknown(name)
+        target = user_aliases[name]
+        return get_model(target, local_paths) if target not in user_aliases else _unknown(name)
     load_plugins()
     if name in _registry:
         return _registry[name]
@@ -96,11 +102,19 @@ def get_model(name=None) -> EmbeddingModel:
     service = _made.get(name) or http.from_prefix(name)
     if service is not None:
         return _made.setdefault(name, service)
-    if os.path.isdir(name):
+    if local_paths and os.path.isdir(name):  # strangers are not even told whether it exists
         from .sentence_transformers import SentenceTransformerModel
 
         model_id = os.path.abspath(name)
         return _made_once(model_id, lambda: SentenceTransformerModel(model_id, model_id, source="local path"))
+    from . import hub
+
+    cached = hub.find(name)
+    if cached is not None:
+        from .sentence_transformers import SentenceTransformerModel
+
+        hub_id, snapshot = cached
+        return _made_once(cached, lambda: SentenceTransformerModel(hub_id, snapshot, source=f"Hugging Face cache, {snapshot}"))
     return _unknown(name)
 
 
@@ -113,7 +127,8 @@ def _made_once(key, make):
 def _unknown(name):
     raise EmbedkitError(
         f"unknown model {name!r}: use a name from 'embedkit models', a local "
-        "sentence-transformers model directory, openai/NAME or ollama/NAME"
+        "sentence-transformers model directory, a Hugging Face name such as BAAI/bge-small-en-v1.5, "
+        "openai/NAME or ollama/NAME"
     )
 
 

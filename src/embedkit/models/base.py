@@ -32,6 +32,9 @@ class EmbeddingModel:
     texts_per_call = 100
     # (module, extra) of the optional packages the model needs to run: checked before work starts.
     requirements: tuple = ()
+    # True for a model that calls a service, which may charge for each call: a public Datasette
+    # lets visitors make it work only where its owner allows (a plugin's service model sets it).
+    remote = False
 
     def __init__(self):
         # How many times the model was asked for vectors: the re-run tests count these.
@@ -66,6 +69,15 @@ class EmbeddingModel:
     def count_tokens(self, texts) -> list:
         """How many tokens the model sees in each text, counting the ones it adds itself."""
         raise EmbedkitError(f"model {self.model_id} has no tokenizer embedkit can use to count tokens")
+
+    def embed_late(self, text: str, spans) -> np.ndarray:
+        """Late chunking: one vector per (start, end) character span of text, each pooled from
+        the token vectors of a single pass over the whole text, so that every chunk's vector
+        is made with the rest of the text in view. Only models that expose their token
+        vectors can do this."""
+        raise EmbedkitError(
+            f"model {self.model_id} cannot do late chunking: it needs a local sentence-transformers model"
+        )
 
     def count_truncated(self, texts) -> int:
         """How many of texts are longer than the model reads (0 when that is unknown)."""
@@ -106,7 +118,7 @@ class Truncated(EmbeddingModel):
         self.model_id, self.aliases, self.source = base.model_id, base.aliases, base.source
         self.dimensions = dimensions
         self.texts_per_call = base.texts_per_call
-        self.requirements = base.requirements
+        self.remote = base.remote
 
     def _embed(self, texts):
         try:
@@ -134,3 +146,6 @@ class Truncated(EmbeddingModel):
     @property
     def loaded(self) -> bool:
         return self.base.loaded
+
+    def check_available(self):
+        self.base.check_available()

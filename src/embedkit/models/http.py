@@ -2,10 +2,9 @@
 
 One embed() call is split into requests of batch_size texts, and up to concurrency of them
 are in flight at once (worker threads sharing one httpx client, so connections are reused).
-A request is retried, with exponential backoff and jitter, on 408/429/500/502/503/504,
-timeouts and connections dropped without an answer; Retry-After is honoured (capped at
-MAX_WAIT). Other errors (400 input too long, 404 unknown model, 401/403 key refused) are not
-retried. Once a request has failed for good no new one starts; the vectors of the requests
+Keys, timeouts and retries follow the rules every HTTP service shares (embedkit.service:
+throttling, server errors, timeouts and dropped connections are retried with backoff; 400,
+404 and refused keys are not). Once a request has failed for good no new one starts; the vectors of the requests
 that did succeed are handed back in a PartialEmbedding, so embed_multi stores them and a
 re-run embeds only the rest.
 
@@ -14,40 +13,31 @@ searching by id cost nothing.
 """
 
 import copy
-import email.utils
-import math
-import os
 import queue
-import random
-import re
 import threading
-import time
 
 import numpy as np
 
-from .. import config
+from .. import service as http_service
 from ..errors import EmbedkitError, first_line
+from ..service import Failure as _Failure
+from ..service import Malformed as _Malformed
+from ..service import Stopped as _Stopped
+from ..service import shown as _shown
+from ..service import snippet as _snippet
 from ..vectors import normalize_rows
-from ..version import USER_AGENT
 from .base import EmbeddingModel, PartialEmbedding
 
 APIS = ("openai", "ollama")
 
-# What models.json may say of an HTTP model. None means the API's default (API_DEFAULTS,
-# BASE_URLS); keys are optional: without key_name and key_env no Authorization header is sent
-# (local servers), except to api.openai.com, which gets key "openai" / OPENAI_API_KEY.
+# What models.json may say of an HTTP model: the settings of every HTTP service (see
+# embedkit.service.COMMON) and these. None means the API's default (API_DEFAULTS).
 SETTINGS = {
+    **http_service.COMMON,
     "api": "openai",  # "openai" (any OpenAI-compatible server) or "ollama"
-    "base_url": None,  # e.g. https://api.openai.com/v1 or http://127.0.0.1:11434
-    "model_name": None,  # the model's name on the server, e.g. text-embedding-3-small
-    "key_name": None,  # the key's name in keys.json ('embedkit keys set NAME')
-    "key_env": None,  # an environment variable holding the key; it wins over keys.json
     "dimensions": None,  # OpenAI: sent as `dimensions`; Ollama: vectors cut to this many and renormalised
     "batch_size": None,  # texts per request
     "concurrency": None,  # requests in flight at once
-    "timeout": None,  # seconds to wait for each answer
-    "retries": 6,  # attempts after the first, on throttling, server errors, timeouts, resets
-    "backoff": 1.0,  # seconds before the first retry; doubled for each later one (with jitter)
 }
 
 API_DEFAULTS = {
@@ -57,17 +47,8 @@ API_DEFAULTS = {
     "ollama": {"batch_size": 32, "concurrency": 1, "timeout": 120.0},
 }
 
-# (environment variable, default) for each API's base URL.
-BASE_URLS = {
-    "openai": ("OPENAI_BASE_URL", "https://api.openai.com/v1"),
-    "ollama": ("OLLAMA_HOST", "http://127.0.0.1:11434"),
-}
-
-OPENAI_KEY = ("openai", "OPENAI_API_KEY")  # key_name, key_env of openai/NAME models
-
-RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
-# The longest wait before one retry, whatever the backoff or a Retry-After header says.
-MAX_WAIT = 60.0
+BASE_URLS = http_service.BASE_URLS
+OPENAI_KEY = http_service.OPENAI_KEY  # key_name, key_env of openai/NAME models
 
 
 # Settings
@@ -78,88 +59,17 @@ def check_settings(model_id, settings: dict) -> dict:
 
     Raises EmbedkitError naming the model and the setting at fault.
     """
-    if not isinstance(settings, dict):
-        raise EmbedkitError(f"model {model_id}: settings should be a JSON object")
-    unknown = sorted(set(settings) - set(SETTINGS))
-    if unknown:
+    if isinstance(settings, dict) and set(settings) - set(SETTINGS):
+        unknown = sorted(set(settings) - set(SETTINGS))[0]
         raise EmbedkitError(
-            f"model {model_id}: unknown setting {unknown[0]!r} for an HTTP model "
-            f"(known: {', '.join(SETTINGS)})"
+            f"model {model_id}: unknown setting {unknown!r} for an HTTP model (known: {', '.join(SETTINGS)})"
         )
-    checked: dict = {name: default if settings.get(name) is None else settings[name] for name, default in SETTINGS.items()}
-    api = checked["api"]
-    if api not in APIS:
-        raise EmbedkitError(f"model {model_id}: api should be 'openai' or 'ollama', not {api!r}")
-    for name, default in API_DEFAULTS[api].items():
-        if checked[name] is None:
-            checked[name] = default
-
-    label = "base_url"
-    if checked["base_url"] is None:
-        variable, url = BASE_URLS[api]
-        checked["base_url"] = os.environ.get(variable) or url
-        label = variable if os.environ.get(variable) else label
-    checked["base_url"] = _base_url(model_id, api, checked["base_url"], label)
-
-    name = checked["model_name"]
-    if not isinstance(name, str) or not name.strip():
-        raise EmbedkitError(f"model {model_id}: model_name should be the model's name on the server, not {name!r}")
-    checked["model_name"] = name.strip()
-
-    for field in ("key_name", "key_env"):
-        value = checked[field]
-        if value is not None and (not isinstance(value, str) or not value.strip()):
-            raise EmbedkitError(f"model {model_id}: {field} should be a name, not {value!r}")
-    if checked["key_env"] is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", checked["key_env"]):
-        raise EmbedkitError(
-            f"model {model_id}: key_env should be the name of an environment variable, not {checked['key_env']!r}"
-        )
-    if checked["key_name"] is None and checked["key_env"] is None and _is_openai(checked["base_url"]):
-        checked["key_name"], checked["key_env"] = OPENAI_KEY
-
+    checked = http_service.check(f"model {model_id}", settings, SETTINGS, API_DEFAULTS, ("/embeddings", "/api/embed"))
     for field in ("dimensions", "batch_size", "concurrency"):
         value = checked[field]
-        if value is not None and not _whole(value, 1):
+        if value is not None and not http_service.whole(value, 1):
             raise EmbedkitError(f"model {model_id}: {field} should be a positive whole number, not {value!r}")
-    if not _whole(checked["retries"], 0):
-        raise EmbedkitError(f"model {model_id}: retries should be a whole number (0 or more), not {checked['retries']!r}")
-    if not _number(checked["timeout"]) or checked["timeout"] <= 0:
-        raise EmbedkitError(f"model {model_id}: timeout should be a number of seconds above 0, not {checked['timeout']!r}")
-    if not _number(checked["backoff"]) or checked["backoff"] < 0:
-        raise EmbedkitError(f"model {model_id}: backoff should be a number of seconds (0 or more), not {checked['backoff']!r}")
-    checked["timeout"], checked["backoff"] = float(checked["timeout"]), float(checked["backoff"])
     return checked
-
-
-def _whole(value, least) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= least
-
-
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _base_url(model_id, api, url, label="base_url") -> str:
-    """url normalised; label names where it came from (the setting or an environment variable)."""
-    if not isinstance(url, str) or not url.strip():
-        raise EmbedkitError(f"model {model_id}: {label} should be a URL, not {url!r}")
-    url = url.strip().rstrip("/")
-    if api == "ollama" and "://" not in url:
-        # OLLAMA_HOST may be host, host:port or a URL, as the ollama command accepts.
-        url = "http://" + url
-        if not re.search(r":\d+$", url.split("://", 1)[1]):
-            url += ":11434"
-    if not re.fullmatch(r"https?://[^/\s?#]+(/\S*)?", url, re.IGNORECASE):
-        raise EmbedkitError(f"model {model_id}: {label} should start with http:// or https://, not {url!r}")
-    # The endpoint itself is a common thing to paste.
-    for endpoint in ("/embeddings", "/api/embed"):
-        if url.endswith(endpoint):
-            url = url[: -len(endpoint)]
-    return url
-
-
-def _is_openai(url) -> bool:
-    return re.match(r"https://api\.openai\.com(:443)?(/|$)", url, re.IGNORECASE) is not None
 
 
 def from_settings(model_id, settings: dict) -> EmbeddingModel:
@@ -191,22 +101,13 @@ _EXAMPLES = {"openai": "openai/text-embedding-3-small", "ollama": "ollama/nomic-
 # Models
 
 
-class _Shared:
-    """What copies of a model (truncated ones) share: the HTTP client and whether the server
-    was ever reached (a refused connection is retried only after that)."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.client = None
-        self.reached = False
-
-
 class HTTPModel(EmbeddingModel):
     """A model served over HTTP; OpenAIModel and OllamaModel say how to ask and how to read answers."""
 
     api: str
     path: str  # of the endpoint, after the base URL
     service: str  # for source: "<service> at <base URL>"
+    remote = True
 
     def __init__(self, model_id, settings=None, **kwargs):
         super().__init__()
@@ -224,7 +125,8 @@ class HTTPModel(EmbeddingModel):
         self.backoff = settings["backoff"]
         self.texts_per_call = self.batch_size * self.concurrency
         self.source = f"{self.service} at {_shown(self.base_url)}"
-        self._shared = _Shared()
+        # Shared by the copies of this model (truncated ones): one client, one "reached".
+        self._service = http_service.Service(f"model {model_id}", settings, self.concurrency)
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.model_id} {self.model_name} at {_shown(self.base_url)}>"
@@ -247,14 +149,12 @@ class HTTPModel(EmbeddingModel):
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dimensions or 0), dtype=np.float32)
-        key = self._key()
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        client = self._client()
+        key = self._service.key()
         batches = [range(start, min(start + self.batch_size, len(texts))) for start in range(0, len(texts), self.batch_size)]
         stop = threading.Event()
 
         def work(batch):
-            return self._request(client, [texts[i] for i in batch], headers, key, stop)
+            return self._request([texts[i] for i in batch], key, stop)
 
         vectors, failure = {}, None
         width = self.dimensions
@@ -282,109 +182,15 @@ class HTTPModel(EmbeddingModel):
         raise PartialEmbedding(message, vectors)
 
     def _message(self, failure, key) -> str:
-        message = f"model {self.model_id}: {failure}"
-        if isinstance(failure, _Failure) and failure.transient:
-            message += "; re-running embeds what is missing"
-        return _redact(message, key)
+        return self._service.message(failure, key, "re-running embeds what is missing")
 
-    def _key(self):
-        name, variable = self.settings["key_name"], self.settings["key_env"]
-        if name is None and variable is None:
-            return None
-        key = config.get_key(name, variable) if name is not None else os.environ.get(variable)
-        key = key.strip() if key else None
-        if not key:
-            how = [f"set {variable}"] if variable else []
-            how += [f"run 'embedkit keys set {name}'"] if name else []
-            raise EmbedkitError(f"no API key for model {self.model_id}: {' or '.join(how)}")
-        return key
-
-    def _key_source(self) -> str:
-        """Which key was sent, for a message saying it was refused."""
-        variable, name = self.settings["key_env"], self.settings["key_name"]
-        if variable and os.environ.get(variable):
-            return f"the API key in {variable}"
-        return f"the API key {name!r} in keys.json ('embedkit keys set {name}' replaces it)"
-
-    def _client(self):
-        shared = self._shared
-        with shared.lock:
-            if shared.client is None:
-                import httpx
-
-                shared.client = httpx.Client(
-                    timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
-                    limits=httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency),
-                    headers={"User-Agent": USER_AGENT},
-                )
-            return shared.client
-
-    def _request(self, client, texts, headers, key, stop) -> np.ndarray:
+    def _request(self, texts, key, stop) -> np.ndarray:
         """The vectors for texts from one request, retried as needed; raises _Failure."""
-        import httpx
-
-        url, attempts = _shown(self.url), self.retries + 1
-        payload = self._payload(texts)
-        for attempt in range(1, attempts + 1):
-            if stop.is_set():
-                raise _Stopped()
-            wait = None
-            try:
-                response = client.post(self.url, json=payload, headers=headers)
-            except httpx.TimeoutException:
-                reason = f"no answer within {self.timeout:g} s"
-            except httpx.ConnectError as ex:
-                reason = f"cannot connect ({first_line(ex)})"
-                if not self._shared.reached:  # a wrong URL or a server that is not running
-                    raise _Failure(f"cannot connect to {url}: {first_line(ex)}", attempts=attempt) from None
-            except (httpx.RemoteProtocolError, httpx.NetworkError):
-                reason = "the connection was closed without an answer"
-            except (httpx.HTTPError, httpx.InvalidURL) as ex:
-                raise _Failure(f"POST {url} failed: {first_line(ex)}", attempts=attempt) from None
-            else:
-                self._shared.reached = True
-                status = response.status_code
-                if 200 <= status < 300:
-                    return self._read(response, len(texts))
-                phrase = f"{status} {response.reason_phrase}".rstrip()
-                detail, code = _error_detail(response)
-                if status in (401, 403):
-                    if key is None:
-                        raise _Failure(
-                            f"{_shown(self.base_url)} wants an API key ({phrase}); give the model "
-                            "key_name or key_env", attempts=attempt,
-                        )
-                    raise _Failure(
-                        f"{self._key_source()} was refused by {_shown(self.base_url)} ({phrase})", attempts=attempt
-                    )
-                if status not in RETRY_STATUSES or code == "insufficient_quota":
-                    if 300 <= status < 400 and response.headers.get("Location"):
-                        detail = f"redirected to {response.headers['Location']}; use that as the base URL"
-                    raise _Failure(
-                        f"{url} refused the request ({phrase}{': ' + detail if detail else ''})", attempts=attempt
-                    )
-                reason = phrase + (f": {detail}" if detail else "")
-                wait = _retry_after(response.headers)
-            if attempt == attempts:
-                break
-            if wait is None:
-                delay = self.backoff * 2 ** (attempt - 1)
-                wait = delay / 2 + random.uniform(0, delay / 2)
-            if stop.wait(min(wait, MAX_WAIT)):
-                raise _Stopped()
-        raise _Failure(
-            f"POST {url} failed after {attempts} attempt{'s' if attempts > 1 else ''} ({reason})",
-            attempts=attempts, transient=True,
-        )
-
-    def _read(self, response, count) -> np.ndarray:
+        response = self._service.post(self.url, self._payload(texts), key, stop)
+        body = http_service.json_body(response)
         url = _shown(self.url)
         try:
-            body = response.json()
-        except ValueError:
-            raise _Failure(f"{url} answered with something that is not JSON: {_snippet(response.text)!r}", 1) from None
-        try:
-            rows = self._vectors(body, count)
+            rows = self._vectors(body, len(texts))
         except _Malformed as ex:
             raise _Failure(f"{url} sent a malformed answer: {ex}", 1) from None
         try:
@@ -423,7 +229,7 @@ class OpenAIModel(HTTPModel):
         if any("index" in entry for entry in data):
             # The order of data is not promised: each entry says which input it is for.
             indexes = [entry.get("index") for entry in data]
-            if sorted(i for i in indexes if _whole(i, 0)) != list(range(count)):
+            if sorted(i for i in indexes if http_service.whole(i, 0)) != list(range(count)):
                 raise _Malformed(f"the indexes {_snippet(str(indexes))} are not 0 to {count - 1}, each once")
             data = sorted(data, key=lambda entry: entry["index"])
         return [entry["embedding"] for entry in data]
@@ -474,22 +280,6 @@ class OllamaModel(HTTPModel):
 # Running requests
 
 
-class _Failure(Exception):
-    """One request that failed for good; transient when more attempts might have succeeded."""
-
-    def __init__(self, message, attempts, transient=False):
-        super().__init__(message)
-        self.attempts, self.transient = attempts, transient
-
-
-class _Stopped(Exception):
-    """A request given up before it was sent, because another one failed."""
-
-
-class _Malformed(Exception):
-    pass
-
-
 _DONE = object()
 
 
@@ -531,55 +321,3 @@ def _run(work, batches, workers, stop):
                 # A bug or something unforeseen: report it as this batch's failure, in one line.
                 error = _Failure(f"{type(error).__name__}: {first_line(error)}", 1)
             yield batch, result, error
-
-
-# Reading responses
-
-
-def _retry_after(headers):
-    """Seconds the server asks us to wait (retry-after-ms or Retry-After), or None."""
-    value = headers.get("retry-after-ms")
-    if value:
-        try:
-            return max(float(value) / 1000, 0.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError):
-            return None
-    return max(seconds, 0.0) if math.isfinite(seconds) else None
-
-
-def _error_detail(response):
-    """The error message and code in an error response's body ('' and None when there is none)."""
-    try:
-        body = response.json()
-    except ValueError:
-        return _snippet(response.text), None
-    error = body.get("error", body) if isinstance(body, dict) else body
-    if isinstance(error, dict):
-        message = error.get("message") or error.get("detail") or error.get("error")
-        code = error.get("code") or error.get("type")
-        return _snippet(str(message)) if message else "", code if isinstance(code, str) else None
-    return _snippet(str(error)), None
-
-
-def _snippet(text, limit=200) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _shown(url) -> str:
-    """url without any user:password@ in it."""
-    return re.sub(r"^(\w+://)[^/@]*@", r"\1", url)
-
-
-def _redact(message, key) -> str:
-    return message.replace(key, "***") if key else message

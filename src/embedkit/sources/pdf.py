@@ -14,7 +14,7 @@ from .url import fetch, is_url
 class PdfSource(Source):
     """A PDF file or URL. Its items are `{name}#page={page}&chunk={chunk}`, with metadata
     source (name: the location as given, unless named otherwise), page and chunk (both
-    from 1) and title (if the PDF has one)."""
+    from 1) and title (the PDF's own, else the first page's largest type or first line)."""
 
     def __init__(self, location, name=None, id_prefix="", max_bytes=None):
         self.location = str(location)
@@ -85,7 +85,13 @@ def extract(data: bytes, content_type=None):
                 if not opened:
                     raise EmbedkitError("encrypted: it needs a password to open")
             title = _title(reader)
-            pages = [_clean(page.extract_text()) for page in reader.pages]
+            if not title and len(reader.pages):
+                first: list = []  # (font size, text) of the first page's upright text, in order
+                pages = [_clean(reader.pages[0].extract_text(visitor_text=_collect(first)))]
+                pages += [_clean(page.extract_text()) for page in reader.pages[1:]]
+                title = _title_from(first) or _first_line(pages[0])
+            else:
+                pages = [_clean(page.extract_text()) for page in reader.pages]
     except EmbedkitError:
         raise
     except Exception as ex:  # pypdf raises many kinds of errors for broken files
@@ -106,6 +112,47 @@ def _title(reader):
     except Exception:  # a broken info dictionary is no reason to lose the text
         return None
     return title.strip() or None if isinstance(title, str) else None
+
+
+# A title is at most this long; a longer "title" is the page's text, not its title.
+TITLE_CHARS = 200
+
+
+def _collect(fragments):
+    """A pypdf text visitor adding (size on the page, text) for each run of upright text."""
+
+    def visit(text, cm, tm, font, font_size):
+        # Rotated text (such as arXiv's stamp in the margin) is never the title.
+        if text.strip() and cm and tm and abs(tm[1]) + abs(tm[2]) < 1e-6 and abs(cm[1]) + abs(cm[2]) < 1e-6:
+            fragments.append((round(font_size * abs(tm[3] * cm[3]), 1), text))
+
+    return visit
+
+
+def _title_from(fragments):
+    """The text set in the page's largest type, when it is a heading and not most of the page."""
+    sized = [(size, text) for size, text in fragments if any(c.isalpha() for c in text)]
+    if not sized:
+        return None
+    largest = max(size for size, _ in sized)
+    first = next(i for i, (size, _) in enumerate(sized) if size == largest)
+    run = []
+    for size, text in sized[first:]:
+        if size != largest:
+            break
+        run.append(text)
+    title = " ".join(" ".join(run).split())
+    letters = sum(len(text) for _, text in sized)
+    if len(title) > TITLE_CHARS or len(title) * 2 > letters:
+        return None
+    return title
+
+
+def _first_line(text):
+    line = next((line.strip() for line in text.splitlines() if any(c.isalpha() for c in line)), "")
+    if len(line) <= TITLE_CHARS:
+        return line or None
+    return line[:TITLE_CHARS].rsplit(" ", 1)[0] + "…"
 
 
 def _clean(text) -> str:

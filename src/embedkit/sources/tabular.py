@@ -5,6 +5,7 @@ import io
 import json
 import os
 
+from .. import jsondata
 from ..errors import EmbedkitError
 
 FORMATS = ("csv", "tsv", "json", "nl")
@@ -70,7 +71,7 @@ def parse_rows(text: str, name: str, format=None):
 
 def _json_rows(text, name):
     try:
-        data = json.loads(text)
+        data = jsondata.loads(text)
     except ValueError as ex:
         raise EmbedkitError(f"{name}: invalid JSON: {ex}") from None
     if isinstance(data, dict):
@@ -89,7 +90,7 @@ def _nl_rows(text, name):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = jsondata.loads(line)
         except ValueError as ex:
             raise EmbedkitError(f"{name} line {number}: invalid JSON: {ex}") from None
         if not isinstance(row, dict):
