@@ -15,6 +15,16 @@ DATA = HERE / "data"  # git-ignored (/benchmarks/data/ in .gitignore)
 BIN = Path(sys.executable).parent
 
 
+def search_benchmark():
+    """benchmarks/search.py as a module: its database builder, ids and numpy reference."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("search_benchmark", HERE / "search.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def data_dir() -> Path:
     DATA.mkdir(exist_ok=True)
     return DATA

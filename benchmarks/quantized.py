@@ -39,7 +39,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import data_dir, environment_line, fmt_seconds, median, synthetic_texts, table  # noqa: E402
+from _common import data_dir, environment_line, fmt_seconds, median, search_benchmark, synthetic_texts, table  # noqa: E402
 
 import embedkit  # noqa: E402
 from embedkit import quantized, storage  # noqa: E402
@@ -48,15 +48,7 @@ K = 10
 SWEEP = {"bit": (5, 10, 20, 40), "int8": (1, 2, 4)}
 
 
-def load_search_benchmark():
-    """benchmarks/search.py as a module: its vectors, database builder and numpy reference."""
-    spec = importlib.util.spec_from_file_location("search_benchmark", os.path.join(os.path.dirname(__file__), "search.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = load_search_benchmark()
+bench = search_benchmark()
 
 
 def exact_cold(coll, query):

@@ -11,7 +11,7 @@ import pytest
 
 import embedkit
 from conftest import TableModel
-from embedkit import EmbedkitError, models, quantized, search, storage
+from embedkit import EmbedkitError, models, quantized, search, sideindex, storage
 from embedkit.items import Item
 
 DIMS = 64
@@ -417,7 +417,7 @@ def test_a_read_only_connection_uses_a_current_index_and_falls_back_when_behind(
     readable = reader.collection("vecs")
     assert quantized.top_n(readable, query, 5, oversample=40) == quantized.top_n(coll, query, 5, oversample=40)
     plain_client(db_path, ("delete from vecs where id = ?", [quantized.top_n(coll, query, 1, oversample=80)[0][0]]))
-    quantized._notices.clear()
+    sideindex._notices.clear()
     with caplog.at_level(logging.WARNING, logger="embedkit"):
         assert quantized.top_n(readable, query, 5) is None
         assert quantized.top_n(readable, query, 5) is None
@@ -491,7 +491,7 @@ def cli_db(invoke, db_path, tmp_path, monkeypatch):
 
 def test_cli_build_status_drop(invoke, cli_db):
     result = invoke("index", "vecs")
-    assert result.exit_code == 0 and json.loads(result.stdout) == {"collection": "vecs", "quantize": None}
+    assert result.exit_code == 0 and json.loads(result.stdout) == {"collection": "vecs", "quantize": None, "ann": None}
     result = invoke("index", "vecs", "--quantize", "bit")
     assert result.exit_code == 0, result.stderr
     built = json.loads(result.stdout)

@@ -10,7 +10,7 @@ so a rollback brings them back; readers never see the table without them. Trigge
 other programs stay and fire as usual.
 """
 
-from . import fulltext, quantized, storage
+from . import fulltext, quantized, sideindex, storage
 
 COLUMNS = "id, embedding, content, metadata, content_hash, updated"
 # The largest rowid: past it SQLite stops numbering new rows max(rowid) + 1.
@@ -169,5 +169,5 @@ def own_triggers(name: str) -> set:
     return {
         *(f"_embedkit_{name}_{event}" for event in ("insert", "update", "delete")),
         *fulltext.trigger_names(name),
-        *(quantized.names(name)[event] for event in quantized.EVENTS),
+        *(quantized.names(name)[event] for event in sideindex.EVENTS),
     }

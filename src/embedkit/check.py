@@ -1,16 +1,17 @@
 """`embedkit check`: whether a database file is sound, whether its collections hold only usable
 vectors and valid metadata, and whether what embedkit derives from them (keyword indexes,
-quantised indexes, version triggers, bookkeeping) is in step with them.
+quantised and approximate indexes, version triggers, bookkeeping) is in step with them.
 
 fix=True rebuilds the derived parts that are not; it never changes or deletes a row of a
 collection, whose vectors and metadata are the user's: those problems are reported with what
 to do about them.
 """
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import database, fulltext, quantized, ranking, storage
+from . import ann, database, fulltext, quantized, ranking, sideindex, storage
 from .errors import DatabaseCorrupt, DatabaseError
 
 # Collection table columns, in order, as Database.create_collection makes them.
@@ -140,6 +141,7 @@ def _check_collection(db, collection, full, report):
             _check_triggers(db, collection, report)
             _check_keyword_index(collection, report)
             _check_quantized_index(collection, full, usable, report)
+            _check_ann_index(collection, report)
     except DatabaseError as ex:
         _add(report, Problem(name, "rows", f"cannot be read: {ex.what}", ex.advice))
 
@@ -205,7 +207,7 @@ def _check_quantized_index(collection, full, usable, report):
     index = quantized.settings(collection)
     found = quantized.names(name)
     if index is None:
-        leftovers = [found["vec"], found["log"], *(found[event] for event in quantized.EVENTS)]
+        leftovers = [found["vec"], found["log"], *(found[event] for event in sideindex.EVENTS)]
         if any(_exists(conn, None, table) for table in leftovers):
             _add(report, Problem(name, "quantised index", "an unfinished build left its tables behind",
                                  "run embedkit check --fix, which drops them",
@@ -240,6 +242,21 @@ def _check_quantized_index(collection, full, usable, report):
             if not ids <= rows:
                 _add(report, Problem(name, "quantised index", f"holds items the collection does not: "
                                      f"{_named([(id, None) for id in sorted(ids - rows)])}", advice, rebuild))
+
+
+def _check_ann_index(collection, report):
+    index = ann.settings(collection)
+    if index is None:
+        return
+    path = os.path.join(ann.directory(collection.db), index["file"])
+    if not os.path.exists(path):
+        why = f"its file {path} is missing"
+    elif index["dimensions"] != collection.dimensions:
+        why = f"built for {index['dimensions']} dimensions, the collection has {collection.dimensions}"
+    else:
+        return  # changes since the build are followed by the log: nothing else can be out of step
+    _add(report, Problem(collection.name, "approximate index", why, "run embedkit check --fix, which rebuilds it",
+                         lambda: ann.build(collection)))
 
 
 def _check_leftovers(db, names, report):

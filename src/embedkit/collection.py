@@ -171,7 +171,8 @@ class Collection:
     @storage.guarded
     def embed_multi(self, inputs: Iterable[Item | Source], store: bool = False, batch_size: int | None = None,
                     progress: Progress | None = None, chunker: Chunker | None = None, sync: bool = False,
-                    read_progress: Progress | None = None, document_progress: Progress | None = None) -> EmbedStats:
+                    read_progress: Progress | None = None, document_progress: Progress | None = None,
+                    model: EmbeddingModel | None = None) -> EmbedStats:
         """Embed and store many items, calling the model only for content not stored yet.
 
         inputs are Items and Sources (such as embedkit.sources.pdf.PdfSource). Sources are
@@ -194,6 +195,9 @@ class Collection:
         the rest go on. progress(n, total) is called as n more of total items are done
         (total is known once the sources are read), read_progress(n, total) as n more of
         total sources have been read, document_progress(n, total) as n more of them are done.
+
+        model, if given, is called instead of the collection's own model, which it must stand
+        for (the same id): a models.distributed.DistributedModel embeds on a cluster.
         """
         self.db.require_writable()
         if self.model_id is None:
@@ -201,7 +205,7 @@ class Collection:
         from . import ingest
 
         return ingest.embed_multi(self, inputs, store, batch_size, progress, chunker, sync, read_progress,
-                                  document_progress)
+                                  document_progress, model=model)
 
     @storage.guarded
     def upsert_vectors(self, ids: Sequence[str], vectors: Sequence | np.ndarray,
@@ -290,7 +294,7 @@ class Collection:
         - mmr: a lambda from 0 to 1 for maximal marginal relevance: results chosen one by one
           for lambda x similarity to the query - (1 - lambda) x similarity to those already
           chosen, so that near-duplicates give way to other items (1 is plain ranking).
-        - exact: never use a quantised index (embedkit index), scan every vector.
+        - exact: never use a quantised or approximate index (embedkit index), scan every vector.
         - expand (keyword, hybrid): RM3, the keyword query expanded with words of its top results.
         - feedback: Rocchio, the query vector moved toward the top `feedback` results (of the
           hybrid ranking in hybrid mode), then searched again; 0 is off, None (the default) is

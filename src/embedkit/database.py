@@ -3,7 +3,7 @@
 import os
 from typing import Any, Literal
 
-from . import errors, fulltext, jsondata, llmdb, migrations, models, quantized, search, sqlfunctions, storage
+from . import ann, errors, fulltext, jsondata, llmdb, migrations, models, quantized, search, sqlfunctions, storage
 from .collection import Collection, validate_name
 from .errors import EmbedkitError, ReadOnlyDatabase
 from .llmdb import LlmCollection
@@ -253,6 +253,7 @@ class Database:
             self.conn.execute(f"drop table {storage.quote(collection.table)}")  # and its triggers
             fulltext.drop(self.conn, name)
             quantized.drop_objects(self.conn, name)  # the index's tables (its triggers went with the table)
+            ann.drop_objects(self.conn, name)
             self.conn.execute(f"delete from {storage.REGISTRY} where name = ?", [name])
             self.conn.execute(f"delete from {storage.SOURCES} where collection = ?", [name])
             if self.conn.execute(f"select 1 from {storage.RELATED} where collection = ?", [name]).fetchone():
@@ -264,6 +265,7 @@ class Database:
             explore_tables.drop(self.conn, name)
         search.forget(self.key, name)
         fulltext.forget(self.key, name)
+        ann.remove_files(self, name)
 
     def register_functions(self) -> None:
         """Make the embedkit_* SQL functions available on this connection."""

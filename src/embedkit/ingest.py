@@ -119,15 +119,19 @@ class Interrupted(KeyboardInterrupt):
 
 
 def embed_multi(collection, inputs, store=False, batch_size=None, progress=None, chunker=None, sync=False,
-                read_progress=None, document_progress=None, split_texts=None) -> EmbedStats:
+                read_progress=None, document_progress=None, split_texts=None, model=None) -> EmbedStats:
     """Collection.embed_multi: see its documentation. split_texts (default: when a chunker is
     given or the collection records that it splits texts) cuts each Item into chunks too."""
+    if model is None:
+        model = collection.model
+    elif model.model_id != collection.model_id:
+        raise EmbedkitError(f"collection {collection.name!r} uses model {collection.model_id!r}, not {model.model_id!r}")
     if batch_size is None:
-        batch_size = collection.model.texts_per_call
+        batch_size = model.texts_per_call
     if batch_size < 1:
         raise EmbedkitError("batch size must be at least 1")
     progress, read_progress = progress or _ignore, read_progress or _ignore
-    writer = _Writer(collection)
+    writer = _Writer(collection, model)
     if split_texts is None:
         split_texts = chunker is not None or bool((collection.chunking or {}).get("texts"))
     inputs = [TextSource(i) if split_texts and isinstance(i, Item) else i for i in inputs]
@@ -175,8 +179,8 @@ def delete_ids(collection, ids) -> int:
 class _Writer:
     """The reads and writes of one embed_multi run on a collection."""
 
-    def __init__(self, collection):
-        self.collection = collection
+    def __init__(self, collection, model):
+        self.collection, self.model = collection, model
         self.conn = collection.db.conn
         # progress: called with how many more items, and documents, are done
         self.items_done = self.documents_done = _ignore
@@ -272,7 +276,7 @@ class _Writer:
             split = plan.document.digest is not None
             return split, plan.position if split else 0, -len(entry.item.content)
 
-        model = self.collection.model
+        model = self.model
         for batch in storage.chunked(sorted(groups.values(), key=order), batch_size):
             texts = [self.collection.document_prefix + group[0][1].item.content for group in batch]
             try:

@@ -24,12 +24,11 @@ the index is never behind the rows it is compared with. Where that cannot be don
 sqlite-vec, a read-only connection with changes pending), search falls back to exact.
 """
 
-import json
 import math
 
 import numpy as np
 
-from . import jsondata, ranking, storage, vectors
+from . import ranking, sideindex, storage, vectors
 from .errors import EmbedkitError
 
 MODES = ("int8", "bit")
@@ -47,17 +46,10 @@ SQLITE_VEC_MAX_K = 4096
 # second of holding the write lock each).
 BUILD_ROWS = 5_000
 LOG_ROWS = 5_000
-# How long a search waits for another writer's lock to bring the index up to date before it
-# searches exactly instead, in milliseconds.
-SEARCH_LOCK_WAIT_MS = 1000
 SCALE_SAMPLE_ROWS = 20_000
 # int8 codes are round(x / |x| * scale), clipped to +-127; scale maps this quantile of the
 # absolute values of unit-length components to 127.
 SCALE_QUANTILE = 0.9999
-EVENTS = ("insert", "update", "delete")
-
-_notices: set[tuple] = set()
-
 
 # Names and settings
 
@@ -67,37 +59,18 @@ def names(collection_name: str) -> dict:
     return {
         "vec": prefix + "vec",
         "log": prefix + "log",
-        **{event: prefix + event for event in EVENTS},
+        **{event: prefix + event for event in sideindex.EVENTS},
     }
 
 
 def settings(collection):
     """The index's settings ({"quantize", "dimensions", "scale", "oversample", "built"}) or None."""
-    if not collection.managed:  # read in place from another program's tables: no index of embedkit's
-        return None
-    row = collection.db.conn.execute(
-        f"select settings from {storage.REGISTRY} where name = ?", [collection.name]
-    ).fetchone()
-    if row is None:
-        raise EmbedkitError(f"collection {collection.name!r} no longer exists")
-    try:
-        found = json.loads(row[0] or "{}")
-    except ValueError:
-        return None
-    index = found.get("index") if isinstance(found, dict) else None
-    return index if isinstance(index, dict) and index.get("quantize") in MODES else None
+    index = sideindex.read_settings(collection, "index")
+    return index if index is not None and index.get("quantize") in MODES else None
 
 
 def _write_settings(conn, name, index):
-    if index is None:
-        conn.execute(
-            f"update {storage.REGISTRY} set settings = json_remove(settings, '$.index') where name = ?", [name]
-        )
-    else:
-        conn.execute(
-            f"update {storage.REGISTRY} set settings = json_set(settings, '$.index', json(?)) where name = ?",
-            [jsondata.dumps(index, "the index settings"), name],
-        )
+    sideindex.write_settings(conn, name, "index", index)
 
 
 def default_oversample(index) -> int:
@@ -150,21 +123,7 @@ def build(collection, quantize, oversample=None, progress=None) -> dict:
             f"create virtual table {storage.quote(found['vec'])} "
             f"using vec0(id text primary key, embedding {_column_type(index)})"
         )
-        conn.execute(f"create table {storage.quote(found['log'])} (seq integer primary key, id text not null)")
-        log_table = storage.quote(found["log"])
-        conn.execute(
-            f"create trigger {storage.quote(found['insert'])} after insert on {table} begin "
-            f"insert into {log_table} (id) values (new.id); end"
-        )
-        conn.execute(
-            f"create trigger {storage.quote(found['update'])} after update of id, embedding on {table} begin "
-            f"insert into {log_table} (id) values (old.id); "
-            f"insert into {log_table} (id) select new.id where new.id is not old.id; end"
-        )
-        conn.execute(
-            f"create trigger {storage.quote(found['delete'])} after delete on {table} begin "
-            f"insert into {log_table} (id) values (old.id); end"
-        )
+        sideindex.create(conn, collection.table, found)
     total = conn.execute(f"select count(*) from {table}").fetchone()[0]
     last, unusable = -(2**63), []
     while rows := conn.execute(
@@ -205,9 +164,7 @@ def drop_objects(conn, collection_name):
     for the next build of a collection of that name, which drops it first.
     """
     found = names(collection_name)
-    for event in EVENTS:
-        conn.execute(f"drop trigger if exists {storage.quote(found[event])}")
-    conn.execute(f"drop table if exists {storage.quote(found['log'])}")
+    sideindex.drop(conn, found)
     if storage.table_exists(conn, found["vec"]):
         if storage.load_sqlite_vec(conn):
             conn.execute(f"drop table if exists {storage.quote(found['vec'])}")
@@ -388,7 +345,7 @@ def _in_current_snapshot(collection, index, fn, attempts=3):
             return _cannot_apply(collection, "the database is read-only here")
         try:
             # A search does not queue behind a long write to catch up: searching exactly is as right.
-            with storage.busy_timeout(conn, SEARCH_LOCK_WAIT_MS):
+            with storage.busy_timeout(conn, sideindex.SEARCH_LOCK_WAIT_MS):
                 _catch_up(collection, index)
         except collection.db.sqlite_error as ex:
             return _cannot_apply(collection, ex)
@@ -494,11 +451,4 @@ def _tables_present(conn, collection_name) -> bool:
 
 
 def _notice(collection, why):
-    key = (collection.db.key, collection.name, why.split(" (")[0])
-    if key not in _notices:
-        _notices.add(key)
-        storage.log.warning(
-            "embedkit: the quantised index of collection %r cannot be used: %s; searching exactly instead",
-            collection.name,
-            why,
-        )
+    sideindex.notice(collection, "quantised index", why)

@@ -11,15 +11,15 @@ from .base import cli, database_option, open_database
 @cli.command(short_help="Check a database: the file, its vectors and metadata, its indexes.")
 @click.argument("path", metavar="[DATABASE]", required=False, type=click.Path(dir_okay=False, path_type=str))
 @click.option("--full", is_flag=True, help="Run SQLite's integrity_check (reads every page; slower) instead of quick_check, and compare quantised indexes id by id")
-@click.option("--fix", is_flag=True, help="Rebuild the derived parts found out of step (keyword and quantised indexes, triggers, bookkeeping); never changes a collection's rows")
+@click.option("--fix", is_flag=True, help="Rebuild the derived parts found out of step (keyword, quantised and approximate indexes, triggers, bookkeeping); never changes a collection's rows")
 @click.option("--json", "as_json", is_flag=True, help="Output a JSON object")
 @database_option
 def check(path, full, fix, as_json, database):
     """Check DATABASE (default: -d, or embeddings.db): SQLite's quick_check of the file (or
     integrity_check with --full); every collection's vectors (NULL, not a BLOB, another
     length, NaN or infinite values, all zeros: searches leave those out) and metadata (JSON
-    objects); its keyword index, quantised index and version triggers in step with its
-    table; embedkit's bookkeeping. Prints what it found, one line each; if anything is left
+    objects); its keyword, quantised and approximate indexes and version triggers in step
+    with its table; embedkit's bookkeeping. Prints what it found, one line each; if anything is left
     to do, says how much in an error, and exits 1.
 
     Without --fix nothing is written: a read-only file can be checked. With --fix the

@@ -1,4 +1,5 @@
 import base64
+import contextlib
 import glob
 import os
 import signal
@@ -122,11 +123,13 @@ def _print_vector(vector, output_format):
 @click.option("--chunk-overlap", type=click.IntRange(min=0), help="How much of each chunk starts the next  [default: a tenth of --chunk-size]")
 @click.option("--chunker", type=click.Choice(METHODS), help="How to split: 'tokens' to fit the model, 'recursive' at paragraph and sentence breaks, or fixed 'chars' windows  [default: as the collection recorded; else tokens, or recursive for a model without a tokenizer]")
 @click.option("--sync", is_flag=True, help="Delete the items of sources (ids, files, PDFs) that are no longer in the input")
+@click.option("--workers", type=click.IntRange(min=1), help="Embed on a local Dask cluster of this many worker processes, each with the model loaded (needs the 'cluster' extra)")
+@click.option("--cluster", metavar="ADDRESS", help="Embed on the workers of the Dask scheduler at ADDRESS, such as tcp://10.0.0.5:8786 (needs the 'cluster' extra)")
 @collection_options
 @database_option
 def embed_multi(collection, inputs, input_format, files, encoding, pdf, sql, attach, id_column, content_column,
-                metadata_column, model, store, prefix, batch_size, chunk_size, chunk_overlap, chunker, sync,
-                query_prefix, document_prefix, dimensions, database):
+                metadata_column, model, store, prefix, batch_size, chunk_size, chunk_overlap, chunker, sync, workers,
+                cluster, query_prefix, document_prefix, dimensions, database):
     """Embed many items into COLLECTION from CSV/TSV/JSON/NL-JSON files (or - for stdin),
     PDF files and URLs, files matching a glob, or a SQL query.
 
@@ -144,11 +147,16 @@ def embed_multi(collection, inputs, input_format, files, encoding, pdf, sql, att
     embedkit embed-multi posts --sql 'select id, title, body from posts' --attach blog blog.db
     embedkit embed-multi papers --pdf https://arxiv.org/pdf/2402.17764 --pdf 'pdfs/*.pdf' --store
     embedkit embed-multi docs --files site '**/*.{md,html,pdf}' --chunk-size 200 --store --sync
+    embedkit embed-multi posts blog.csv --store --cluster tcp://10.0.0.5:8786
     """
     from ..sources.files import file_inputs
 
     if not (inputs or files or sql or pdf):
         raise EmbedkitError("give something to embed: INPUT, --files DIR GLOB, --pdf PATH|URL or --sql QUERY")
+    if workers and cluster:
+        raise EmbedkitError("give --workers for a local cluster or --cluster for an existing one, not both")
+    if workers or cluster:
+        extras.check("dask.distributed", "cluster", "embedding on a cluster")
     check_writable(database)
     if attach and not sql:
         raise EmbedkitError("--attach is for --sql")
@@ -174,11 +182,13 @@ def embed_multi(collection, inputs, input_format, files, encoding, pdf, sql, att
     if change:
         click.echo(change, err=True)
 
-    with Progress() as progress, interruptible() as signals:
+    with _embedding_model(target, workers, cluster) as embedder, Progress() as progress, \
+            interruptible() as signals:
         try:
             stats = target.embed_multi(
                 items, store=store, batch_size=batch_size, chunker=split, sync=sync,
                 progress=progress.embedding, read_progress=progress.reading, document_progress=progress.documents,
+                model=embedder,
             )
         except Interrupted as ex:
             progress.close()
@@ -197,6 +207,22 @@ def embed_multi(collection, inputs, input_format, files, encoding, pdf, sql, att
     click.echo(stats.summary(), err=True)
     if stats.failed:
         sys.exit(1)
+
+
+@contextlib.contextmanager
+def _embedding_model(target, workers, address):
+    """None (the collection's own model, in this process), or the model on a Dask cluster's
+    workers: a local one of `workers` processes, or the one at address."""
+    if not (workers or address):
+        yield None
+        return
+    from ..models import distributed
+
+    client = distributed.connect(address, workers)
+    try:
+        yield distributed.DistributedModel(target.model, client)
+    finally:
+        client.close()
 
 
 def _chunking(collection, model, database, document_prefix, method, size, overlap):

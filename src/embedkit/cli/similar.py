@@ -27,7 +27,7 @@ NOTHING_TO_SEARCH = ("give a text to search for (-c TEXT, -i FILE or on standard
 @click.option("--keyword", is_flag=True, help="Rank by BM25 over the stored text instead of by vector")
 @click.option("--hybrid", is_flag=True, help="Fuse the vector and the BM25 rankings (reciprocal rank fusion)")
 @click.option("--mmr", type=click.FloatRange(0, 1), metavar="LAMBDA", help="Diversify: maximal marginal relevance, 1 = plain ranking, 0 = most diverse (0.5 is a good start)")
-@click.option("--exact", is_flag=True, help="Scan every vector even when the collection has a quantised index")
+@click.option("--exact", is_flag=True, help="Scan every vector even when the collection has a quantised or approximate index")
 @ranking_options
 @click.option("--plain", is_flag=True, help="Readable text instead of JSON lines")
 @database_option
