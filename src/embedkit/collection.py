@@ -122,10 +122,16 @@ class Collection:
 
     # Writing
 
-    def chunker(self, method: str | None = None, size: int | None = None, overlap: int | None = None) -> Chunker:
+    def chunker(self, method: str | None = None, size: int | None = None, overlap: int | None = None,
+                late: bool | None = None) -> Chunker:
         """The Chunker this collection splits with: its recorded chunking, with the method,
-        size or overlap given instead (see embedkit.chunking.for_model for the defaults)."""
-        return for_model(self.model, self.document_prefix, self.chunking, method, size, overlap)
+        size, overlap or late given instead (see embedkit.chunking.for_model for the defaults).
+
+        late: late chunking, each chunk's vector pooled from the model's token vectors over
+        the whole text (or page) it was cut from, so that it is made with its context in view
+        (EmbeddingModel.embed_late). Only local models that expose their token vectors can do
+        it; others raise here."""
+        return for_model(self.model, self.document_prefix, self.chunking, method, size, overlap, late)
 
     def embed(self, id: str, content: str, metadata: dict | None = None, store: bool = False) -> EmbedStats:
         """Embed and store one item as id (re-embedding only if its content changed); never split."""

@@ -18,7 +18,7 @@ from . import storage, vectors
 from .errors import EmbedkitError
 from .items import Item, check_unique_ids, content_hash
 from .models import PartialEmbedding
-from .sources import Document, Known, TextSource, input_name
+from .sources import Chunk, Document, Known, TextSource, input_name
 
 
 def _metadata_json(metadata):
@@ -137,6 +137,9 @@ def embed_multi(collection, inputs, store=False, batch_size=None, progress=None,
     sources = sum(not isinstance(i, Item) for i in inputs)
     if sources:
         chunker = chunker or collection.chunker()
+        if chunker.late:
+            collection.model.check_late_chunking()
+            writer.late = True
         writer.record_chunking(chunker, split_texts)
     stats = EmbedStats()
     if document_progress is not None and sources:
@@ -181,6 +184,8 @@ class _Writer:
         self.conn = collection.db.conn
         # progress: called with how many more items, and documents, are done
         self.items_done = self.documents_done = _ignore
+        # whether chunks are late-chunked (Chunker.late)
+        self.late = False
 
     def read(self, inputs, chunker, records, current, stats, read_progress) -> list:
         """A Document for each input that may need writing; unchanged and failed sources are counted."""
@@ -232,8 +237,8 @@ class _Writer:
                 if item.content is None or not str(item.content).strip():
                     stats.fail(item.id, "empty content")
                     continue
-                entry = _Entry(item, content_hash(item.content), item.content if store else None,
-                               _metadata_json(item.metadata))
+                digest = item.late_hash if self.late and isinstance(item, Chunk) else content_hash(item.content)
+                entry = _Entry(item, digest, item.content if store else None, _metadata_json(item.metadata))
                 old = existing.get(item.id)
                 if old is None or old[0] != entry.hash:
                     plan.new.append(entry)
@@ -274,15 +279,21 @@ class _Writer:
 
         model = self.collection.model
         for batch in storage.chunked(sorted(groups.values(), key=order), batch_size):
-            texts = [self.collection.document_prefix + group[0][1].item.content for group in batch]
+            items = [group[0][1].item for group in batch]
+            texts = [self.collection.document_prefix + item.content for item in items]
+            late = {i for i, item in enumerate(items) if self.late and isinstance(item, Chunk)}
+            plain = [i for i in range(len(items)) if i not in late]
+            embeddings, failure = self._late_vectors(model, items, sorted(late)), None
             try:
-                embeddings, failure = dict(enumerate(model.embed(texts))), None
+                embeddings.update(zip(plain, model.embed([texts[i] for i in plain]) if plain else []))
             except PartialEmbedding as ex:
                 # Keep what the model did return (documents it completes are written), then stop.
-                embeddings, failure = {k: np.asarray(v, dtype=np.float32) for k, v in ex.vectors.items()}, ex
+                embeddings.update((plain[k], np.asarray(v, dtype=np.float32)) for k, v in ex.vectors.items())
+                failure = ex
             for position, embedding in embeddings.items():
                 vectors.check(embedding, self.collection.dimensions, f"the vector for {texts[position][:40]!r}")
-            stats.truncated += model.count_truncated(texts)
+            # Late chunks are read whole, in passes: nothing of them is cut off.
+            stats.truncated += model.count_truncated([texts[i] for i in plain])
             self.items_done(sum(len(batch[position]) for position in embeddings))
             ready = {}
             for position, embedding in embeddings.items():
@@ -296,6 +307,20 @@ class _Writer:
             self.write([ready[k] for k in sorted(ready)], stats, records, chunker, dimensions)
             if failure is not None:
                 raise failure
+
+    def _late_vectors(self, model, items, positions) -> dict:
+        """position -> vector of the Chunks at positions among items, each text's chunks pooled
+        from one reading of the whole text (EmbeddingModel.embed_late)."""
+        prefix = self.collection.document_prefix
+        texts: dict[str, tuple[str, list]] = {}
+        for position in positions:
+            chunk = items[position]
+            start = len(prefix) + chunk.start
+            texts.setdefault(chunk.text_hash, (prefix + chunk.text, []))[1].append((position, (start, start + len(chunk.content))))
+        pairs = list(texts.values())
+        late = model.embed_late_many([(text, [span for _, span in spans]) for text, spans in pairs]) if pairs else []
+        return {position: vector for (_, spans), result in zip(pairs, late)
+                for (position, _), vector in zip(spans, result)}
 
     def write(self, plans, stats, records, chunker, dimensions=None):
         """Write whole documents in one transaction: their rows, stale items and source records."""
@@ -383,7 +408,7 @@ class _Writer:
     def record_chunking(self, chunker, texts):
         """Record how this collection splits, for later runs: the settings it was given, or
         the default it was first split with (a later default may differ)."""
-        chunking = {"method": chunker.method, "size": chunker.size, "overlap": chunker.overlap, "texts": texts}
+        chunking = {**chunker.settings, "texts": texts}
         if chunking == self.collection.chunking:
             return
         with storage.transaction(self.conn):
