@@ -105,7 +105,7 @@ def prepare(name) -> Path:
 
 
 class Bench:
-    def __init__(self, name, late=False):
+    def __init__(self, name, late=False, windows=False):
         folder = prepare(name)
         self.name = name
         self.queries = evaluate.read_queries(folder / "queries.jsonl")
@@ -117,7 +117,10 @@ class Bench:
                 row = json.loads(line)
                 self.docs[row["_id"]] = (row["title"] + "\n" + row["text"]).strip()
         self.db = embedkit.Database(data_dir() / f"ranking-{name}.db")
-        self.collection = self._collection("docs", [Item(id, text) for id, text in self.docs.items() if text])
+        items = [Item(id, text) for id, text in self.docs.items() if text]
+        self.collection = self._collection("docs", items)
+        # The same documents with `embed-multi --windows`: long ones scored by their best window too.
+        self.windowed = self._collection("windowed", items, windows=True) if windows else None
         model = self.collection.model
         chunker = self.collection.chunker("tokens", WINDOW_TOKENS, WINDOW_OVERLAP)
         windows, self.spans = [], {}
@@ -145,7 +148,7 @@ class Bench:
         self._plain_index()
         fulltext.rebuild(self.collection, "porter")
 
-    def _collection(self, name, items, chunker=None, rows=None):
+    def _collection(self, name, items, chunker=None, rows=None, windows=None):
         """A collection of items (split by chunker into `rows` rows), embedded once and cached."""
         if self.db.has_collection(name):
             collection = self.db.collection(name)
@@ -154,7 +157,7 @@ class Bench:
             self.db.delete_collection(name)
         collection = self.db.create_collection(name)
         started = time.perf_counter()
-        collection.embed_multi(items, store=True, chunker=chunker)
+        collection.embed_multi(items, store=True, chunker=chunker, windows=windows)
         print(f"  {self.name}: embedded {len(items)} {name} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         return collection
 
@@ -249,6 +252,12 @@ def candidates(bench, qid, settings):
     maxp = bench.maxp(vector)
     runs["dense MaxP (document + 128-token windows)"] = maxp
     runs["hybrid RRF (MaxP, porter+stop)"] = rrf(maxp, stem_stop)
+    if bench.windowed is not None:
+        def windowed(mode="dense", **options):
+            return retrieval.rank(bench.windowed, vector, text, DEPTH, None, Filter(), mode, False,
+                                  retrieval.Options(**options).check())
+        runs["embedkit --windows (dense, best of document and its 256-token windows)"] = windowed()
+        runs["embedkit --windows --hybrid (default)"] = windowed("hybrid")
     if settings["late"]:
         late = bench.maxp(vector, late=True)
         runs["dense MaxP (document + late-chunked windows)"] = late
@@ -323,13 +332,14 @@ def main():
     parser.add_argument("--only", choices=list(COLLECTIONS))
     parser.add_argument("--json", type=Path, help="also write the tables here")
     parser.add_argument("--late", action="store_true", help="also late-chunk every long document as embed-multi --late does, and compare chunked collections")
+    parser.add_argument("--windows", action="store_true", help="also search the documents with embed-multi --windows")
     args = parser.parse_args()
     settings = {"convex": [0.3, 0.5, 0.7], "rocchio_docs": [3, 10], "rocchio_weight": [0.3, 0.5], "late": args.late}
     output = {}
     for name, role in COLLECTIONS.items():
         if args.only and name != args.only:
             continue
-        bench = Bench(name, args.late)
+        bench = Bench(name, args.late, args.windows)
         check_against_embedkit(bench)
         table, best, seconds = measure(bench, settings)
         print_table(bench, table, best, role)

@@ -9,6 +9,7 @@ import numpy as np
 
 from . import ingest, related, retrieval, storage, vectors
 from . import rerank as reranking
+from . import windows as windows_module
 from .chunking import Chunker, for_model
 from .errors import EmbedkitError
 from .explore import classify as classification
@@ -54,6 +55,8 @@ class Collection:
         # How documents are split: {"method", "size", "overlap", "texts"}, where texts says
         # whether every text input (rows, files) is split too. None until something was split.
         self.chunking: dict | None = settings.get("chunking")
+        # Items scored by their best window too ({"size", "overlap"} in tokens), or None: see windows.py.
+        self.windows: dict | None = settings.get("windows")
 
     def __repr__(self):
         return f"<Collection {self.name} model={self.model_id} dimensions={self.dimensions}>"
@@ -135,11 +138,13 @@ class Collection:
 
     def embed(self, id: str, content: str, metadata: dict | None = None, store: bool = False) -> EmbedStats:
         """Embed and store one item as id (re-embedding only if its content changed); never split."""
-        return ingest.embed_multi(self, [Item(str(id), content, metadata)], store=store, split_texts=False)
+        stats = ingest.embed_multi(self, [Item(str(id), content, metadata)], store=store, split_texts=False)
+        return self._update_windows(stats)
 
     def embed_multi(self, inputs: Iterable[Item | Source], store: bool = False, batch_size: int | None = None,
                     progress: Progress | None = None, chunker: Chunker | None = None, sync: bool = False,
-                    read_progress: Progress | None = None, document_progress: Progress | None = None) -> EmbedStats:
+                    read_progress: Progress | None = None, document_progress: Progress | None = None,
+                    windows: bool | None = None, window_progress: Progress | None = None) -> EmbedStats:
         """Embed and store many items, calling the model only for content not stored yet.
 
         inputs are Items and Sources (such as embedkit.sources.pdf.PdfSource). Sources are
@@ -162,9 +167,32 @@ class Collection:
         the rest go on. progress(n, total) is called as n more of total items are done
         (total is known once the sources are read), read_progress(n, total) as n more of
         total sources have been read, document_progress(n, total) as n more of them are done.
+
+        windows=True scores items by their best part from now on (the collection records it;
+        False forgets it): every stored text longer than the model reads is also embedded as
+        overlapping windows of what the model reads, in a side table (embedkit.windows), and
+        dense search scores an item by the best of its own vector and its windows', with the
+        window that matched as the result's part. Windows are cut from the stored text, so
+        they need store=True. window_progress(n, total) is called as n more of total items
+        have their windows. stats.windows counts the windows embedded.
         """
-        return ingest.embed_multi(self, inputs, store, batch_size, progress, chunker, sync, read_progress,
-                                  document_progress)
+        if windows and not store:
+            raise EmbedkitError("windows are cut from the stored text: store it (store=True, --store)")
+        if windows:
+            windows_module.enable(self)
+        elif windows is False and self.windows:
+            windows_module.disable(self)
+        stats = ingest.embed_multi(self, inputs, store, batch_size, progress, chunker, sync, read_progress,
+                                   document_progress)
+        return self._update_windows(stats, window_progress)
+
+    def _update_windows(self, stats: EmbedStats, progress: Progress | None = None) -> EmbedStats:
+        if self.windows:
+            try:
+                stats.windows = windows_module.update(self, progress)
+            except KeyboardInterrupt:
+                raise ingest.Interrupted(stats, False) from None  # the windows done are kept
+        return stats
 
     def delete(self, ids: str | Iterable[str]) -> int:
         """Delete items by id; returns how many existed."""
@@ -261,7 +289,7 @@ class Collection:
         """The n items most similar to a stored item, not counting the item itself; from its
         precomputed related list (compute_related) when that is fresh and long enough."""
         vector = self.vector(id)
-        if unique is None and not metadata and where is None and mmr is None and not exact:
+        if unique is None and not metadata and where is None and mmr is None and not exact and not self.windows:
             hits = related.precomputed(self, id, n)
             if hits is not None:
                 return self._entries([(other, score) for other, score in hits
@@ -304,6 +332,8 @@ class Collection:
             wanted *= 4
         if mmr is not None:
             results = self._diversify(vector, results, n, mmr, mode)
+        if self.windows and vector is not None:
+            windows_module.matching_parts(self, vector, results[:n])
         return results[:n]
 
     def _entries(self, hits) -> list[Entry]:

@@ -4,7 +4,7 @@ import json
 import os
 from typing import Any
 
-from . import fulltext, migrations, models, quantized, search, sqlfunctions, storage
+from . import fulltext, migrations, models, quantized, search, sqlfunctions, storage, windows
 from .collection import Collection, validate_name
 from .errors import EmbedkitError
 from .explore import tables as explore_tables
@@ -183,6 +183,7 @@ class Database:
         with storage.transaction(self.conn):
             self.conn.execute(f"drop table {storage.quote(collection.table)}")  # and its triggers
             fulltext.drop(self.conn, name)
+            windows.drop(self.conn, name)
             quantized.drop_objects(self.conn, name)  # the index's tables (its triggers went with the table)
             self.conn.execute(f"delete from {storage.REGISTRY} where name = ?", [name])
             self.conn.execute(f"delete from {storage.SOURCES} where collection = ?", [name])

@@ -41,6 +41,8 @@ class EmbedStats:
     truncated: int = 0
     # documents (sources split into items, such as PDFs) written whole
     documents: int = 0
+    # windows of long texts embedded (collections with windows on)
+    windows: int = 0
     failures: list = field(default_factory=list)
 
     def fail(self, id, reason):
@@ -52,7 +54,8 @@ class EmbedStats:
             f"{self.embedded} embedded, {self.reused} reused, {self.updated} updated, "
             f"{self.unchanged} unchanged, {self.failed} failed"
         )
-        return text + (f", {self.removed} removed" if self.removed else "")
+        text += f", {self.removed} removed" if self.removed else ""
+        return text + (f", {self.windows} windows" if self.windows else "")
 
 
 @dataclass

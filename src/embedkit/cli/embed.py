@@ -18,6 +18,7 @@ from ..sources import input_name
 from ..sources.pdf import PdfSource, looks_like_pdf
 from ..sources.tabular import FORMATS
 from ..sources.url import is_url
+from ..windows import check as check_windows
 from .base import Progress, cli, database_option, interruptible, open_database, read_text
 
 
@@ -86,7 +87,9 @@ def _check_target(collection, model, database):
         with open_database(database) as db:
             if db.has_collection(collection):
                 model = db.collection(collection).model_id
-    get_model(model).check_available()  # looks the model up without loading it
+    found = get_model(model)
+    found.check_available()  # looks the model up without loading it
+    return found
 
 
 def _print_vector(vector, output_format):
@@ -121,11 +124,12 @@ def _print_vector(vector, output_format):
 @click.option("--chunk-overlap", type=click.IntRange(min=0), help="How much of each chunk starts the next  [default: a tenth of --chunk-size]")
 @click.option("--chunker", type=click.Choice(METHODS), help="How to split: 'tokens' to fit the model, 'recursive' at paragraph and sentence breaks, or fixed 'chars' windows  [default: as the collection recorded; else tokens, or recursive for a model without a tokenizer]")
 @click.option("--late/--no-late", default=None, help="Late chunking: embed each text (or PDF page) whole, in overlapping passes when it is longer than the model reads, and pool each chunk's vector from its tokens, so chunks keep their context; local models only  [default: as the collection recorded; else off]")
+@click.option("--windows/--no-windows", default=None, help="Score long items by their best part: every stored text longer than the model reads is also embedded as overlapping windows of what it reads, and similar scores an item by its best window, naming it; needs --store  [default: as the collection recorded; else off]")
 @click.option("--sync", is_flag=True, help="Delete the items of sources (ids, files, PDFs) that are no longer in the input")
 @collection_options
 @database_option
 def embed_multi(collection, inputs, input_format, files, encoding, pdf, sql, attach, id_column, content_column,
-                metadata_column, model, store, prefix, batch_size, chunk_size, chunk_overlap, chunker, late, sync,
+                metadata_column, model, store, prefix, batch_size, chunk_size, chunk_overlap, chunker, late, windows, sync,
                 query_prefix, document_prefix, dimensions, database):
     """Embed many items into COLLECTION from CSV/TSV/JSON/NL-JSON files (or - for stdin),
     PDF files and URLs, files matching a glob, or a SQL query.
@@ -164,7 +168,11 @@ def embed_multi(collection, inputs, input_format, files, encoding, pdf, sql, att
     if any(isinstance(item, PdfSource) for item in items):
         extras.check("pypdf", "pdf", "reading PDFs")
     check_unique_ids(Item(input_name(i), None) for i in items)  # before a collection is made for them
-    _check_target(collection, model, database)
+    target_model = _check_target(collection, model, database)
+    if windows:
+        if not store:
+            raise EmbedkitError("--windows cuts windows from the stored text: add --store")
+        check_windows(target_model)
     # Checked before a database or collection is made for it.
     split, change = _chunking(collection, model, database, document_prefix, chunker, chunk_size, chunk_overlap, late)
     db = open_database(database, create=True)
@@ -177,8 +185,9 @@ def embed_multi(collection, inputs, input_format, files, encoding, pdf, sql, att
     with Progress() as progress, interruptible() as signals:
         try:
             stats = target.embed_multi(
-                items, store=store, batch_size=batch_size, chunker=split, sync=sync,
+                items, store=store, batch_size=batch_size, chunker=split, sync=sync, windows=windows,
                 progress=progress.embedding, read_progress=progress.reading, document_progress=progress.documents,
+                window_progress=progress.windowing,
             )
         except Interrupted as ex:
             progress.close()
@@ -186,7 +195,7 @@ def embed_multi(collection, inputs, input_format, files, encoding, pdf, sql, att
             sys.exit(128 + (signals.received or signal.SIGINT))
     for id, reason in stats.failures:
         click.echo(f"Failed: {id}: {reason}", err=True)
-    if stats.truncated:
+    if stats.truncated and not target.windows:  # with windows, the rest of each text is read too
         model = target.model
         click.echo(
             f"Warning: {stats.truncated} text{'s are' if stats.truncated > 1 else ' is'} longer than the "
