@@ -1,144 +1,158 @@
-"""On-disk size of a collection of PDF chunks against its raw vectors plus stored text.
+"""On-disk size of a collection against its payload: the vectors plus the stored text.
 
-    python benchmarks/size.py [--papers 50] [--pages 10] [--real-model] [--seed 0]
+    python benchmarks/size.py
+    python benchmarks/size.py --count 100000
 
-Generates seeded synthetic papers as real PDFs (tests/pdfs.py's writer), embeds them the way
-`embedkit embed-multi papers pdfs/*.pdf --store` does (PdfSource, the collection's default
-chunker: recursive 1000-character chunks for the stand-in model, which has no tokenizer;
-256-token chunks with --real-model), then prints the database file's size as a multiple of
-- the raw data: float32 vectors + the chunks' text (UTF-8) — the goal is <= 1.15x;
-- the raw data plus ids and metadata JSON (what else a row must hold).
-Vector values do not change the size, so by default a fast stand-in model with the default
-model's 384 dimensions makes them (--real-model uses all-MiniLM-L6-v2, ~2 minutes).
-Reference, in the same run: the same rows copied into a database with SQLite's default 4 KiB
-pages, which embedkit's 8 KiB pages replace.
+Data: --count items (default 10,000), each a seeded random 384-dimension float32 vector and
+800-1,200 characters of synthetic text (about 1 KB), ids doc000000...; no metadata. The
+payload is the vectors' bytes plus the text's UTF-8 bytes.
+
+Databases, each a fresh file, measured after a checkpoint (the WAL emptied):
+
+- embedkit, embed_multi: `Collection.embed_multi(items, store=True)` with a stand-in model
+  that returns the same vectors (rows written as embedding writes them: longest text first,
+  a transaction per batch of 100);
+- embedkit, upsert_vectors: `Collection.upsert_vectors(ids, matrix, content=texts)`, one
+  transaction;
+- each of the two without the keyword index (dropped, then VACUUM);
+- reference: the same rows in a plain table of the collection's shape (no hash index, no
+  keyword index), inserted with executemany at embedkit's page size;
+- llm, if installed: `llm.Collection.embed_multi(..., store=True)` with a stand-in llm model;
+- the upsert_vectors database copied into each SQLite page size (VACUUM INTO a file of
+  that page size), with and without the keyword index: why embedkit uses 64 KiB pages.
+
+Goals (issue 16): <= 1.25x the payload with the keyword index, <= 1.10x without.
 """
 
 import argparse
-import hashlib
-import shutil
+import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
-import numpy as np
-from _common import environment_line, synthetic_texts, table
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from _common import environment_line, table  # noqa: E402
+from ingest import StandIn, make_data  # noqa: E402
 
 import embedkit  # noqa: E402
-import pdfs  # noqa: E402
 from embedkit import fulltext, models, storage  # noqa: E402
-from embedkit.sources.pdf import PdfSource  # noqa: E402
 
-GOAL = 1.15
-
-
-class StandIn(models.EmbeddingModel):
-    """384 seeded pseudo-random dimensions per text: the stored bytes of a real model, fast."""
-
-    model_id = "size-stand-in"
-    dimensions = 384
-    source = "benchmarks/size.py"
-
-    def _embed(self, texts):
-        seeds = [int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "little") for t in texts]
-        return np.stack([np.random.default_rng(s).standard_normal(384).astype(np.float32) for s in seeds])
+WITH_INDEX, WITHOUT_INDEX = 1.25, 1.10
+PAGE_SIZES = (4096, 8192, 16384, 32768, 65536)
 
 
-def file_size(db) -> int:
-    db.conn.execute("pragma wal_checkpoint(truncate)")
-    return Path(db.path).stat().st_size
-
-
-def copy_with_page_size(source_path, target_path, page_size) -> int:
-    """The same database with another page size (VACUUM INTO keeps the source's page size, so copy rows)."""
-    conn = storage.sqlite3.connect(str(target_path), isolation_level=None)
-    conn.execute(f"pragma page_size = {page_size}")
-    conn.execute("pragma journal_mode = wal")
-    conn.execute(f"attach database '{source_path}' as src")
-    conn.execute("begin")
-    schema = conn.execute(
-        "select type, name, sql from src.sqlite_master where type in ('table', 'index') and sql is not null "
-        "order by sql not like 'CREATE VIRTUAL%', type = 'index'"
-    ).fetchall()
-    for _kind, name, sql in schema:
-        # A virtual table (the keyword index) makes its own shadow tables: those are not made twice.
-        if not conn.execute("select 1 from main.sqlite_master where name = ?", [name]).fetchone():
-            conn.execute(sql)
-    for kind, name, sql in schema:
-        if kind == "table" and not sql.upper().startswith("CREATE VIRTUAL"):
-            conn.execute(f"insert or replace into main.{storage.quote(name)} select * from src.{storage.quote(name)}")
-    conn.execute("commit")
-    conn.execute("detach database src")
+def file_size(path) -> int:
+    conn = storage.sqlite3.connect(str(path))
     conn.execute("pragma wal_checkpoint(truncate)")
     conn.close()
-    return Path(target_path).stat().st_size
+    return Path(path).stat().st_size
+
+
+def without_keyword_index(path, target) -> int:
+    """The same database without the collection's keyword index, vacuumed."""
+    with embedkit.Database(path) as db:
+        db.conn.execute(f"vacuum into '{target}'")
+    with embedkit.Database(target) as db:
+        fulltext.drop(db.conn, "bench")
+        db.conn.execute("vacuum")
+    return file_size(target)
+
+
+def with_page_size(path, target, page_size) -> int:
+    conn = storage.sqlite3.connect(str(path))
+    conn.execute("pragma wal_checkpoint(truncate)")
+    conn.close()
+    fresh = storage.sqlite3.connect(str(target), isolation_level=None)
+    fresh.execute(f"pragma page_size = {page_size}")
+    fresh.execute("vacuum")  # an empty file takes the page size; VACUUM INTO then keeps it
+    fresh.close()
+    Path(target).unlink()
+    conn = storage.sqlite3.connect(str(path), isolation_level=None)
+    conn.execute("pragma journal_mode = delete")
+    conn.execute(f"pragma page_size = {page_size}")
+    conn.execute(f"vacuum into '{target}'")
+    conn.execute("pragma journal_mode = wal")
+    conn.close()
+    return file_size(target)
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--papers", type=int, default=50)
-    parser.add_argument("--pages", type=int, default=10)
-    parser.add_argument("--real-model", action="store_true", help="embed with all-MiniLM-L6-v2 instead of the stand-in")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     print(environment_line())
-    model = None if args.real_model else models.register(StandIn()).model_id
+    ids, matrix, texts = make_data(args.count, args.seed)
+    payload = matrix.nbytes + sum(len(t.encode()) for t in texts)
+    print(f"{args.count:,} items: vectors {matrix.nbytes:,} + text {payload - matrix.nbytes:,} = {payload:,} bytes "
+          f"(mean text {sum(map(len, texts)) / len(texts):.0f} characters)")
+    model = models.register(StandIn())
+    model.texts_per_call = 100
+    model.vectors = dict(zip(texts, matrix))
+    rows = []
 
-    with tempfile.TemporaryDirectory() as tmp:
+    def add(name, size, goal=None):
+        verdict = "" if goal is None else ("met" if size / payload <= goal else "NOT met")
+        rows.append([name, f"{size:,}", f"{size / payload:.3f}x", f"<= {goal}x {verdict}" if goal else ""])
+        return size / payload
+
+    with tempfile.TemporaryDirectory(prefix="embedkit-bench-size-") as tmp:
         tmp = Path(tmp)
-        # Pages of about 4,000 characters, as a page of a paper holds: five abstracts each.
-        texts = iter(synthetic_texts(args.papers * args.pages * 5, args.seed))
-        locations = []
-        for paper in range(args.papers):
-            pages = ["\n\n".join(next(texts) for _ in range(5)) for _ in range(args.pages)]
-            path = tmp / "pdfs" / f"paper-{paper:03d}.pdf"
-            path.parent.mkdir(exist_ok=True)
-            pdfs.text_pdf(path, pages, title=f"A synthetic paper number {paper} on embeddings")
-            locations.append(f"pdfs/{path.name}")
+        with embedkit.Database(tmp / "embed.db") as db:
+            db.create_collection("bench", model=model.model_id).embed_multi(
+                [embedkit.Item(id, text) for id, text in zip(ids, texts)], store=True)
+        with embedkit.Database(tmp / "upsert.db") as db:
+            db.create_collection("bench", model=False).upsert_vectors(ids, matrix, content=texts)
+        ratios = {
+            "embed": add("embedkit, embed_multi", file_size(tmp / "embed.db"), WITH_INDEX),
+            "upsert": add("embedkit, upsert_vectors", file_size(tmp / "upsert.db"), WITH_INDEX),
+            "embed-bare": add("embedkit, embed_multi, no keyword index",
+                              without_keyword_index(tmp / "embed.db", tmp / "embed-bare.db"), WITHOUT_INDEX),
+            "upsert-bare": add("embedkit, upsert_vectors, no keyword index",
+                               without_keyword_index(tmp / "upsert.db", tmp / "upsert-bare.db"), WITHOUT_INDEX),
+        }
+        conn = storage.connect(tmp / "plain.db")
+        conn.execute("create table t (id text primary key, embedding blob not null, content text, metadata text, "
+                      "content_hash blob, updated integer not null)")
+        now = int(time.time())
+        with conn:
+            conn.executemany("insert into t values (?, ?, ?, null, null, ?)",
+                             [(id, row.tobytes(), text, now) for id, row, text in zip(ids, matrix, texts)])
+        conn.close()
+        add("reference: plain table (executemany)", file_size(tmp / "plain.db"))
+        try:
+            import llm
+            import sqlite_utils
+        except ImportError:
+            llm = None
+        if llm is not None:
+            vectors = {text: row for text, row in zip(texts, matrix.tolist())}
 
-        db = embedkit.Database(tmp / "embeddings.db")
-        papers = db.create_collection("papers", model=model)
-        import os
+            class Precomputed(llm.EmbeddingModel):
+                model_id = "precomputed"
 
-        os.chdir(tmp)  # sources named as a user would type them: pdfs/paper-000.pdf
-        stats = papers.embed_multi([PdfSource(location) for location in locations], store=True)
-        assert stats.failed == 0, stats.failures
-        vector_bytes, text_bytes, id_bytes, metadata_bytes, bookkeeping, count = db.conn.execute(
-            "select sum(length(embedding)), sum(length(cast(content as blob))), sum(length(cast(id as blob))), "
-            "sum(length(cast(metadata as blob))), sum(length(content_hash) + length(updated)), count(*) from papers"
-        ).fetchone()
-        raw = vector_bytes + text_bytes
-        size = file_size(db)
-        db.conn.execute("vacuum")
-        vacuumed = file_size(db)
-        db.close()
-        default_pages = copy_with_page_size(tmp / "embeddings.db", tmp / "default-pages.db", 4096)
-        # What the keyword (FTS5) index of issue 4 adds: the same file without it.
-        shutil.copy(tmp / "embeddings.db", tmp / "no-keywords.db")
-        bare = embedkit.Database(tmp / "no-keywords.db")
-        fulltext.drop(bare.conn, "papers")
-        bare.conn.execute("vacuum")
-        without_keywords = file_size(bare)
-        bare.close()
+                def embed_batch(self, items):
+                    return (vectors[item] for item in items)
 
-    print(f"\n{args.papers} PDFs x {args.pages} pages -> {count} chunks, mean {text_bytes / count:.0f} bytes of text "
-          f"and {vector_bytes / count:.0f} of vector a chunk; besides those a row holds its id "
-          f"({id_bytes / count:.0f} bytes, again in the id index), metadata ({metadata_bytes / count:.0f}: source, "
-          f"page, chunk, title) and content hash + timestamp ({bookkeeping / count:.0f}, the hash again in its index)")
-    rows = [
-        ["embedkit (8 KiB pages), as built", f"{size:,}", f"{size / raw:.3f}x", f"{size / (raw + id_bytes + metadata_bytes):.3f}x"],
-        ["embedkit, after VACUUM", f"{vacuumed:,}", f"{vacuumed / raw:.3f}x", f"{vacuumed / (raw + id_bytes + metadata_bytes):.3f}x"],
-        ["embedkit without its keyword index, VACUUM", f"{without_keywords:,}", f"{without_keywords / raw:.3f}x",
-         f"{without_keywords / (raw + id_bytes + metadata_bytes):.3f}x"],
-        ["reference: same rows, 4 KiB pages", f"{default_pages:,}", f"{default_pages / raw:.3f}x",
-         f"{default_pages / (raw + id_bytes + metadata_bytes):.3f}x"],
-    ]
-    table(["database", "bytes", "/ (vectors + text)", "/ (vectors + text + ids + metadata)"], rows,
-          title=f"raw: vectors {vector_bytes:,} + text {text_bytes:,} = {raw:,} bytes")
-    verdict = "met" if size / raw <= GOAL else "NOT met"
-    print(f"\ngoal: file <= {GOAL}x vectors + text, as built: {size / raw:.3f}x ({verdict})")
+            with sqlite_utils.Database(str(tmp / "llm.db")) as llm_db:
+                llm.Collection("bench", llm_db, model=Precomputed()).embed_multi(zip(ids, texts), store=True)
+            add("reference: llm embed_multi (4 KiB pages)", file_size(tmp / "llm.db"))
+        table(["database", "bytes", "/ payload", "goal"], rows,
+              title=f"{args.count:,} items with ~1 KB text: file size / (vectors + text)")
+
+        pages = []
+        for page_size in PAGE_SIZES:
+            size = with_page_size(tmp / "upsert.db", tmp / f"p{page_size}.db", page_size)
+            bare = with_page_size(tmp / "upsert-bare.db", tmp / f"p{page_size}-bare.db", page_size)
+            pages.append([f"{page_size // 1024} KiB", f"{size / payload:.3f}x", f"{bare / payload:.3f}x"])
+        table(["page size", "with keyword index", "without"], pages,
+              title="the upsert_vectors database in each page size (VACUUM INTO), / payload")
+
+    print(f"\ngoals: with the keyword index <= {WITH_INDEX}x: embed_multi {ratios['embed']:.3f}x, "
+          f"upsert_vectors {ratios['upsert']:.3f}x; without <= {WITHOUT_INDEX}x: embed_multi "
+          f"{ratios['embed-bare']:.3f}x, upsert_vectors {ratios['upsert-bare']:.3f}x")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """A fake chat service on 127.0.0.1 for tests (stdlib only).
 
 It answers OpenAI's POST /v1/chat/completions (server-sent events) and Ollama's POST
-/api/chat (JSON lines), streaming `answer` (default: "The answer is in [1].") a few words
-per chunk, and it can be told to fail:
+/api/chat (JSON lines), streaming `answer` (default: "The answer is in [1]."; or a function
+of the request's JSON body that returns the answer) a few words per chunk, and it can be told
+to fail:
 
     with ChatServer() as server:
         server.fail(503, times=2, retry_after="0")   # the next 2 requests get 503
@@ -88,7 +89,8 @@ class _Handler(TrackedHandler):
             self.connection.close()
             self.close_connection = True
             return None
-        words = owner.answer.split(" ")
+        answer = owner.answer(request) if callable(owner.answer) else owner.answer
+        words = answer.split(" ")
         pieces = [word + (" " if i < len(words) - 1 else "") for i, word in enumerate(words)]
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream" if api == "openai" else "application/x-ndjson")

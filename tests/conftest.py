@@ -1,14 +1,14 @@
 import os
 import shutil
-import sqlite3
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 import embedkit
-from embedkit import models
+from embedkit import models, storage
 from embedkit.cli import cli
+from embedserver import EmbedServer
 
 # Fixtures that load the real model: tests using them (directly or through other fixtures) are
 # marked `model`, so `pytest -m "not (browser or model or slow)"` runs the quick part.
@@ -141,13 +141,38 @@ def invoke(runner):
     return run
 
 
+@pytest.fixture(scope="module")
+def embed_service():
+    """The fake embedding service (embedserver.py), for `embedkit` run in subprocesses with the
+    environment command_env() makes."""
+    with EmbedServer() as server:
+        yield server
+
+
+def command_env(tmp_path, server) -> dict:
+    """The environment of the installed `embedkit` run in a subprocess: openai/ models answered
+    by server, the test's own user directory, and none of the caller's database, lock timeout
+    or debug settings."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("EMBEDKIT_DATABASE", "EMBEDKIT_LOCK_TIMEOUT", "EMBEDKIT_DEBUG", "OPENAI_"))}
+    env.update(OPENAI_BASE_URL=server.openai_url, OPENAI_API_KEY="sk-test", EMBEDKIT_USER_DIR=str(tmp_path / "user"))
+    return env
+
+
 def dump(path):
-    """Everything in a database file as SQL text, to assert a command left it unchanged."""
+    """Everything in a database file (schema and rows) as text, to assert a command left it unchanged."""
     if not os.path.exists(path):
         return None
-    conn = sqlite3.connect(path)
+    # embedkit's own SQLite library: a second one in the process would not know the first's
+    # locks (POSIX locks are per process), and closing its connection could delete the WAL
+    # of a connection the first still has open.
+    conn = storage.sqlite3.connect(path)
     try:
-        return "\n".join(conn.iterdump())
+        lines = [sql for (sql,) in conn.execute("select sql from sqlite_master where sql is not null order by type, name")]
+        tables = conn.execute("select name from sqlite_master where type = 'table' order by name").fetchall()
+        for (table,) in tables:
+            lines += sorted(f"{table}: {row!r}" for row in conn.execute(f'select * from "{table}"'))
+        return "\n".join(lines)
     finally:
         conn.close()
 

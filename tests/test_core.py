@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 import embedkit
-from embedserver import EmbedServer, vector
+from conftest import command_env
+from embedserver import vector
 
 EMBEDKIT = os.path.join(os.path.dirname(sys.executable), "embedkit")
 BLOCKER = Path(__file__).parent / "blocker"
@@ -34,17 +35,10 @@ POSTS = [
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def server():
-    with EmbedServer() as server:
-        yield server
-
-
 @pytest.fixture
-def run(tmp_path, server):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EMBEDKIT_DATABASE", "OPENAI_"))}
-    env.update(OPENAI_BASE_URL=server.openai_url, OPENAI_API_KEY="sk-test", EMBEDKIT_USER_DIR=str(tmp_path / "user"),
-               PYTHONPATH=os.pathsep.join(filter(None, [str(BLOCKER), env.get("PYTHONPATH")])),
+def run(tmp_path, embed_service):
+    env = command_env(tmp_path, embed_service)
+    env.update(PYTHONPATH=os.pathsep.join(filter(None, [str(BLOCKER), env.get("PYTHONPATH")])),
                EMBEDKIT_BLOCK=OPTIONAL)
 
     def run(*args, status=0, input=None):
@@ -71,7 +65,7 @@ def test_version():
     assert result.stdout.strip() == f"embedkit, version {embedkit.__version__}"
 
 
-def test_an_http_model_embeds_and_searches(run, posts, server):
+def test_an_http_model_embeds_and_searches(run, posts):
     conn = sqlite3.connect(posts)
     stored = dict(conn.execute("select id, embedding from posts").fetchall())
     conn.close()

@@ -62,7 +62,7 @@ import pytest
 from click.testing import CliRunner
 
 from chatserver import ChatServer
-from embedkit import database, models, search, storage
+from embedkit import database, models, ranking, search, storage
 from embedkit.cli import cli
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -262,6 +262,7 @@ def run_embedkit(tokens, cwd):
     # its databases are closed when it ends (as its process would close them).
     search._cache.clear()
     search._searched.clear()
+    ranking._warned.clear()
     opened = len(OPENED)
     try:
         result = CliRunner().invoke(cli, tokens[1:], input=stdin, env=env, catch_exceptions=False)

@@ -13,7 +13,8 @@ from conftest import dump
 from embedkit import storage
 
 COLLECTION = "papers"
-LATER = "2099-01-01T00:00:00Z"  # what storage.now() says during a re-run, to catch rewritten rows
+LATER = "2099-01-01T00:00:00Z"  # what storage.now() says during a re-run, to catch rewritten records
+LATER_UNIX = 4070908800  # the same for rows (storage.unix_time())
 
 ALPHA = ["Alpha page one: ternary weights.", "Alpha page two: quantised activations.", "Alpha page three: results."]
 BETA = ["Beta page one: sourdough starter.", "Beta page two: proofing times."]
@@ -124,7 +125,11 @@ def embed(invoke):
 @pytest.fixture
 def later(monkeypatch):
     """Call to make every timestamp written from now on LATER."""
-    return lambda: monkeypatch.setattr(storage, "now", lambda: LATER)
+    def patch():
+        monkeypatch.setattr(storage, "now", lambda: LATER)
+        monkeypatch.setattr(storage, "unix_time", lambda: LATER_UNIX)
+
+    return patch
 
 
 # ---------------------------------------------------------------- 1. fetch and store
@@ -205,7 +210,7 @@ def test_rerun_without_validators_downloads_but_changes_nothing(embed, serve, ht
     assert conditional(gets(http_server, "/alpha.pdf")[1]) == {}
     assert letters.calls == calls  # ...but the same bytes: no model call
     assert rows(db_path) == before
-    assert all(row["updated"] != LATER for row in rows(db_path).values())
+    assert all(row["updated"] != LATER_UNIX for row in rows(db_path).values())
     assert sources(db_path)[url] == record
     assert dump(db_path) == snapshot
 
@@ -266,7 +271,7 @@ def test_changed_pdf_replaces_its_chunks(embed, serve, pdf_bytes, http_server, d
     assert set(of(stored, alpha)) == ids(alpha, 1, 2)
     assert f"{alpha}#page=3&chunk=1" not in stored
     assert words(stored[f"{alpha}#page=2&chunk=1"]["content"]) == "Alpha page two, revised: binary weights."
-    assert stored[f"{alpha}#page=2&chunk=1"]["updated"] == LATER
+    assert stored[f"{alpha}#page=2&chunk=1"]["updated"] == LATER_UNIX
     assert stored[f"{alpha}#page=1&chunk=1"] == before[f"{alpha}#page=1&chunk=1"]  # unchanged chunk untouched
     assert not any("quantised" in row["content"] or "results" in row["content"] for row in of(stored, alpha).values())
     for other in (beta, local):  # other sources untouched

@@ -356,8 +356,8 @@ def test_a_dump_restored_into_a_new_file(posts, tmp_path, db_path, caplog):
 
 def test_the_check_runs_again_only_after_a_change(posts, db, db_path, monkeypatch):
     calls = []
-    problem = fulltext._problem
-    monkeypatch.setattr(fulltext, "_problem", lambda *args: calls.append(args) or problem(*args))
+    problem = fulltext.problem
+    monkeypatch.setattr(fulltext, "problem", lambda *args: calls.append(args) or problem(*args))
     fulltext.forget(db.key)
     for _ in range(3):
         found(posts, "bread")

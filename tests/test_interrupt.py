@@ -85,7 +85,7 @@ def check_consistent(database):
         assert id.startswith("item")
         assert isinstance(embedding, bytes) and len(embedding) == 384 * 4
         assert np.linalg.norm(np.frombuffer(embedding, dtype="<f4")) == pytest.approx(1.0, abs=1e-3)
-        assert isinstance(digest, str) and len(digest) == 32
+        assert isinstance(digest, bytes) and len(digest) == 16  # a BLAKE2b-128 digest
     assert len(rows) % BATCH == 0
     return len(rows)
 

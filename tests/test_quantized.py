@@ -442,13 +442,37 @@ def test_without_sqlite_vec_the_index_is_not_used(db, coll, db_path, monkeypatch
     assert quantized.sync(coll) is None
 
 
-def test_vectors_of_the_wrong_size_are_an_error(db, coll, db_path):
-    quantized.build(coll, "bit")
-    plain_client(db_path, ("insert into vecs (id, embedding, content_hash, updated) values ('bad', ?, 'h', 'now')",
-                           [np.ones(3, "<f4").tobytes()]))
-    with pytest.raises(EmbedkitError, match="not 64-dimensional"):
-        quantized.top_n(coll, unit_vectors(1, 81)[0], 5)
-    assert quantized.status(coll)["pending"] == 1  # rolled back, to be applied once fixed
+@pytest.mark.parametrize("when", ["before the build", "after it"])
+@pytest.mark.parametrize(
+    "value, problem",
+    [(np.array([np.nan] + [1.0] * 63, "<f4").tobytes(), "NaN or infinite values"),
+     (np.array([np.inf] + [1.0] * 63, "<f4").tobytes(), "NaN or infinite values"),
+     (np.ones(3, "<f4").tobytes(), "12 bytes, not 256"),
+     (bytes(256), "all zeros")],
+    ids=["nan", "inf", "short", "zeros"],
+)
+def test_unusable_vectors_are_left_out_and_n_results_still_come_back(db, coll, db_path, caplog, when, value, problem):
+    """A NaN written by another client once made an int8 index return 0, 2 and 9 results for
+    n = 1, 3 and 10: it is left out of the index (said once, naming it), and every n is met."""
+    insert = ("insert into vecs (id, embedding, content_hash, updated) values ('bad', ?, 'h', 'now')", [value])
+    if when == "before the build":
+        plain_client(db_path, insert)
+        quantized.build(coll, "int8")
+    else:
+        quantized.build(coll, "int8")
+        plain_client(db_path, insert)
+    with caplog.at_level(logging.WARNING, logger="embedkit"):
+        for seed in range(5):
+            query = unit_vectors(1, 200 + seed)[0]
+            for n in (1, 3, 10, 50):
+                hits = quantized.top_n(coll, query, n)
+                assert len(hits) == n and "bad" not in [id for id, _ in hits]
+                assert_same_hits(hits, exact(coll, query, n))
+    assert quantized.status(coll) | {"built": None} == {
+        "collection": "vecs", "quantize": "int8", "dimensions": 64, "rows": 300, "items": 301, "pending": 0,
+        "oversample": 4, "built": None, "usable": True}
+    warnings = [r.getMessage() for r in caplog.records if "cannot be used" in r.getMessage()]
+    assert warnings and f"'bad' ({problem})" in warnings[0]
     plain_client(db_path, ("delete from vecs where id = 'bad'", []))
     assert_in_sync(db, coll)
 

@@ -405,29 +405,65 @@ def test_a_search_inside_a_rolled_back_transaction_is_never_served_later(db_path
     db.close()
 
 
-@pytest.mark.parametrize("kind, cache_mb", [("sqlite-vec", None), ("stdlib", None), ("stdlib", 0)])
-def test_a_zero_vector_written_by_another_client_scores_zero(db_path, letters, monkeypatch, kind, cache_mb):
+UNUSABLE = {  # what another program may write into a collection's embedding column
+    "nan": np.array([np.nan, 1, 1, 1, 1, 1, 1, 1], dtype="<f4").tobytes(),
+    "inf": np.array([np.inf, 1, 1, 1, 1, 1, 1, 1], dtype="<f4").tobytes(),
+    "zeros": bytes(4 * 8),
+    "short": np.ones(7, dtype="<f4").tobytes(),
+    "text": "[1, 1, 1, 1, 1, 1, 1, 1]",
+    "null": None,
+}
+
+
+def write_unusable_vectors(db_path):
+    """Items 'aaa', 'a e' and 'eee' and, written by plain sqlite3, one item per kind of
+    unusable vector (NULL through an edited schema, as nothing else gets past NOT NULL)."""
     with embedkit.Database(db_path) as setup:
         setup.create_collection("docs", model="test-letters").embed_multi(
             [Item("1", "aaa"), Item("2", "eee"), Item("3", "a e")]
         )
     plain = sqlite3.connect(db_path)
-    plain.execute("update docs set embedding = ? where id = '2'", [bytes(4 * 8)])
+    plain.execute("pragma writable_schema = 1")
+    plain.execute("update sqlite_master set sql = replace(sql, 'embedding blob not null', 'embedding blob') "
+                  "where name = 'docs'")
     plain.commit()
     plain.close()
+    plain = sqlite3.connect(db_path)
+    plain.executemany("insert into docs (id, embedding, content_hash, updated) values (?, ?, 'x', 'now')",
+                      [(f"bad-{kind}", value) for kind, value in UNUSABLE.items()])
+    plain.commit()
+    assert plain.execute("pragma integrity_check").fetchone() == ("ok",)
+    plain.close()
+
+
+@pytest.mark.parametrize("kind, cache_mb", [("sqlite-vec", None), ("stdlib", None), ("stdlib", 0)])
+def test_unusable_vectors_written_by_another_client_are_left_out(db_path, letters, monkeypatch, caplog, kind,
+                                                                 cache_mb):
+    write_unusable_vectors(db_path)
     if cache_mb is not None:
         monkeypatch.setattr(search, "CACHE_MB", cache_mb)
     db = open_db(db_path, kind)
     docs = db.collection("docs")
     for _ in range(3):
-        results = docs.similar_by_vector([0, 0, 0, 1, 0, 0, 0, 0], 5)  # orthogonal to every row
-        assert [e.id for e in results] == ["1", "2", "3"]
-        assert [e.score for e in results] == [0.0, 0.0, 0.0]
+        # n results whenever n usable items match; never fewer, never an unusable one
+        assert [e.id for e in docs.similar("aaa", 1)] == ["1"]
         assert [(e.id, round(e.score, 6)) for e in docs.similar("aaa", 5)] == [
             ("1", 1.0),
             ("3", round(4 / (10**0.5 * 2), 6)),
-            ("2", 0.0),
+            ("2", 0.1),
         ]
+        assert [e.id for e in docs.similar_by_id("1", 10)] == ["3", "2"]
+        assert [e.id for e in docs.similar("aaa", 5, where="id like '%'")] == ["1", "3", "2"]  # filtered
+    warnings = [r.getMessage() for r in caplog.records if "cannot be used" in r.getMessage()]
+    assert len(warnings) == 1, warnings  # once, naming every one of them
+    assert "collection 'docs' has 6 stored vectors that cannot be used" in warnings[0]
+    for name, problem in [("nan", "NaN or infinite values"), ("inf", "NaN or infinite values"),
+                          ("zeros", "all zeros"), ("short", "28 bytes, not 32"), ("text", "str, not a BLOB"),
+                          ("null", "NULL")]:
+        assert f"'bad-{name}' ({problem})" in warnings[0]
+    for id in UNUSABLE:
+        with pytest.raises(embedkit.EmbedkitError, match=f"the stored vector of 'bad-{id}'"):
+            docs.similar_by_id(f"bad-{id}", 3)
     db.close()
 
 

@@ -1,5 +1,6 @@
 """Connections, migrations, WAL and concurrent readers and writers."""
 
+import hashlib
 import sqlite3
 import threading
 import time
@@ -9,7 +10,7 @@ import pytest
 
 import embedkit
 from conftest import dump
-from embedkit import Item, migrations, models, storage
+from embedkit import Item, fulltext, migrations, models, quantized, storage
 
 
 def migration_rows(path):
@@ -113,15 +114,23 @@ def test_the_migrations_table_of_older_versions_is_converted(db_path, letters, m
     assert [applied for _, _, applied in rows[:-1]] == ["2026-01-01T00:00:00Z"] * (len(rows) - 1)
 
 
-def test_wal_mode_and_busy_timeout(db, db_path):
+def test_wal_mode_and_lock_timeout(db, db_path, monkeypatch):
     assert db.conn.execute("pragma journal_mode").fetchone()[0] == "wal"
-    assert db.conn.execute("pragma busy_timeout").fetchone()[0] == storage.BUSY_TIMEOUT_MS == 5000
+    assert db.conn.execute("pragma busy_timeout").fetchone()[0] == storage.LOCK_TIMEOUT * 1000 == 60_000
     plain = sqlite3.connect(db_path)  # WAL is a property of the file: every client gets it
     assert plain.execute("pragma journal_mode").fetchone()[0] == "wal"
     plain.close()
     with embedkit.Database(":memory:") as memory:
         assert memory.path == ":memory:"
-        assert memory.conn.execute("pragma busy_timeout").fetchone()[0] == 5000
+        assert memory.conn.execute("pragma busy_timeout").fetchone()[0] == 60_000
+    with embedkit.Database(db_path, lock_timeout=2.5) as other:
+        assert other.conn.execute("pragma busy_timeout").fetchone()[0] == 2500
+    monkeypatch.setenv("EMBEDKIT_LOCK_TIMEOUT", "0.25")
+    with embedkit.Database(db_path) as other:
+        assert other.lock_timeout == 0.25 and other.conn.execute("pragma busy_timeout").fetchone()[0] == 250
+    monkeypatch.setenv("EMBEDKIT_LOCK_TIMEOUT", "soon")
+    with pytest.raises(embedkit.EmbedkitError, match="EMBEDKIT_LOCK_TIMEOUT must be a number of seconds, not 'soon'"):
+        embedkit.Database(db_path)
 
 
 def test_transaction_rolls_back_on_any_exception(db, letters):
@@ -247,3 +256,80 @@ def test_a_second_writer_waits_instead_of_failing(db_path, letters):
         assert [e.id for e in db.collection("docs")] == ["first", "second"]
     assert not errors, errors
     assert waited > 0.2
+
+
+OLD_TABLE = """
+    create table docs (
+        id text primary key,
+        embedding blob not null,
+        content text,
+        metadata text,
+        content_hash text not null,
+        updated text not null
+    )
+"""
+
+
+def make_old_database(path, letters, monkeypatch):
+    """A database as embedkit made them before m007: hex content hashes, ISO 8601 times, 8 KiB
+    pages, with a keyword index and an int8 quantised index."""
+    texts = {f"d{i}": f"document number {i} about {'apples' if i % 2 else 'pears'}" for i in range(40)}
+    monkeypatch.setattr(storage, "PAGE_SIZE", 8192)
+    monkeypatch.setattr(migrations, "STEPS", migrations.STEPS[:4])
+    with embedkit.Database(path) as db:
+        migrations.migrate(db.conn)
+        with storage.transaction(db.conn):
+            db.conn.execute(OLD_TABLE)
+            db.conn.execute('create index "_embedkit_docs_hash" on docs (content_hash)')
+            db.conn.execute(
+                f"insert into {storage.REGISTRY} (name, table_name, model, dimensions, settings, created, version) "
+                "values ('docs', 'docs', 'test-letters', 8, '{}', '2026-01-01T00:00:00Z', 7)"
+            )
+            for event in ("insert", "update", "delete"):
+                db.conn.execute(f'create trigger "_embedkit_docs_{event}" after {event} on docs begin '
+                                f"update {storage.REGISTRY} set version = version + 1 where name = 'docs'; end")
+            db.conn.executemany(
+                "insert into docs values (?, ?, ?, ?, ?, '2026-02-03T04:05:06Z')",
+                [(id, letters.embed([text])[0].tobytes(), text, '{"k":1}',
+                  hashlib.blake2b(text.encode(), digest_size=16).hexdigest()) for id, text in texts.items()],
+            )
+            fulltext.ensure(db.conn, "docs", "docs")
+        if storage.has_sqlite_vec(db.conn):
+            quantized.build(db.collection("docs"), "int8")
+    monkeypatch.undo()
+    return texts
+
+
+def test_an_older_database_is_converted_to_the_compact_layout(db_path, letters, monkeypatch):
+    texts = make_old_database(db_path, letters, monkeypatch)
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("pragma page_size").fetchone()[0] == 8192
+    triggers = sorted(row[0] for row in conn.execute("select name from sqlite_master where type = 'trigger'"))
+    conn.close()
+    with embedkit.Database(db_path) as db:
+        assert "m007_compact_rows" in migrations.applied(db.conn)
+        columns = {row[1]: (row[2], row[3]) for row in db.conn.execute("pragma table_info(docs)")}
+        assert columns["content_hash"] == ("BLOB", 0) and columns["updated"] == ("INTEGER", 1)
+        digest, updated = db.conn.execute("select content_hash, updated from docs where id = 'd3'").fetchone()
+        assert digest == hashlib.blake2b(texts["d3"].encode(), digest_size=16).digest()
+        assert updated == 1770091506  # 2026-02-03T04:05:06Z
+        assert db.conn.execute("pragma page_size").fetchone()[0] == storage.PAGE_SIZE
+        assert db.conn.execute("pragma freelist_count").fetchone()[0] == 0
+        assert db.conn.execute("pragma journal_mode").fetchone()[0] == "wal"
+        assert sorted(row[0] for row in db.conn.execute("select name from sqlite_master where type = 'trigger'")) == triggers
+        docs = db.collection("docs")
+        fts = storage.quote(fulltext.table_name("docs"))
+        db.conn.execute(f"insert into {fts} ({fts}, rank) values ('integrity-check', 1)")
+        assert [e.id for e in docs.similar("number 7", mode="keyword", n=1)] == ["d7"]
+        # Nothing to embed again: the digests are those of the same text.
+        letters.calls = 0
+        stats = docs.embed_multi([Item(id, text, {"k": 1}) for id, text in texts.items()], store=True)
+        assert (stats.unchanged, stats.embedded, letters.calls) == (40, 0, 0)
+        version = docs.version()
+        docs.delete("d0")
+        assert docs.version() == version + 1
+        if storage.has_sqlite_vec(db.conn):
+            assert docs.similar_by_vector(letters.embed([texts["d9"]])[0], n=1)[0].id in {"d9", *texts}
+            assert quantized.status(docs)["pending"] == 0
+        # The registry takes a collection without a model now.
+        assert db.create_collection("bare", model=False).model_id is None

@@ -1,27 +1,37 @@
 """A collection: one SQLite table of id, float32 vector, stored text and JSON metadata."""
 
+from __future__ import annotations
+
 import json
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import ingest, related, retrieval, storage, vectors
-from . import rerank as reranking
-from . import windows as windows_module
-from .chunking import Chunker, for_model
+from . import ranking, related, retrieval, storage, vectors
 from .errors import EmbedkitError
-from .explore import classify as classification
-from .explore import cluster as clustering
-from .explore import heatmap as heatmaps
-from .explore import maps, projection
+from .explore import projection
 from .filters import Filter, metadata_condition
-from .ingest import EmbedStats
-from .items import Entry, Item
-from .models import EmbeddingModel, get_model
-from .related import ExportStats, RelatedStats
-from .sources import Source
+from .items import DEFAULT_HASH, Entry, Item
+from .models import get_model
+
+# Writing, reranking and exploring are imported where they are used: a search from a new
+# process (a CLI call) would otherwise pay for importing all of them first.
+if TYPE_CHECKING:
+    from . import rerank as reranking
+    from .chat import ChatModel
+    from .chunking import Chunker
+    from .explore import classify as classification
+    from .explore import cluster as clustering
+    from .explore import heatmap as heatmaps
+    from .explore import maps
+    from .ingest import EmbedStats
+    from .models import EmbeddingModel
+    from .related import ExportStats, RelatedStats
+    from .sources import Source
+    from .upsert import VectorStats
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
 RESERVED_PREFIXES = ("_embedkit", "sqlite_")
@@ -41,10 +51,15 @@ def validate_name(name: str):
 class Collection:
     """Use Database.collection() or Database.create_collection() to get one."""
 
+    # Whether embedkit made the table, with its triggers, keyword index and registry row (an
+    # llm collection read in place is not: llmdb.LlmCollection).
+    managed = True
+
     def __init__(self, db, row: dict):
         self.db = db
         self.name = row["name"]
         self.table = row["table_name"]
+        # None for a collection of vectors made elsewhere, without a model
         self.model_id = row["model"]
         self.dimensions = row["dimensions"]
         self.query_prefix = row["query_prefix"]
@@ -52,6 +67,8 @@ class Collection:
         settings = json.loads(row.get("settings") or "{}")
         # How many dimensions the model was asked to keep (Matryoshka), or None for all of them.
         self.model_dimensions = settings.get("dimensions")
+        # How the text of its items is hashed (items.HASHES).
+        self.hash = settings.get("hash", DEFAULT_HASH)
         # How documents are split: {"method", "size", "overlap", "texts"}, where texts says
         # whether every text input (rows, files) is split too. None until something was split.
         self.chunking: dict | None = settings.get("chunking")
@@ -63,11 +80,21 @@ class Collection:
 
     @property
     def model(self) -> EmbeddingModel:
+        if self.model_id is None:
+            raise self._no_model()
         model = get_model(self.model_id)
         return model.truncated(self.model_dimensions) if self.model_dimensions else model
 
+    def _no_model(self):
+        return EmbedkitError(
+            f"collection {self.name!r} has no model (its vectors were made elsewhere): search it by item, "
+            "by vector or by keyword; nothing is embedded into it"
+        )
+
     def check_model(self, model: str | None) -> None:
         """Raise unless model (an id or alias) is the collection's own."""
+        if model is not None and self.model_id is None:
+            raise self._no_model()
         if model is not None and get_model(model).model_id != self.model_id:
             raise EmbedkitError(
                 f"collection {self.name!r} uses model {self.model_id!r}, not {model!r}; "
@@ -76,12 +103,14 @@ class Collection:
 
     # Reading
 
+    @storage.guarded
     def count(self) -> int:
         return self.db.conn.execute(f"select count(*) from {storage.quote(self.table)}").fetchone()[0]
 
     def __len__(self):
         return self.count()
 
+    @storage.guarded
     def __iter__(self):
         """Every stored item as an Entry (score None), in id order."""
         cursor = self.db.conn.execute(
@@ -93,6 +122,7 @@ class Collection:
     def __contains__(self, id):
         return self.vector(id, missing_ok=True) is not None
 
+    @storage.guarded
     def get(self, id: str) -> Entry:
         row = self.db.conn.execute(
             f"select id, content, metadata from {storage.quote(self.table)} where id = ?", [id]
@@ -101,6 +131,7 @@ class Collection:
             raise self._no_item(id)
         return Entry(row[0], None, row[1], json.loads(row[2]) if row[2] else None)
 
+    @storage.guarded
     def vector(self, id: str, missing_ok: bool = False) -> np.ndarray | None:
         row = self.db.conn.execute(
             f"select embedding from {storage.quote(self.table)} where id = ?", [id]
@@ -111,6 +142,7 @@ class Collection:
             raise self._no_item(id)
         return vectors.decode(row[0])
 
+    @storage.guarded
     def version(self) -> int:
         row = self.db.conn.execute(
             f"select version, dimensions from {storage.REGISTRY} where name = ?", [self.name]
@@ -134,13 +166,18 @@ class Collection:
         the whole text (or page) it was cut from, so that it is made with its context in view
         (EmbeddingModel.embed_late). Only local models that expose their token vectors can do
         it; others raise here."""
+        from .chunking import for_model
+
         return for_model(self.model, self.document_prefix, self.chunking, method, size, overlap, late)
 
     def embed(self, id: str, content: str, metadata: dict | None = None, store: bool = False) -> EmbedStats:
         """Embed and store one item as id (re-embedding only if its content changed); never split."""
+        from . import ingest
+
         stats = ingest.embed_multi(self, [Item(str(id), content, metadata)], store=store, split_texts=False)
         return self._update_windows(stats)
 
+    @storage.guarded
     def embed_multi(self, inputs: Iterable[Item | Source], store: bool = False, batch_size: int | None = None,
                     progress: Progress | None = None, chunker: Chunker | None = None, sync: bool = False,
                     read_progress: Progress | None = None, document_progress: Progress | None = None,
@@ -176,8 +213,14 @@ class Collection:
         they need store=True. window_progress(n, total) is called as n more of total items
         have their windows. stats.windows counts the windows embedded.
         """
+        self.db.require_writable()
+        if self.model_id is None:
+            raise self._no_model()
         if windows and not store:
             raise EmbedkitError("windows are cut from the stored text: store it (store=True, --store)")
+        from . import ingest
+        from . import windows as windows_module
+
         if windows:
             windows_module.enable(self)
         elif windows is False and self.windows:
@@ -188,22 +231,55 @@ class Collection:
 
     def _update_windows(self, stats: EmbedStats, progress: Progress | None = None) -> EmbedStats:
         if self.windows:
+            from . import ingest
+            from . import windows as windows_module
+
             try:
                 stats.windows = windows_module.update(self, progress)
             except KeyboardInterrupt:
                 raise ingest.Interrupted(stats, False) from None  # the windows done are kept
         return stats
 
+    @storage.guarded
+    def upsert_vectors(self, ids: Sequence[str], vectors: Sequence | np.ndarray,
+                       content: Sequence[str | None] | None = None, metadata: Sequence[dict | None] | None = None,
+                       model: str | None = None) -> VectorStats:
+        """Store vectors made elsewhere under ids, with their text (content, stored as given)
+        and metadata (dicts), one per id; returns a VectorStats.
+
+        vectors are a 2-d array, or one list of numbers, 1-d array or float32 BLOB per id,
+        checked as embeddings are (one width, finite, not all zeros); float32 values are
+        stored bit for bit. An id stored already is overwritten, unless its vector, text and
+        metadata are the same, when its row is left alone. All is written in one transaction,
+        or nothing is.
+
+        model names the model that made each vector from its content (after the collection's
+        document prefix); it must be the collection's own. The vectors then count as embedded:
+        embed_multi leaves such an item unchanged and may reuse its vector for the same text.
+        Without model they are kept as they are but never taken for any text's embedding: an
+        item embedded later under the same id is embedded again.
+        """
+        self.db.require_writable()
+        from . import upsert
+
+        return upsert.upsert(self, [upsert.Batch(list(ids), vectors, content, metadata)], model)
+
+    @storage.guarded
     def delete(self, ids: str | Iterable[str]) -> int:
         """Delete items by id; returns how many existed."""
         ids = [ids] if isinstance(ids, str) else list(ids)
+        self.db.require_writable()
         with storage.transaction(self.db.conn):
+            from . import ingest
+
             return ingest.delete_ids(self, ids)
 
+    @storage.guarded
     def delete_where(self, metadata: dict) -> int:
         """Delete the items whose metadata has all these key/value pairs (e.g. every chunk of
         one source: {"source": "paper.pdf"}); returns how many there were."""
         condition, params = metadata_condition(metadata)
+        self.db.require_writable()
         with storage.transaction(self.db.conn):
             deleted = self.db.conn.execute(
                 f"delete from {storage.quote(self.table)} where {condition}", params
@@ -230,6 +306,7 @@ class Collection:
 
     # Searching
 
+    @storage.guarded
     def similar(self, text: str, n: int = 10, unique: str | None = None, metadata: dict | None = None,
                 where: str | None = None, min_score: float | None = None, mode: str = "dense",
                 mmr: float | None = None, exact: bool = False, expand: bool = False, feedback: int | None = None,
@@ -265,6 +342,8 @@ class Collection:
             raise EmbedkitError("the query text is empty")
         if mode not in MODES:
             raise EmbedkitError(f"unknown search mode {mode!r}: use one of {', '.join(MODES)}")
+        if mode != "dense" and not self.managed:
+            raise EmbedkitError(f"collection {self.name!r} has no keyword index: {mode} search needs one")
         options = retrieval.Options(stop_words, expand, feedback, fusion, alpha).check()
         if self.db.conn.execute(f"select 1 from {storage.quote(self.table)} limit 1").fetchone() is None:
             return []  # nothing to find: no model is loaded for it
@@ -277,26 +356,36 @@ class Collection:
         filter = Filter(metadata or {}, where)
         if rerank is None:
             return self._search(vector, text, n, None, unique, filter, min_score, mode, mmr, exact, options)
+        from . import rerank as reranking
+
         reranker = reranking.get_reranker(rerank) if isinstance(rerank, str) else rerank
         candidates = self._search(vector, text, max(n, rerank_depth or reranking.CANDIDATES), None, unique, filter,
                                   None, mode, mmr, exact, options)
         results = reranking.rerank(reranker, text, candidates)
         return [entry for entry in results if min_score is None or entry.score >= min_score][:n]
 
+    @storage.guarded
     def similar_by_id(self, id: str, n: int = 10, unique: str | None = None, metadata: dict | None = None,
                       where: str | None = None, min_score: float | None = None, mmr: float | None = None,
                       exact: bool = False) -> list[Entry]:
         """The n items most similar to a stored item, not counting the item itself; from its
         precomputed related list (compute_related) when that is fresh and long enough."""
-        vector = self.vector(id)
+        row = self.db.conn.execute(f"select embedding from {storage.quote(self.table)} where id = ?", [id]).fetchone()
+        if row is None:
+            raise self._no_item(id)
+        problem = vectors.problem(row[0], self.dimensions)
+        if problem is not None:
+            raise EmbedkitError(f"the stored vector of {id!r} cannot be searched by ({problem}; written by another "
+                                "program?): embed the item again")
         if unique is None and not metadata and where is None and mmr is None and not exact and not self.windows:
             hits = related.precomputed(self, id, n)
             if hits is not None:
                 return self._entries([(other, score) for other, score in hits
                                       if min_score is None or score >= min_score])
-        return self._search(vector, None, n, id, unique, Filter(metadata or {}, where), min_score, "dense", mmr,
-                            exact)
+        return self._search(vectors.decode(row[0]), None, n, id, unique, Filter(metadata or {}, where), min_score,
+                            "dense", mmr, exact)
 
+    @storage.guarded
     def similar_by_vector(self, vector: Sequence[float] | np.ndarray, n: int = 10, exclude: str | None = None,
                           unique: str | None = None, metadata: dict | None = None, where: str | None = None,
                           min_score: float | None = None, mmr: float | None = None,
@@ -333,6 +422,8 @@ class Collection:
         if mmr is not None:
             results = self._diversify(vector, results, n, mmr, mode)
         if self.windows and vector is not None:
+            from . import windows as windows_module
+
             windows_module.matching_parts(self, vector, results[:n])
         return results[:n]
 
@@ -347,9 +438,10 @@ class Collection:
     def _diversify(self, query, results, n, mmr, mode):
         if query is None:
             raise EmbedkitError("MMR needs vectors: use it with dense or hybrid search")
+        found = {row[0]: vector for row, vector in zip(*ranking.stored_vectors(self, [e.id for e in results]))}
+        results = [e for e in results if e.id in found]  # a keyword match whose stored vector is unusable
         if not results:
             return results
-        found = {id: vectors.decode(blob) for id, blob in self._select_in("id, embedding", "id", [e.id for e in results])}
         matrix = vectors.normalize_rows(np.stack([found[e.id] for e in results]).astype(np.float32))
         # Dense scores are the similarity to the query already (recomputing them could reorder
         # near-ties); fused hybrid scores are not, so those are measured here.
@@ -369,6 +461,7 @@ class Collection:
 
     # Related items (related.py): every item's neighbours, computed ahead for static sites
 
+    @storage.guarded
     def compute_related(self, n: int = 10, min_score: float | None = None, metadata: dict | None = None,
                         same: str | None = None, progress: Progress | None = None) -> RelatedStats:
         """Store every item's n most similar items in the table COLLECTION_related; a re-run
@@ -377,12 +470,15 @@ class Collection:
         metadata (a dict) relates only items having those metadata values; same (a metadata
         key) relates an item only to items with its value of that key.
         """
+        self.db.require_writable()
         return related.compute(self, n, min_score, metadata, same, progress)
 
+    @storage.guarded
     def related(self, id: str, fields: Sequence[str] | None = None) -> dict:
         """{"id", "related": [{"id", "score", ...metadata}]}: the item's stored related list."""
         return related.document(self, id, fields)
 
+    @storage.guarded
     def export_related(self, directory: str | os.PathLike, fields: Sequence[str] | None = None,
                        combined: bool = False) -> ExportStats:
         """Write the related lists to directory as JSON files (see related.export)."""
@@ -390,45 +486,68 @@ class Collection:
 
     # Exploring (explore/): clusters, a map, heatmaps and classification by example
 
+    @storage.guarded
     def cluster(self, k: int | str = 8, seed: int = 0, metadata: dict | None = None, where: str | None = None,
-                progress: Callable[[int, int], None] | None = None) -> clustering.Clustering:
+                progress: Callable[[int, int], None] | None = None,
+                summarize: str | ChatModel | None = None) -> clustering.Clustering:
         """Cluster the items (those metadata and where choose) into k clusters, or k="auto", with
         seeded k-means, each named by its distinctive terms, into the tables COLLECTION_clusters
-        and COLLECTION_cluster_info (see explore.cluster)."""
-        return clustering.cluster(self, k, seed, metadata, where, progress)
+        and COLLECTION_cluster_info (see explore.cluster). summarize: a chat model (or its name,
+        openai/NAME or ollama/NAME) that names each cluster and sums it up in a sentence."""
+        self.db.require_writable()
+        from .explore import cluster as clustering
 
+        return clustering.cluster(self, k, seed, metadata, where, progress, summarize)
+
+    @storage.guarded
     def assign_clusters(self) -> clustering.Clustering:
         """Put every item in the nearest existing cluster (new ones join, deleted ones leave),
         without clustering again."""
+        self.db.require_writable()
+        from .explore import cluster as clustering
+
         return clustering.assign(self)
 
+    @storage.guarded
     def clusters(self) -> list[clustering.Cluster]:
         """The stored clusters, largest first."""
+        from .explore import cluster as clustering
+
         return clustering.stored(self)
 
+    @storage.guarded
     def map(self, path: str | os.PathLike | None = None, color_by: str | None = None, title_key: str = "title",
             link: str | None = None, max_points: int = projection.MAX_POINTS, metadata: dict | None = None,
             where: str | None = None) -> maps.Map:
         """The items on a 2-D map, written to path (.html or .png) if given. color_by: "cluster"
         (the default once clustered) or a metadata key; link: a URL with {id} for the HTML page."""
+        from .explore import maps
+
         result = maps.build(self, color_by, title_key, max_points, metadata, where)
         if path is not None:
             maps.save(result, path, link)
         return result
 
+    @storage.guarded
     def heatmap(self, ids: Sequence[str] = (), texts: Sequence[str] = (),
                 path: str | os.PathLike | None = None) -> heatmaps.Heatmap:
         """Pairwise cosine similarities of stored items and texts (at most 50 in all), written to
         path (.png, .html or .json) if given."""
+        from .explore import heatmap as heatmaps
+
         result = heatmaps.build(self, ids, texts)
         if path is not None:
             heatmaps.save(result, path, f"Similarity in {self.name}")
         return result
 
+    @storage.guarded
     def classify(self, examples: Iterable[classification.Example], min_score: float | None = None,
                  metadata: dict | None = None, where: str | None = None) -> classification.Classification:
         """Label every item (those metadata and where choose) by the most similar centroid of
         labelled examples (stored items or texts) into the table COLLECTION_labels."""
+        self.db.require_writable()
+        from .explore import classify as classification
+
         return classification.classify(self, examples, min_score, metadata, where)
 
 

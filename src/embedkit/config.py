@@ -10,6 +10,7 @@ import os
 import sys
 import tempfile
 
+from . import jsondata
 from .errors import EmbedkitError
 
 
@@ -64,7 +65,7 @@ def write(name, value: dict, private=False):
     handle, temporary = tempfile.mkstemp(dir=user_dir(), prefix=f".{name}.")
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as f:
-            json.dump(value, f, indent=2, ensure_ascii=False)
+            f.write(jsondata.dumps(value, file, indent=2, ensure_ascii=False))
             f.write("\n")
         if not private and os.name == "posix":
             # mkstemp makes files 0600; only keys need that.

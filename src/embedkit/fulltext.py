@@ -149,10 +149,12 @@ def drop(conn, name: str):
         conn.execute(f"drop table if exists {storage.quote(table_name(name))}")
 
 
+@storage.guarded
 def rebuild(collection, stemming: str | None = None):
     """Rebuild a collection's keyword index (and its triggers) from the rows of its table;
     with stemming ("porter" or "none"), first make that the collection's setting."""
     conn = collection.db.conn
+    collection.db.require_writable()
     if stemming is not None:
         if stemming not in STEMMING:
             raise EmbedkitError(f"stemming must be one of {', '.join(STEMMING)}, not {stemming!r}")
@@ -174,7 +176,7 @@ def forget(db_key, name=None):
             del _verified[key]
 
 
-def _problem(conn, name, table):
+def problem(conn, name, table):
     """Why the index no longer matches the table, or None if it does."""
     objects = [table_name(name), *trigger_names(name)]
     found = {
@@ -209,11 +211,17 @@ def _check(collection):
     with _lock:
         if _verified.get(key) == state:
             return
-    problem = _problem(conn, collection.name, collection.table)
-    if problem is not None:
+    found = problem(conn, collection.name, collection.table)
+    if found is not None:
+        if collection.db.read_only:
+            raise EmbedkitError(
+                f"the keyword index of collection {collection.name!r} no longer matches its table ({found}), and "
+                f"the database is read-only here: run `embedkit check --fix {collection.db.path}` where it can be "
+                "written"
+            )
         log.warning(
             "embedkit: rebuilding the keyword index of collection %r, which no longer matches its table (%s)",
-            collection.name, problem,
+            collection.name, found,
         )
         try:
             if not ensure(conn, collection.name, collection.table):

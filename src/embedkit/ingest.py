@@ -14,16 +14,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import storage, vectors
+from . import bulkwrite, storage, vectors
 from .errors import EmbedkitError
-from .items import Item, check_unique_ids, content_hash
+from .items import Item, check_unique_ids, content_hash, metadata_json, same_json
 from .models import PartialEmbedding
 from .sources import Chunk, Document, Known, TextSource, input_name
-
-
-def _metadata_json(metadata):
-    # Compact: metadata is repeated on every chunk of a document, and every byte is on disk.
-    return json.dumps(metadata, ensure_ascii=False, separators=(",", ":")) if metadata else None
 
 
 @dataclass
@@ -58,12 +53,16 @@ class EmbedStats:
         return text + (f", {self.windows} windows" if self.windows else "")
 
 
+# Rows written per transaction at most, unless one document has more (benchmarks/locks.py).
+WRITE_ROWS = 1000
+
+
 @dataclass
 class _Entry:
     """One item on its way to a row."""
 
     item: Item
-    hash: str
+    hash: bytes
     stored: str | None  # the text, when it is to be stored
     metadata: str | None  # as JSON
     blob: bytes | None = None  # its vector, once known
@@ -240,12 +239,15 @@ class _Writer:
                 if item.content is None or not str(item.content).strip():
                     stats.fail(item.id, "empty content")
                     continue
-                digest = item.late_hash if self.late and isinstance(item, Chunk) else content_hash(item.content)
-                entry = _Entry(item, digest, item.content if store else None, _metadata_json(item.metadata))
+                digest = (item.late_hash(self.collection.hash) if self.late and isinstance(item, Chunk)
+                          else content_hash(item.content, self.collection.hash))
+                entry = _Entry(item, digest, item.content if store else None,
+                               metadata_json(item.metadata, f"item {item.id!r}: metadata"))
                 old = existing.get(item.id)
+                # A row without a hash holds a vector from elsewhere: embedded again, never reused.
                 if old is None or old[0] != entry.hash:
                     plan.new.append(entry)
-                elif old[1] == entry.stored and _same_json(old[2], entry.metadata):
+                elif old[1] == entry.stored and same_json(old[2], entry.metadata):
                     stats.unchanged += 1
                 else:
                     plan.rewrites.append(entry)
@@ -293,8 +295,8 @@ class _Writer:
                 # Keep what the model did return (documents it completes are written), then stop.
                 embeddings.update((plain[k], np.asarray(v, dtype=np.float32)) for k, v in ex.vectors.items())
                 failure = ex
-            for position, embedding in embeddings.items():
-                vectors.check(embedding, self.collection.dimensions, f"the vector for {texts[position][:40]!r}")
+            vectors.check_all(embeddings, self.collection.dimensions,
+                              lambda position, texts=texts: f"the vector for {texts[position][:40]!r}")
             # Late chunks are read whole, in passes: nothing of them is cut off.
             stats.truncated += model.count_truncated([texts[i] for i in plain])
             self.items_done(sum(len(batch[position]) for position in embeddings))
@@ -326,22 +328,34 @@ class _Writer:
                 for (position, _), vector in zip(spans, result)}
 
     def write(self, plans, stats, records, chunker, dimensions=None):
-        """Write whole documents in one transaction: their rows, stale items and source records."""
-        if not plans:
-            return
+        """Write whole documents, each in one transaction with its rows, stale items and source
+        record, about WRITE_ROWS rows to a transaction so that other writers get in between."""
+        group, rows = [], 0
+        for plan in plans:
+            group.append(plan)
+            rows += len(plan.rewrites) + len(plan.new) + len(plan.stale)
+            if rows >= WRITE_ROWS:
+                self._write(group, stats, records, chunker, dimensions)
+                group, rows = [], 0
+        if group:
+            self._write(group, stats, records, chunker, dimensions)
+
+    def _write(self, plans, stats, records, chunker, dimensions):
         conn = self.conn
+        now = storage.unix_time()
         # Counted before a signal held during the commit takes effect: what was committed is kept.
         with _uninterrupted():
             with storage.transaction(conn):
                 if dimensions is not None:
-                    self.record_dimensions(dimensions)
+                    bulkwrite.record_dimensions(self.collection, dimensions)
+                # All the documents' rows at once: a statement per kind of write, not per document.
+                rows = bulkwrite.Writer(conn, self.collection.name, self.collection.table)
+                rows.delete([id for plan in plans for id in plan.stale])
+                rows.update_text([(e.item.id, e.stored, e.metadata, now) for plan in plans for e in plan.rewrites])
+                rows.upsert([(e.item.id, e.blob, e.stored, e.metadata, e.hash, now)
+                             for plan in plans for e in plan.new])
                 for plan in plans:
                     document = plan.document
-                    for entry in plan.rewrites:
-                        self.update_row(entry)
-                    for entry in plan.new:
-                        self.upsert_row(entry)
-                    delete_ids(self.collection, plan.stale)
                     if document.digest is not None:
                         conn.execute(
                             f"""
@@ -349,14 +363,15 @@ class _Writer:
                             (collection, source, digest, split, etag, last_modified, items, updated)
                             values (?, ?, ?, ?, ?, ?, ?, ?)
                             """,
-                            [self.collection.name, document.source, document.digest, chunker.signature, document.etag,
-                             document.last_modified, len(document.items), storage.now()],
+                            [self.collection.name, document.source, document.digest, chunker.signature,
+                             document.etag, document.last_modified, len(document.items), storage.now()],
                         )
                     elif document.source in records:  # split before, a single item now
                         conn.execute(
                             f"delete from {storage.SOURCES} where collection = ? and source = ?",
                             [self.collection.name, document.source],
                         )
+                rows.finish()
             written = sum(plan.document.digest is not None for plan in plans)
             stats.documents += written
             for plan in plans:
@@ -408,6 +423,7 @@ class _Writer:
         for source, id in rows:
             by_source.setdefault(source, set()).add(id)
         return by_source
+
     def record_chunking(self, chunker, texts):
         """Record how this collection splits, for later runs: the settings it was given, or
         the default it was first split with (a later default may differ)."""
@@ -421,13 +437,6 @@ class _Writer:
             )
         self.collection.chunking = chunking
 
-    def record_dimensions(self, dimensions):
-        if self.collection.dimensions is None:
-            self.conn.execute(
-                f"update {storage.REGISTRY} set dimensions = ? where name = ?", [dimensions, self.collection.name]
-            )
-            self.collection.dimensions = dimensions
-
     def select_in(self, columns, key, values):
         return storage.select_in(self.conn, self.collection.table, columns, key, values)
 
@@ -438,23 +447,6 @@ class _Writer:
     def vectors_by_hash(self, digests):
         # Equal content has equal vectors: any row with the hash will do.
         return dict(self.select_in("content_hash, embedding", "content_hash", digests))
-
-    def update_row(self, entry):
-        self.conn.execute(
-            f"update {storage.quote(self.collection.table)} set content = ?, metadata = ?, updated = ? where id = ?",
-            [entry.stored, entry.metadata, storage.now(), entry.item.id],
-        )
-
-    def upsert_row(self, entry):
-        self.conn.execute(
-            f"""
-            insert into {storage.quote(self.collection.table)} (id, embedding, content, metadata, content_hash, updated)
-            values (?, ?, ?, ?, ?, ?)
-            on conflict (id) do update set embedding = excluded.embedding, content = excluded.content,
-                metadata = excluded.metadata, content_hash = excluded.content_hash, updated = excluded.updated
-            """,
-            [entry.item.id, entry.blob, entry.stored, entry.metadata, entry.hash, storage.now()],
-        )
 
 
 @contextlib.contextmanager
@@ -478,8 +470,3 @@ def _uninterrupted():
         for number in dict.fromkeys(held):
             signal.raise_signal(number)
 
-
-def _same_json(stored, new) -> bool:
-    if stored is None or new is None:
-        return stored is new
-    return stored == new or json.loads(stored) == json.loads(new)

@@ -4,6 +4,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from . import jsondata
 from .errors import EmbedkitError
 
 
@@ -47,8 +48,34 @@ class Entry:
         return data if self.part is None else {**data, "part": self.part.to_dict()}
 
 
-def content_hash(text: str) -> str:
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+# How a collection hashes the text of its items, by the name its settings give ("hash"):
+# BLAKE2b-128 for embedkit's own collections, MD5 for those copied from llm, which hashes so.
+HASHES = {
+    "blake2b": lambda data: hashlib.blake2b(data, digest_size=16).digest(),
+    "md5": lambda data: hashlib.md5(data, usedforsecurity=False).digest(),
+}
+DEFAULT_HASH = "blake2b"
+
+
+def content_hash(text: str, scheme: str = DEFAULT_HASH) -> bytes:
+    """The 16-byte digest of text (UTF-8) that a row's content_hash holds."""
+    return HASHES[scheme](text.encode("utf-8"))
+
+
+def metadata_json(metadata, where: str = "metadata") -> str | None:
+    """Metadata as stored: JSON any parser reads (refused in one line naming where if it cannot
+    be), compact since it is repeated on every chunk of a document and every byte is on disk."""
+    if not metadata:
+        return None
+    jsondata.check(metadata, where)
+    return jsondata.dumps(metadata, where, ensure_ascii=False, separators=(",", ":"))
+
+
+def same_json(stored, new) -> bool:
+    """Whether two metadata JSON texts (or NULLs) hold the same value."""
+    if stored is None or new is None:
+        return stored is new
+    return stored == new or json.loads(stored) == json.loads(new)
 
 
 def check_unique_ids(items):
@@ -77,11 +104,12 @@ def parse_metadata(value, where="metadata") -> dict | None:
         return None
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            value = jsondata.loads(value)
         except ValueError as ex:
             raise EmbedkitError(f"{where} is not valid JSON: {ex}") from None
     if not isinstance(value, dict):
         raise EmbedkitError(f"{where} must be a JSON object, got {type(value).__name__}")
+    jsondata.check(value, where)
     return value or None
 
 
@@ -100,22 +128,11 @@ class RowMapping:
     id_prefix: str = ""
 
     def item(self, row: dict, where: str) -> Item:
-        if self.id_column not in row:
-            raise EmbedkitError(
-                f"{where}: no {self.id_column!r} column (columns: {', '.join(map(str, row)) or 'none'}); "
-                "choose one with --id-column"
-            )
-        raw_id = row[self.id_column]
-        if raw_id is None or raw_id == "" or isinstance(raw_id, (dict, list, bytes)):
-            raise EmbedkitError(f"{where}: {self.id_column!r} is empty or not a scalar")
-        for name in (*self.content_columns, *self.metadata_columns):
+        id = row_id(row, self.id_column, where)
+        for name in self.content_columns:
             if name not in row:
                 raise EmbedkitError(f"{where}: no {name!r} column")
-        metadata = {}
-        if "metadata" in row and "metadata" not in self.content_columns:
-            metadata.update(parse_metadata(row["metadata"], f"{where}: metadata") or {})
-        for name in self.metadata_columns:
-            metadata[name] = row[name]
+        metadata = row_metadata(row, self.metadata_columns, where, "metadata" not in self.content_columns)
         content_columns = self.content_columns or [
             name
             for name in row
@@ -125,8 +142,35 @@ class RowMapping:
             parts = [as_text(row[name]) for name in content_columns if row[name] is not None]
         except EmbedkitError as ex:
             raise EmbedkitError(f"{where}: {ex}") from None
+        if metadata:
+            jsondata.check(metadata, f"{where}: metadata")
         return Item(
-            id=self.id_prefix + as_text(raw_id),
+            id=self.id_prefix + id,
             content="\n".join(part for part in parts if part != ""),
-            metadata=metadata or None,
+            metadata=metadata,
         )
+
+
+def row_id(row: dict, column: str, where: str) -> str:
+    """The id an input row gives in column, as text."""
+    if column not in row:
+        raise EmbedkitError(
+            f"{where}: no {column!r} column (columns: {', '.join(map(str, row)) or 'none'}); choose one with --id-column"
+        )
+    value = row[column]
+    if value is None or value == "" or isinstance(value, (dict, list, bytes)):
+        raise EmbedkitError(f"{where}: {column!r} is empty or not a scalar")
+    return as_text(value)
+
+
+def row_metadata(row: dict, columns, where: str, merge_metadata_column: bool = True) -> dict | None:
+    """The metadata of an input row: its columns named, merged into the JSON object of its
+    `metadata` column (unless that column is used otherwise)."""
+    metadata = {}
+    if merge_metadata_column and "metadata" in row:
+        metadata.update(parse_metadata(row["metadata"], f"{where}: metadata") or {})
+    for name in columns:
+        if name not in row:
+            raise EmbedkitError(f"{where}: no {name!r} column")
+        metadata[name] = row[name]
+    return metadata or None

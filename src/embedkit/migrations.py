@@ -139,7 +139,80 @@ def m006_chunking(conn):
         )
 
 
-STEPS = [m001_registry, m002_sources, m003_related, m004_fulltext, m005_explore, m006_chunking]
+def collection_table(table: str) -> str:
+    """The CREATE TABLE statement of a collection's table."""
+    return f"""
+        create table {storage.quote(table)} (
+            id text primary key,
+            embedding blob not null,
+            content text,
+            metadata text,
+            -- the 16-byte digest of the text the vector was made from (items.content_hash);
+            -- NULL for a vector that did not come from the collection's model
+            content_hash blob,
+            -- when the row was last written: unix time, seconds
+            updated integer not null
+        )
+        """
+
+
+def hash_index(name: str, table: str) -> str:
+    """The index that finds a stored vector by the digest of its text."""
+    return (
+        f"create index {storage.quote('_embedkit_' + name + '_hash')} on {storage.quote(table)} (content_hash) "
+        "where content_hash is not null"
+    )
+
+
+def m007_compact_rows(conn):
+    # Smaller rows: the content hash as its 16 bytes instead of 32 hex digits (NULL for a
+    # vector not made by the collection's model), the time as unix seconds instead of 20
+    # characters of ISO 8601; and the registry's model may be NULL (vectors brought without
+    # one). Each table is copied with its rowids, so the keyword index stays valid, and its
+    # triggers and indexes are made again as they were. migrate() then rewrites the file with
+    # storage.PAGE_SIZE pages, which gives the space back.
+    conn.create_function("_embedkit_unhex", 1, _unhex, deterministic=True)
+    copy = "_embedkit_compacting"
+    for name, table in conn.execute(f"select name, table_name from {storage.REGISTRY}").fetchall():
+        if not storage.table_exists(conn, table):
+            continue
+        kept = conn.execute(
+            "select name, sql from sqlite_master where tbl_name = ? and type in ('index', 'trigger') "
+            "and sql is not null order by type",
+            [table],
+        ).fetchall()
+        conn.execute(collection_table(copy))
+        conn.execute(
+            f"insert into {copy} (rowid, id, embedding, content, metadata, content_hash, updated) "
+            "select rowid, id, embedding, content, metadata, _embedkit_unhex(content_hash), "
+            f"coalesce(cast(strftime('%s', updated) as integer), 0) from {storage.quote(table)}"
+        )
+        conn.execute(f"drop table {storage.quote(table)}")
+        # Legacy renaming leaves the rest of the schema alone: it need not parse the tables of
+        # extensions this connection may lack (sqlite-vec's vec0).
+        conn.execute("pragma legacy_alter_table = on")
+        conn.execute(f"alter table {copy} rename to {storage.quote(table)}")
+        conn.execute("pragma legacy_alter_table = off")
+        for index_or_trigger, sql in kept:
+            conn.execute(hash_index(name, table) if index_or_trigger == f"_embedkit_{name}_hash" else sql)
+    conn.create_function("_embedkit_unhex", 1, None)
+    import sqlite_utils
+
+    sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)[storage.REGISTRY].transform(
+        not_null={"model": False}
+    )
+
+
+def _unhex(value):
+    if isinstance(value, str):
+        try:
+            return bytes.fromhex(value)
+        except ValueError:
+            return None  # not a digest embedkit wrote: the row will be embedded again, never reused
+    return value
+
+
+STEPS = [m001_registry, m002_sources, m003_related, m004_fulltext, m005_explore, m006_chunking, m007_compact_rows]
 
 
 def applied(conn) -> list:
@@ -172,9 +245,12 @@ def migrate(conn):
         migrations(name=step.__name__)(lambda db, step=step: step(db.conn))
     # recursive_triggers stays as embedkit's triggers expect (off); plugins are not sqlite-utils' business here.
     db = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
+    compact = m007_compact_rows.__name__ in pending(conn)
     with storage.transaction(conn):  # one writer upgrades; the others wait, then find nothing to do
         _convert_old_table(conn)
         migrations.apply(db)
+    if compact:
+        storage.repage(conn)
 
 
 def _convert_old_table(conn):

@@ -29,7 +29,7 @@ import math
 
 import numpy as np
 
-from . import ranking, storage, vectors
+from . import jsondata, ranking, storage, vectors
 from .errors import EmbedkitError
 
 MODES = ("int8", "bit")
@@ -43,7 +43,13 @@ OVERSAMPLE = {"int8": 4, "bit": 10}
 # requests are left to it. sqlite-vec itself refuses k > 4096.
 MAX_CANDIDATES = 400
 SQLITE_VEC_MAX_K = 4096
-BUILD_ROWS = 10_000
+# Rows indexed, and log entries applied, per transaction (benchmarks/locks.py: well under a
+# second of holding the write lock each).
+BUILD_ROWS = 5_000
+LOG_ROWS = 5_000
+# How long a search waits for another writer's lock to bring the index up to date before it
+# searches exactly instead, in milliseconds.
+SEARCH_LOCK_WAIT_MS = 1000
 SCALE_SAMPLE_ROWS = 20_000
 # int8 codes are round(x / |x| * scale), clipped to +-127; scale maps this quantile of the
 # absolute values of unit-length components to 127.
@@ -67,6 +73,8 @@ def names(collection_name: str) -> dict:
 
 def settings(collection):
     """The index's settings ({"quantize", "dimensions", "scale", "oversample", "built"}) or None."""
+    if not collection.managed:  # read in place from another program's tables: no index of embedkit's
+        return None
     row = collection.db.conn.execute(
         f"select settings from {storage.REGISTRY} where name = ?", [collection.name]
     ).fetchone()
@@ -88,7 +96,7 @@ def _write_settings(conn, name, index):
     else:
         conn.execute(
             f"update {storage.REGISTRY} set settings = json_set(settings, '$.index', json(?)) where name = ?",
-            [json.dumps(index), name],
+            [jsondata.dumps(index, "the index settings"), name],
         )
 
 
@@ -99,14 +107,24 @@ def default_oversample(index) -> int:
 # Building, dropping, status
 
 
+@storage.guarded
 def build(collection, quantize, oversample=None, progress=None) -> dict:
-    """Build (or rebuild) the collection's index of quantize ("int8" or "bit") codes, in one
-    transaction; returns its status(). oversample, if given, is recorded as the index's
-    default. progress(n, total) is called as n more items are indexed."""
+    """Build (or rebuild) the collection's index of quantize ("int8" or "bit") codes; returns its
+    status(). oversample, if given, is recorded as the index's default. progress(n, total) is
+    called as n more items are indexed.
+
+    The rows are indexed BUILD_ROWS to a transaction, so that other writers get in between;
+    what they write meanwhile is in the log, which the first search applies. The index is
+    used once the last transaction records its settings: until then searches are exact.
+    Rows whose vectors cannot be used are left out, with a warning naming them.
+    """
     if quantize not in MODES:
         raise EmbedkitError(f"unknown quantisation {quantize!r}: use one of {', '.join(MODES)}")
+    if not collection.managed:
+        raise EmbedkitError(f"collection {collection.name!r} is read in place: an index needs a copy in embedkit's tables")
     if oversample is not None and (not isinstance(oversample, int) or oversample < 1):
         raise EmbedkitError(f"oversample must be a whole number of at least 1, not {oversample!r}")
+    collection.db.require_writable()
     conn = collection.db.conn
     collection.version()  # refreshes the dimensions; raises if the collection is gone
     dims = collection.dimensions
@@ -120,6 +138,7 @@ def build(collection, quantize, oversample=None, progress=None) -> dict:
     found = names(collection.name)
     with storage.transaction(conn):
         drop_objects(conn, collection.name)  # the old index, or one a deleted namesake left behind
+        _write_settings(conn, collection.name, None)
         index = {
             "quantize": quantize,
             "dimensions": dims,
@@ -146,23 +165,32 @@ def build(collection, quantize, oversample=None, progress=None) -> dict:
             f"create trigger {storage.quote(found['delete'])} after delete on {table} begin "
             f"insert into {log_table} (id) values (old.id); end"
         )
-        total = conn.execute(f"select count(*) from {table}").fetchone()[0]
-        cursor = conn.execute(f"select id, embedding from {table}")
-        while rows := cursor.fetchmany(BUILD_ROWS):
-            ids, matrix = ranking.decode_rows(rows, dims, collection.name)
-            _insert(conn, found["vec"], index, ids, matrix)
-            if progress is not None:
-                progress(len(rows), total)
+    total = conn.execute(f"select count(*) from {table}").fetchone()[0]
+    last, unusable = -(2**63), []
+    while rows := conn.execute(
+        f"select rowid, id, embedding from {table} where rowid > ? order by rowid limit ?", [last, BUILD_ROWS]
+    ).fetchall():
+        last = rows[-1][0]
+        kept, matrix, bad = ranking.decode_rows([row[1:] for row in rows], dims)
+        unusable += bad
+        with storage.transaction(conn):
+            _insert(conn, found["vec"], index, [row[0] for row in kept], matrix, replace=True)
+        if progress is not None:
+            progress(len(rows), total)
+    with storage.transaction(conn):
         _write_settings(conn, collection.name, index)
+    ranking.warn_unusable(collection, unusable)
     return status(collection)
 
 
+@storage.guarded
 def drop(collection) -> bool:
     """Drop the collection's index; False if it had none."""
     conn = collection.db.conn
     had = settings(collection) is not None or storage.table_exists(conn, names(collection.name)["vec"])
     if not had:
         return False
+    collection.db.require_writable()
     _require_sqlite_vec(conn)
     with storage.transaction(conn):
         drop_objects(conn, collection.name)
@@ -191,6 +219,7 @@ def drop_objects(conn, collection_name):
             )
 
 
+@storage.guarded
 def status(collection) -> dict:
     """{"collection", "quantize": None} without an index; with one, also its dimensions, rows
     (None where sqlite-vec is missing), items, pending (changes not yet applied), oversample,
@@ -225,46 +254,64 @@ def status(collection) -> dict:
 # Keeping it in sync
 
 
+@storage.guarded
 def sync(collection):
-    """Apply the changes logged since the index was last current, in one transaction.
+    """Apply the changes logged since the index was last current, LOG_ROWS to a transaction.
 
     Returns how many ids were updated: 0 without an index, None when this connection cannot
-    apply them (no sqlite-vec, read-only, locked by a writer for longer than the busy timeout),
-    which leaves them for a later search or sync. Searches do this themselves; calling it after
-    a batch of writes only moves the work out of the next search, and is safe anywhere.
+    apply them (no sqlite-vec, read-only, locked by a writer for longer than the lock
+    timeout), which leaves them for a later search or sync. Searches do this themselves;
+    calling it after a batch of writes only moves the work out of the next search, and is
+    safe anywhere.
     """
     index = settings(collection)
     conn = collection.db.conn
     if index is None or not _tables_present(conn, collection.name):
         return 0
-    if not storage.load_sqlite_vec(conn):
+    if collection.db.read_only or not storage.load_sqlite_vec(conn):
         return None
     try:
-        with storage.transaction(conn):
-            return _apply_log(collection, index)
+        return _catch_up(collection, index)
     except collection.db.sqlite_error:
         return None
 
 
-def _apply_log(collection, index) -> int:
+def _catch_up(collection, index) -> int:
+    """Apply the whole log, a transaction per LOG_ROWS entries (one, in the caller's own)."""
+    done = 0
+    while True:
+        with storage.transaction(collection.db.conn):
+            applied = _apply_log(collection, index, LOG_ROWS)
+        if applied is None:
+            return done
+        done += applied
+
+
+def _apply_log(collection, index, limit=None):
+    """Apply the first limit entries of the log (all of them: None); how many ids that updated,
+    or None if the log was empty."""
     conn = collection.db.conn
     found = names(collection.name)
     log_table = storage.quote(found["log"])
-    last = conn.execute(f"select max(seq) from {log_table}").fetchone()[0]
+    last = conn.execute(
+        f"select max(seq) from (select seq from {log_table} order by seq limit ?)", [-1 if limit is None else limit]
+    ).fetchone()[0]
     if last is None:
-        return 0
+        return None
     ids = [row[0] for row in conn.execute(f"select distinct id from {log_table} where seq <= ?", [last])]
     vec_table = storage.quote(found["vec"])
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
+    unusable = []
+    for chunk in storage.chunked(ids, storage.IN_CHUNK):
         conn.executemany(f"delete from {vec_table} where id = ?", [[id] for id in chunk])
         rows = conn.execute(
             f"select id, embedding from {storage.quote(collection.table)} where id in ({','.join('?' * len(chunk))})",
             chunk,
         ).fetchall()
-        if rows:
-            _insert(conn, found["vec"], index, *ranking.decode_rows(rows, index["dimensions"], collection.name))
+        kept, matrix, bad = ranking.decode_rows(rows, index["dimensions"])
+        unusable += bad
+        _insert(conn, found["vec"], index, [row[0] for row in kept], matrix)
     conn.execute(f"delete from {log_table} where seq <= ?", [last])
+    ranking.warn_unusable(collection, unusable)
     return len(ids)
 
 
@@ -334,16 +381,15 @@ def _in_current_snapshot(collection, index, fn, attempts=3):
             return _cannot_apply(collection, ex)
         return fn()
     for _ in range(attempts):
-        conn.execute("begin")
-        try:
-            pending = conn.execute(f"select exists (select 1 from {log_table})").fetchone()[0]
-            if not pending:
+        with storage.snapshot(conn):
+            if not conn.execute(f"select exists (select 1 from {log_table})").fetchone()[0]:
                 return fn()
-        finally:
-            conn.execute("commit")
+        if collection.db.read_only:
+            return _cannot_apply(collection, "the database is read-only here")
         try:
-            with storage.transaction(conn):
-                _apply_log(collection, index)
+            # A search does not queue behind a long write to catch up: searching exactly is as right.
+            with storage.busy_timeout(conn, SEARCH_LOCK_WAIT_MS):
+                _catch_up(collection, index)
         except collection.db.sqlite_error as ex:
             return _cannot_apply(collection, ex)
     return None  # others keep writing faster than this catches up: exact search it is
@@ -364,12 +410,11 @@ def _knn(collection, index, query, k) -> list:
 
 
 def _rescore(collection, query, ids, n, exclude):
-    rows = list(storage.select_in(collection.db.conn, collection.table, "id, embedding", "id", [id for id in ids if id != exclude]))
-    if not rows:
+    kept, matrix = ranking.stored_vectors(collection, [id for id in ids if id != exclude])
+    if not kept:
         return []
-    found, matrix = ranking.decode_rows(rows, len(query), collection.name)
     scores = vectors.normalize_rows(matrix.copy()) @ query  # as search.py scores: float32, unit rows
-    return ranking.best(scores, found, n)
+    return ranking.best(scores, [row[0] for row in kept], n)
 
 
 # Codes
@@ -404,13 +449,10 @@ def _sample_scale(conn, table, dims) -> float:
     """int8 scale from up to SCALE_SAMPLE_ROWS rows spread over the table."""
     last = conn.execute(f"select max(rowid) from {table}").fetchone()[0] or 0
     step = max(1, last // SCALE_SAMPLE_ROWS)
-    blobs = [
-        row[0]
-        for row in conn.execute(f"select embedding from {table} where rowid % ? = 0 limit ?", [step, SCALE_SAMPLE_ROWS])
-        if isinstance(row[0], bytes) and len(row[0]) == dims * 4
-    ]
-    if blobs:
-        sample = vectors.normalize_rows(np.frombuffer(b"".join(blobs), dtype=vectors.DTYPE).reshape(-1, dims).copy())
+    rows = conn.execute(f"select rowid, embedding from {table} where rowid % ? = 0 limit ?", [step, SCALE_SAMPLE_ROWS])
+    _, matrix, _ = ranking.decode_rows(rows.fetchall(), dims)  # the unusable are warned of as the build meets them
+    if len(matrix):
+        sample = vectors.normalize_rows(matrix.copy())
         top = float(np.quantile(np.abs(sample), SCALE_QUANTILE))
         if top > 0:
             return 127.0 / top
@@ -418,12 +460,21 @@ def _sample_scale(conn, table, dims) -> float:
     return 127.0 * math.sqrt(dims) / 4.5
 
 
-def _insert(conn, vec_name, index, ids, matrix):
-    codes = _encode(index, matrix)
-    conn.executemany(
-        f"insert into {storage.quote(vec_name)} (id, embedding) values (?, {_sql_type(index)}(?))",
-        zip(ids, (code.tobytes() for code in codes)),
-    )
+def _insert(conn, vec_name, index, ids, matrix, replace=False):
+    """Insert the codes of the rows of matrix; with replace, an id the table has already (a row
+    that another client moved while an index was being built, met twice) is replaced."""
+    if not ids:
+        return
+    rows = list(zip(ids, (code.tobytes() for code in _encode(index, matrix))))
+    sql = f"insert into {storage.quote(vec_name)} (id, embedding) values (?, {_sql_type(index)}(?))"
+    try:
+        conn.executemany(sql, rows)
+    except Exception as ex:
+        if not replace or "UNIQUE constraint" not in str(ex):
+            raise
+        # vec0 has no INSERT OR REPLACE, and looks ids up one at a time.
+        conn.executemany(f"delete from {storage.quote(vec_name)} where id = ?", [[id] for id in ids])
+        conn.executemany(sql, rows)
 
 
 # Checks

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import storage, vectors
+from . import jsondata, ranking, storage, vectors
 from .errors import EmbedkitError
 from .filters import Filter
 
@@ -46,6 +46,9 @@ BLOCK_MB = int(os.environ.get("EMBEDKIT_RELATED_BLOCK_MB", "128"))
 DECIMALS = 6
 # Above this share of changed items one pass over everything is as cheap as patching.
 FULL_SHARE = 0.25
+# Rows of related lists written per transaction (benchmarks/locks.py measures how long that
+# holds the write lock).
+WRITE_ROWS = 5_000
 
 
 @dataclass
@@ -71,63 +74,68 @@ def compute(collection, n=10, min_score=None, metadata=None, same=None, progress
 
     metadata (a dict) keeps only items whose metadata has those values, on both sides; same
     (a metadata key) relates an item only to items with the same value of it.
+
+    The items are read in one snapshot, and the lists written as they are computed, at most
+    WRITE_ROWS rows to a transaction, so that other writers get in between: a reader sees
+    each item's old list or its new one, never a mix, and the record of what the lists were
+    computed from is written last, so an interrupted run is completed by the next.
     """
     if n < 1:
         raise EmbedkitError(f"n must be at least 1, not {n}")
     progress = progress or (lambda done, total: None)  # done: lists finished since the last call
     conn = collection.db.conn
-    settings = json.dumps({"n": n, "min_score": min_score, "filter": metadata or {}, "same": same}, sort_keys=True)
+    settings = jsondata.dumps({"n": n, "min_score": min_score, "filter": metadata or {}, "same": same},
+                              "the related settings", sort_keys=True)
     table = _ensure_table(collection)
-    version = collection.version()
-    previous = conn.execute(
-        f"select settings, version from {storage.RELATED} where collection = ?", [collection.name]
-    ).fetchone()
-    if previous == (settings, version):
-        count = conn.execute(f"select count(*) from {storage.RELATED_ITEMS} where collection = ?",
-                             [collection.name]).fetchone()[0]
-        return RelatedStats(items=count, unchanged=count)
+    with storage.snapshot(conn):  # one snapshot for the version, the items and the lists stored
+        version = collection.version()
+        previous = conn.execute(
+            f"select settings, version from {storage.RELATED} where collection = ?", [collection.name]
+        ).fetchone()
+        if previous == (settings, version):
+            count = conn.execute(f"select count(*) from {storage.RELATED_ITEMS} where collection = ?",
+                                 [collection.name]).fetchone()[0]
+            return RelatedStats(items=count, unchanged=count)
+        items = _Items.load(collection, metadata, same)
+        known = {} if previous is None or previous[0] != settings else dict(conn.execute(
+            f"select id, signature from {storage.RELATED_ITEMS} where collection = ?", [collection.name]))
+        changed = [i for i, id in enumerate(items.ids) if known.get(id) != items.signatures[i]]
+        current = set(items.ids)
+        full = not known or len(changed) + len(known.keys() - current) > FULL_SHARE * max(len(items.ids), 1)
+        old = {} if full else _stored_lists(conn, table)
+        stored = set(old) if not full else {row[0] for row in conn.execute(f"select distinct id from {table}")}
+    stale = stored - current  # lists of items gone (or no longer matching the filter)
+    stats = RelatedStats(items=len(items.ids), removed=len(stale))
 
-    items = _Items.load(collection, metadata, same)
-    known = {} if previous is None or previous[0] != settings else dict(conn.execute(
-        f"select id, signature from {storage.RELATED_ITEMS} where collection = ?", [collection.name]))
-    changed = [i for i, id in enumerate(items.ids) if known.get(id) != items.signatures[i]]
-    gone = known.keys() - set(items.ids)
-    stats = RelatedStats(items=len(items.ids), removed=len(gone))
-
-    full = not known or len(changed) + len(gone) > FULL_SHARE * max(len(items.ids), 1)
     if full:
-        lists = _top(items, range(len(items.ids)), n, min_score, progress)
-        stats.computed = len(lists)
         changed = list(range(len(items.ids)))
+        for lists in _top(items, changed, n, min_score, progress):
+            _write_lists(conn, table, lists)
+        stats.computed = len(items.ids)
     else:
-        old = _stored_lists(conn, table)
         changed_ids = {items.ids[i] for i in changed}
         # A list holding a changed or removed item may lose it, and then needs whatever came
         # next: computed again. Any other list can only gain changed items: merged in.
         redo = [i for i, id in enumerate(items.ids)
-                if id in changed_ids or any(other in changed_ids or other in gone for other, _ in old.get(id, ()))]
+                if id in changed_ids or any(other in changed_ids or other not in current for other, _ in old.get(id, ()))]
         redo_set = set(redo)
         keep = [i for i in range(len(items.ids)) if i not in redo_set]
-        lists = _top(items, redo, n, min_score, progress)
-        merged = _merge(items, keep, changed, old, n, min_score) if changed else {}
-        lists.update(merged)
-        stats.computed, stats.patched = len(redo), len(merged)
-        stats.unchanged = len(keep) - len(merged)
+        for lists in _top(items, redo, n, min_score, progress):
+            _write_lists(conn, table, lists)
+        for lists in _merge(items, keep, changed, old, n, min_score) if changed else ():
+            _write_lists(conn, table, lists)
+            stats.patched += len(lists)
+        stats.computed = len(redo)
+        stats.unchanged = len(keep) - stats.patched
 
     with storage.transaction(conn):
+        for chunk in storage.chunked(sorted(stale), storage.IN_CHUNK):
+            conn.execute(f"delete from {table} where id in ({','.join('?' * len(chunk))})", chunk)
         if full:
-            conn.execute(f"delete from {table}")
             conn.execute(f"delete from {storage.RELATED_ITEMS} where collection = ?", [collection.name])
         else:
-            for chunk in storage.chunked(sorted(set(lists) | gone), storage.IN_CHUNK):
-                conn.execute(f"delete from {table} where id in ({','.join('?' * len(chunk))})", chunk)
-        conn.executemany(
-            f"insert into {table} (id, other_id, rank, score) values (?, ?, ?, ?)",
-            ((id, other, rank, score) for id, ranked in sorted(lists.items())
-             for rank, (other, score) in enumerate(ranked, 1)),
-        )
-        conn.executemany(f"delete from {storage.RELATED_ITEMS} where collection = ? and id = ?",
-                         [(collection.name, id) for id in sorted(gone)])
+            conn.executemany(f"delete from {storage.RELATED_ITEMS} where collection = ? and id = ?",
+                             [(collection.name, id) for id in sorted(known.keys() - current)])
         conn.executemany(
             f"insert or replace into {storage.RELATED_ITEMS} (collection, id, signature) values (?, ?, ?)",
             [(collection.name, items.ids[i], items.signatures[i]) for i in changed],
@@ -137,6 +145,27 @@ def compute(collection, n=10, min_score=None, metadata=None, same=None, progress
             [collection.name, settings, version, storage.now()],
         )
     return stats
+
+
+def _write_lists(conn, table, lists):
+    """Replace the stored lists of these items (id -> ranked neighbours), WRITE_ROWS rows or so
+    to a transaction."""
+    ids = sorted(lists)
+    start = 0
+    while start < len(ids):
+        end, rows = start, 0
+        while end < len(ids) and (end == start or rows + len(lists[ids[end]]) <= WRITE_ROWS):
+            rows += len(lists[ids[end]])
+            end += 1
+        chunk = ids[start:end]
+        with storage.transaction(conn):
+            for part in storage.chunked(chunk, storage.IN_CHUNK):
+                conn.execute(f"delete from {table} where id in ({','.join('?' * len(part))})", part)
+            conn.executemany(
+                f"insert into {table} (id, other_id, rank, score) values (?, ?, ?, ?)",
+                ((id, other, rank, score) for id in chunk for rank, (other, score) in enumerate(lists[id], 1)),
+            )
+        start = end
 
 
 def _ensure_table(collection) -> str:
@@ -179,20 +208,33 @@ class _Items:
 
     @classmethod
     def load(cls, collection, metadata, same):
+        """The items (metadata filtering them), in id order; those whose stored vector cannot be
+        used are left out, with a warning naming them."""
         where, params = Filter(metadata or {}).condition()
         source = f"from {storage.quote(collection.table)} where {where}"
         conn = collection.db.conn
         count = conn.execute(f"select count(*) {source}", params).fetchone()[0]
-        matrix = np.empty((count, collection.dimensions or 0), dtype=np.float32)
-        ids, signatures, group_values = [], [], []
+        dims = collection.dimensions or 0
+        matrix = np.empty((count, dims), dtype=np.float32)
+        ids, signatures, group_values, unusable = [], [], [], []
         cursor = conn.execute(f"select id, embedding, content_hash, metadata {source} order by id", params)
         while rows := cursor.fetchmany(10_000):
-            for id, blob, digest, meta in rows:
-                matrix[len(ids)] = vectors.check(vectors.decode(blob), collection.dimensions, f"the vector of {id!r}")
+            kept, chunk, bad = ranking.decode_rows(rows, dims)
+            unusable += bad
+            matrix[len(ids) : len(ids) + len(kept)] = chunk
+            for id, blob, digest, meta in kept:
                 group = json.dumps((json.loads(meta) if meta else {}).get(same), sort_keys=True) if same else ""
                 ids.append(id)
                 group_values.append(group)
-                signatures.append(f"{digest} {group}")
+                # The text's digest, in hex as embedkit once stored it (another program may have
+                # written text there); a vector from elsewhere (no digest) is known by its bytes.
+                if digest is None:
+                    known = "vector:" + hashlib.blake2b(blob, digest_size=16).hexdigest()
+                else:
+                    known = digest.hex() if isinstance(digest, bytes) else str(digest)
+                signatures.append(f"{known} {group}")
+        ranking.warn_unusable(collection, unusable)
+        matrix = matrix[: len(ids)]
         codes = {value: code for code, value in enumerate(sorted(set(group_values)))}
         vectors.normalize_rows(matrix)
         return cls(ids, signatures, np.array([codes[v] for v in group_values], dtype=np.int64), matrix,
@@ -231,37 +273,36 @@ def _ranked(items, row, scores, columns, n, min_score):
     return [(id, score) for score, id in candidates[:n]]
 
 
-def _top(items, rows, n, min_score, progress) -> dict:
-    """id -> ranked neighbours, for the items at rows, against every item: blocks of rows at a
-    time so the score matrix stays within BLOCK_MB."""
+def _top(items, rows, n, min_score, progress):
+    """{id: ranked neighbours} for the items at rows, against every item, a block of rows at a
+    time (yielded as each is done) so that the score matrix stays within BLOCK_MB."""
     rows = list(rows)
     count = len(items.ids)
     block = max(1, BLOCK_MB * 2**20 // (4 * max(count, 1)))
     columns = np.arange(count)
-    lists = {}
     for start in range(0, len(rows), block):
         chunk = np.array(rows[start : start + block], dtype=np.int64)
         scores = items.matrix[chunk] @ items.matrix.T
         scores[np.arange(len(chunk)), chunk] = -np.inf  # never related to itself
         if items.grouped:
             scores[items.groups[chunk][:, None] != items.groups[None, :]] = -np.inf
-        for r, i in enumerate(chunk):
-            lists[items.ids[i]] = _ranked(items, i, scores[r], columns, n, min_score)
+        lists = {items.ids[i]: _ranked(items, i, scores[r], columns, n, min_score) for r, i in enumerate(chunk)}
         del scores  # before the next block is made: one block in memory, not two
+        yield lists
         progress(len(chunk), len(rows))
-    return lists
 
 
-def _merge(items, keep, changed, old, n, min_score) -> dict:
-    """id -> ranked neighbours for the items at keep whose lists gain a changed item."""
+def _merge(items, keep, changed, old, n, min_score):
+    """{id: ranked neighbours} for the items at keep whose lists gain a changed item, a block
+    at a time."""
     changed = np.array(changed, dtype=np.int64)
     block = max(1, BLOCK_MB * 2**20 // (4 * len(changed)))
-    merged = {}
     for start in range(0, len(keep), block):
         chunk = np.array(keep[start : start + block], dtype=np.int64)
         scores = items.matrix[chunk] @ items.matrix[changed].T
         if items.grouped:
             scores[items.groups[chunk][:, None] != items.groups[changed][None, :]] = -np.inf
+        merged = {}
         for r, i in enumerate(chunk):
             new = _ranked(items, i, scores[r], changed, n, min_score)
             if not new:
@@ -271,7 +312,7 @@ def _merge(items, keep, changed, old, n, min_score) -> dict:
             if ranked != current:
                 merged[items.ids[i]] = ranked
         del scores
-    return merged
+        yield merged
 
 
 def _stored_lists(conn, table) -> dict:
@@ -286,16 +327,18 @@ def _lists(collection, fields, id=None) -> dict:
     first; an item whose list is empty has []."""
     table = storage.quote(table_name(collection))
     rows = collection.db.conn.execute(
-        f"select k.id, r.other_id, r.score, item.metadata from {storage.RELATED_ITEMS} as k "
+        f"select k.id, r.other_id, r.score, item.metadata, json_valid(item.metadata) from {storage.RELATED_ITEMS} as k "
         f"left join {table} as r on r.id = k.id "
         f"left join {storage.quote(collection.table)} as item on item.id = r.other_id "
         "where k.collection = ? and (? is null or k.id = ?) order by k.id, r.rank",
         [collection.name, id, id],
     )
     lists: dict[str, list] = {}
-    for item, other, score, metadata in rows:
+    for item, other, score, metadata, valid in rows:
         entries = lists.setdefault(item, [])
         if other is not None:
+            if metadata and not valid:
+                raise jsondata.stored_error(collection, other)
             entries.append(_entry(other, score, metadata, fields))
     return lists
 
@@ -365,17 +408,18 @@ def export(collection, directory, fields=None, combined=False) -> ExportStats:
     stats = ExportStats()
     if combined:
         stats.files = 1
-        stats.written = int(_write(directory / COMBINED, {"collection": collection.name, "items": lists}))
+        stats.written = int(_write(directory / COMBINED, {"collection": collection.name, "items": lists},
+                                   f"the related lists of collection {collection.name!r}"))
         return stats
     names = {id: file_name(id) + ".json" for id in lists}
     index_path = directory / INDEX
     previous = _read_index(index_path)
     for id, entries in lists.items():
-        stats.written += _write(directory / names[id], {"id": id, "related": entries})
+        stats.written += _write(directory / names[id], {"id": id, "related": entries}, f"the related list of {id!r}")
     for stale in sorted(set(previous.values()) - set(names.values())):
         (directory / stale).unlink(missing_ok=True)
         stats.removed += 1
-    _write(index_path, {"collection": collection.name, "files": names})
+    _write(index_path, {"collection": collection.name, "files": names}, "the index")
     stats.files = len(names)
     return stats
 
@@ -392,8 +436,8 @@ def _read_index(path) -> dict:
             if isinstance(name, str) and name == file_name(id) + ".json"}
 
 
-def _write(path, data) -> bool:
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n"
+def _write(path, data, where) -> bool:
+    text = jsondata.dumps(data, where, ensure_ascii=False, separators=(",", ":")) + "\n"
     data = text.encode("utf-8")
     if path.exists() and path.read_bytes() == data:
         return False

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import feedback, fulltext, search, storage, vectors, windows
+from . import feedback, fulltext, ranking, search, storage, windows
 from .errors import EmbedkitError
 
 # How far down each ranking hybrid search looks before fusing them.
@@ -112,7 +112,7 @@ def _fuse(dense, keyword, options):
 
 def _rocchio(collection, vector, hits, docs):
     ids = [id for id, _ in hits[:docs]]
-    found = {id: vectors.decode(blob) for id, blob in _select(collection, "id, embedding", ids)}
+    found = {row[0]: vector for row, vector in zip(*ranking.stored_vectors(collection, ids))}
     rows = [found[id] for id in ids if id in found]
     return feedback.rocchio(vector, np.stack(rows) if rows else np.zeros((0, len(vector))), feedback.ROCCHIO_WEIGHT)
 

@@ -35,6 +35,7 @@ class _Matrix:
     ids: list
     positions: dict
     matrix: np.ndarray  # unit-length float32 rows
+    skipped: int  # rows whose vectors cannot be used (ranking.decode_rows), not in the matrix
     # metadata key -> {value: positions of the rows with it}, made by the first filter on it
     values: dict = field(default_factory=dict)
 
@@ -48,6 +49,8 @@ def top_n(collection, query: np.ndarray, n: int, exclude=None, filter=None, exac
     query = query.astype(np.float32) / np.float32(np.linalg.norm(query))
     key = (collection.db.key, collection.name)
     version = collection.version()
+    if collection.dimensions is None:  # nothing embedded yet
+        return []
     # Inside a transaction rows may be uncommitted, and once rolled back their version
     # number is reused by the next write: a matrix of them must never be cached or served.
     shared = not collection.db.conn.in_transaction
@@ -109,13 +112,15 @@ def _matching_rows(collection, cached, filter):
     for key, value in filter.metadata.items():
         if key not in cached.values:
             read = collection.db.conn.execute(
-                f"select json_extract(metadata, ?) from {storage.quote(collection.table)} order by rowid",
+                f"select id, json_extract(metadata, ?) from {storage.quote(collection.table)} order by rowid",
                 [json_path(key)],
             ).fetchall()
-            if len(read) != len(cached.ids):
+            if len(read) != len(cached.ids) + cached.skipped:
                 return None
             index = {}
-            for position, (found,) in enumerate(read):
+            if cached.skipped:  # the matrix has the other rows, in the same order
+                read = [(id, found) for id, found in read if id in cached.positions]
+            for position, (_, found) in enumerate(read):
                 index.setdefault(found, []).append(position)
             cached.values[key] = {found: np.array(positions) for found, positions in index.items()}
         index = cached.values[key]
@@ -143,52 +148,66 @@ def _evict():
         del _cache[next(iter(_cache))]
 
 
-def _rows(collection, chunk_rows, filter=None):
-    """(ids, matrix) chunks of the collection's raw vectors (read-only arrays)."""
+def _rows(collection, chunk_rows, filter=None, unusable=None):
+    """(ids, matrix) chunks of the collection's raw vectors (read-only arrays); rows whose
+    vectors cannot be used are left out, and added to unusable."""
     condition, params = filter.condition() if filter else ("1", [])
     cursor = collection.db.conn.execute(
         f"select id, embedding from {storage.quote(collection.table)} where {condition} order by rowid", params
     )
     while rows := cursor.fetchmany(chunk_rows):
-        yield ranking.decode_rows(rows, collection.dimensions, collection.name)
+        kept, matrix, bad = ranking.decode_rows(rows, collection.dimensions)
+        if unusable is not None:
+            unusable += bad
+        yield [row[0] for row in kept], matrix
 
 
 def _load(collection, version) -> _Matrix:
-    conn = collection.db.conn
-    conn.execute("begin")  # one snapshot for the count and the rows
-    try:
+    with storage.snapshot(collection.db.conn):  # one snapshot for the count and the rows
         # Filled in place: no second copy of a matrix that may take gigabytes.
         matrix = np.empty((collection.count(), collection.dimensions), dtype=np.float32)
         ids: list[str] = []
-        for chunk_ids, chunk in _rows(collection, CHUNK_ROWS):
+        unusable: list[tuple] = []
+        for chunk_ids, chunk in _rows(collection, CHUNK_ROWS, unusable=unusable):
             matrix[len(ids) : len(ids) + len(chunk_ids)] = chunk
             ids.extend(chunk_ids)
-    finally:
-        conn.execute("commit")
+    ranking.warn_unusable(collection, unusable)
+    matrix = matrix[: len(ids)]
     vectors.normalize_rows(matrix)
-    return _Matrix(version, ids, {id: i for i, id in enumerate(ids)}, matrix)
+    return _Matrix(version, ids, {id: i for i, id in enumerate(ids)}, matrix, len(unusable))
 
 
 def _chunked_top(collection, query, n, exclude, filter=None):
     best = []
-    for ids, matrix in _rows(collection, CHUNK_ROWS, filter):
+    unusable: list[tuple] = []
+    for ids, matrix in _rows(collection, CHUNK_ROWS, filter, unusable):
         position = ids.index(exclude) if exclude in ids else None
         scores = vectors.normalize_rows(matrix.copy()) @ query
         best = sorted(best + ranking.best(scores, ids, n, position), key=lambda hit: (-hit[1], hit[0]))[:n]
+    ranking.warn_unusable(collection, unusable)
     return best
 
 
 def _sqlite_vec_top(collection, query, n, exclude, filter=None):
     condition, params = filter.condition() if filter else ("1", [])
-    rows = collection.db.conn.execute(
+    conn, dims = collection.db.conn, collection.dimensions
+    unusable: list[tuple] = []
+    # Called only for rows without a distance, which another program wrote: NULL, not a BLOB
+    # of the right length (vec_distance_cosine would fail on it), or NaN, infinite or all
+    # zeros (it gives NULL). They sort last, and are left out.
+    conn.create_function("embedkit_unusable", 2, lambda id, value: unusable.append((id, vectors.problem(value, dims))))
+    rows = conn.execute(
         f"""
-        -- NULL for an all-zero row (written by another client): score 0, as with numpy
-        select id, coalesce(vec_distance_cosine(embedding, ?), 1.0) as distance
+        select id, coalesce(
+            case when typeof(embedding) = 'blob' and length(embedding) = ? then vec_distance_cosine(embedding, ?) end,
+            embedkit_unusable(id, embedding)
+        ) as distance
         from {storage.quote(collection.table)}
         where (? is null or id != ?) and {condition}
-        order by distance, id
+        order by distance nulls last, id
         limit ?
         """,
-        [query.tobytes(), exclude, exclude, *params, n],
+        [dims * 4, query.tobytes(), exclude, exclude, *params, n],
     ).fetchall()
-    return [(id, 1.0 - distance) for id, distance in rows]
+    ranking.warn_unusable(collection, unusable)
+    return [(id, 1.0 - distance) for id, distance in rows if distance is not None]

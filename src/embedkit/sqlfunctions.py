@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from . import storage, vectors
+from . import llmdb, storage, vectors
 from .errors import EmbedkitError
 from .modelguard import ModelGuard, check_allowed
 from .models import EmbeddingModel, get_model
@@ -191,6 +191,11 @@ def query(conn, collection, text, max_chars=None, calls=_UNLIMITED) -> bytes:
             "where name = ?",
             [collection],
         ).fetchone()
+    if row is None and llmdb.is_llm_database(conn):  # an llm collection, read in place
+        found = conn.execute(f"select model from main.{llmdb.COLLECTIONS} where name = ?", [collection]).fetchone()
+        if found:
+            model_id, kept = llmdb.model_for(found[0])
+            row = (model_id, "", kept)
     if row is None:
         raise EmbedkitError(f"no collection named {collection!r}")
     model = get_model(row[0]).truncated(row[2]) if row[2] else get_model(row[0])

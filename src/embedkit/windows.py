@@ -52,7 +52,7 @@ def enable(collection) -> None:
     with storage.transaction(conn):
         conn.execute(
             f"create table if not exists {storage.quote(table_name(collection.name))} "
-            "(id text not null, content_hash text not null, part integer not null, "
+            "(id text not null, content_hash blob not null, part integer not null, "
             "start_char integer, end_char integer, embedding blob, primary key (id, part))"
         )
         if collection.windows != settings:
@@ -88,7 +88,7 @@ def update(collection, progress: Callable[[int, int], None] | None = None) -> in
             f"(select 1 from {table} as item where item.id = {side}.id and item.content_hash = {side}.content_hash)"
         )
     todo = conn.execute(
-        f"select id, content_hash, content from {table} as item where content is not null and not exists "
+        f"select id, content_hash, content from {table} as item where content is not null and content_hash is not null and not exists "
         f"(select 1 from {side} where {side}.id = item.id and {side}.content_hash = item.content_hash) order by id"
     ).fetchall()
     model, prefix = collection.model, collection.document_prefix

@@ -1,19 +1,21 @@
 """ask: answer a question from a collection's passages, with numbered sources."""
 
-import json
 
 import click
 
 from .. import ask as asking
+from .. import jsondata
+from ..errors import EmbedkitError
 from ..filters import parse_filter
 from .base import cli, database_option, open_database
+from .chat_options import chat_model, chat_options
 from .search_options import ranking_options, search_kwargs
 
 
 @cli.command(short_help="Answer a question from a collection's passages, citing them.")
 @click.argument("collection")
 @click.argument("question")
-@click.option("-m", "--model", "chat_model", envvar="EMBEDKIT_CHAT_MODEL", show_envvar=True,
+@click.option("-m", "--model", "model_name", envvar="EMBEDKIT_CHAT_MODEL", show_envvar=True,
               help="Chat model: openai/NAME or ollama/NAME")
 @click.option("-n", "--number", type=click.IntRange(min=1), default=asking.PASSAGES, show_default=True, help="Passages to give the model")
 @click.option("--dense", "mode", flag_value="dense", help="Find passages by vector only")
@@ -26,12 +28,10 @@ from .search_options import ranking_options, search_kwargs
 @click.option("--context-only", is_flag=True, help="Print the numbered passages (the prompt's context) and ask no model")
 @click.option("--json", "as_json", is_flag=True, help="JSON output: the question, the passages and (unless --context-only) the answer")
 @ranking_options
-@click.option("--base-url", help="The chat server's URL (default: OPENAI_BASE_URL or OLLAMA_HOST)")
-@click.option("--key-env", metavar="VARIABLE", help="Environment variable holding the chat server's API key")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds to wait for the server")
+@chat_options
 @database_option
-def ask(collection, question, chat_model, number, mode, unique, filters, where, min_score, context_only, as_json,
-        base_url, key_env, timeout, database, **ranking):
+def ask(collection, question, model_name, number, mode, unique, filters, where, min_score, context_only, as_json,
+        database, **options):
     """Answer QUESTION from the passages of COLLECTION that match it best.
 
     The passages are numbered and given to a chat model (an OpenAI-compatible server or
@@ -48,23 +48,21 @@ def ask(collection, question, chat_model, number, mode, unique, filters, where, 
     target = open_database(database).collection(collection)
     passages = asking.retrieve(
         target, question, number, mode=mode, min_score=min_score, unique=unique,
-        metadata=dict(parse_filter(f) for f in filters), where=where, **search_kwargs(ranking),
+        metadata=dict(parse_filter(f) for f in filters), where=where, **search_kwargs(options),
     )
     if context_only:
         if as_json:
-            click.echo(json.dumps(asking.context_json(question, passages), ensure_ascii=False))
+            click.echo(jsondata.dumps(asking.context_json(question, passages), "the passages", ensure_ascii=False))
         else:
             click.echo(asking.context(passages))
         return
-    from ..chat import get_chat_model
-    from ..errors import EmbedkitError
-
-    if not chat_model:
+    if not model_name:
         raise EmbedkitError("give a chat model with -m openai/NAME or -m ollama/NAME (or set EMBEDKIT_CHAT_MODEL)")
-    model = get_chat_model(chat_model, base_url=base_url, key_env=key_env, timeout=timeout)
+    model = chat_model(model_name, options)
     if as_json:
         text = "".join(asking.answer(model, question, passages))
-        click.echo(json.dumps({**asking.context_json(question, passages), "answer": text}, ensure_ascii=False))
+        click.echo(jsondata.dumps({**asking.context_json(question, passages), "answer": text}, "the answer",
+                                  ensure_ascii=False))
         return
     text = ""
     for piece in asking.answer(model, question, passages):

@@ -1,13 +1,12 @@
 import base64
 import glob
-import json
 import os
 import signal
 import sys
 
 import click
 
-from .. import extras
+from .. import extras, jsondata
 from ..chunking import METHODS, Chunker, describe, for_model
 from ..collection import validate_name
 from ..errors import EmbedkitError
@@ -19,7 +18,7 @@ from ..sources.pdf import PdfSource, looks_like_pdf
 from ..sources.tabular import FORMATS
 from ..sources.url import is_url
 from ..windows import check as check_windows
-from .base import Progress, cli, database_option, interruptible, open_database, read_text
+from .base import Progress, check_writable, cli, database_option, interruptible, open_database, read_text
 
 
 def model_option(fn):
@@ -62,6 +61,8 @@ def embed(collection, id, content, input_path, model, store, metadata, output_fo
         raise EmbedkitError("--format prints a vector; it cannot be used with COLLECTION ID")
     if collection is None and (store or metadata):
         raise EmbedkitError("--store and --metadata need COLLECTION and ID")
+    if collection is not None:
+        check_writable(database)
     text = read_text(content, input_path)
     if not text.strip():
         raise EmbedkitError("the content to embed is empty")
@@ -101,7 +102,7 @@ def _print_vector(vector, output_format):
     elif output_format == "base64":
         click.echo(base64.b64encode(blob).decode())
     else:
-        click.echo(json.dumps([float(v) for v in vector.tolist()]))
+        click.echo(jsondata.dumps([float(v) for v in vector.tolist()], "the vector"))
 
 
 @cli.command(name="embed-multi", short_help="Embed many items from files, PDFs, URLs or a SQL query.")
@@ -154,6 +155,7 @@ def embed_multi(collection, inputs, input_format, files, encoding, pdf, sql, att
 
     if not (inputs or files or sql or pdf):
         raise EmbedkitError("give something to embed: INPUT, --files DIR GLOB, --pdf PATH|URL or --sql QUERY")
+    check_writable(database)
     if attach and not sql:
         raise EmbedkitError("--attach is for --sql")
     _check_shell_expansion(files, inputs)

@@ -1,10 +1,9 @@
 """eval: retrieval quality of a collection's search modes against relevance judgments."""
 
-import json
-
 import click
 
 from .. import evaluate as evaluation
+from .. import jsondata
 from ..errors import EmbedkitError
 from .base import Progress, cli, database_option, open_database, print_table
 from .search_options import ranking_options, search_kwargs
@@ -54,7 +53,7 @@ def evaluate(collection, queries_path, qrels_path, modes, depth, unique, as_json
     if len(unavailable) == len(ran):
         raise EmbedkitError("; ".join(f"{mode} search is unavailable: {reason}" for mode, reason in unavailable.items()))
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        click.echo(jsondata.dumps(report, "the report", indent=2))
     else:
         rows = [
             [metric, *("-" if mode in unavailable else f"{report[mode][metric]:.4f}" for mode in ran)]

@@ -1,12 +1,13 @@
 """cluster, map, heatmap and classify: looking at a collection as a whole."""
 
-import json
 
 import click
 
+from .. import jsondata
 from ..errors import EmbedkitError
 from ..filters import parse_filter
 from .base import Progress, cli, database_option, open_database, print_table
+from .chat_options import chat_model, chat_options
 
 
 def filter_options(fn):
@@ -30,9 +31,11 @@ def _k(value):
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of k-means: the same seed, settings and items give the same clusters")
 @filter_options
 @click.option("--assign", is_flag=True, help="Put new and changed items in the nearest existing cluster instead of clustering again")
+@click.option("--summarize", metavar="MODEL", help="Have this chat model (openai/NAME or ollama/NAME) name each cluster and sum it up in a sentence")
+@chat_options
 @click.option("--plain", is_flag=True, help="A readable table instead of JSON lines")
 @database_option
-def cluster(collection, k, seed, filters, where, assign, plain, database):
+def cluster(collection, k, seed, filters, where, assign, summarize, plain, database, **options):
     """Cluster the items of COLLECTION with seeded k-means over their unit vectors (cosine
     similarity) and name each cluster by the terms of its stored text most distinctive of it
     (class-based TF-IDF) and its most central items.
@@ -47,22 +50,37 @@ def cluster(collection, k, seed, filters, where, assign, plain, database):
     embedkit cluster posts -k 10
     embedkit cluster posts -k auto --filter lang=en --plain
     embedkit cluster posts --assign
+    embedkit cluster posts -k 10 --summarize ollama/llama3.2
     sqlite3 embeddings.db "select cluster, size, name from posts_cluster_info"
+
+    --summarize asks a chat model for each cluster's name and a one-sentence summary, showing
+    it the cluster's distinctive terms and the text of its five most central items. The
+    clusters are stored before it is asked: if it fails, they keep their TF-IDF names, and
+    running the command again with the same model asks only about the clusters that have no
+    summary yet. An answer that is not a JSON object with a one-line name and summary leaves
+    its cluster the TF-IDF name, with a warning.
     """
-    target = open_database(database).collection(collection)
+    target = open_database(database, write=True).collection(collection)
     if assign:
-        if filters or where or k != "8":
-            raise EmbedkitError("--assign uses the clusters' own settings: give no -k, --filter or --where")
+        if filters or where or k != "8" or summarize:
+            raise EmbedkitError("--assign uses the clusters' own settings: give no -k, --filter, --where or --summarize")
         result = target.assign_clusters()
     else:
+        if not summarize and any(value is not None for value in options.values()):
+            raise EmbedkitError("--base-url, --key-env and --timeout go with --summarize MODEL")
+        model = chat_model(summarize, options) if summarize else None
         with Progress() as progress:
             result = target.cluster(_k(k), seed, dict(parse_filter(f) for f in filters) or None, where,
-                                    progress=progress.clustering)
+                                    progress=progress.clustering, summarize=model)
     if plain:
-        print_table([(c.cluster, c.size, c.name) for c in result.clusters], ["cluster", "size", "name"])
+        summaries = any(c.summary for c in result.clusters)
+        print_table([(c.cluster, c.size, c.name) + ((c.summary or "",) if summaries else ()) for c in result.clusters],
+                    ["cluster", "size", "name"] + (["summary"] if summaries else []))
     else:
         for c in result.clusters:
-            click.echo(json.dumps(c.to_dict(), ensure_ascii=False))
+            click.echo(jsondata.dumps(c.to_dict(), f"cluster {c.cluster}", ensure_ascii=False))
+    if result.warning():
+        click.echo(f"Warning: {result.warning()}", err=True)
     click.echo(result.summary(), err=True)
 
 
@@ -114,7 +132,7 @@ def heatmap(collection, ids, texts, output, database):
     target = open_database(database).collection(collection)
     result = target.heatmap(ids, texts, output)
     if output is None:
-        click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+        click.echo(jsondata.dumps(result.to_dict(), "the heatmap", ensure_ascii=False))
     else:
         click.echo(f"{len(result.labels)} x {len(result.labels)} in {output}", err=True)
 
@@ -142,10 +160,10 @@ def classify(collection, examples, min_score, filters, where, database):
     from ..explore.classify import read_examples
     from ..sources.tabular import read_input
 
-    target = open_database(database).collection(collection)
+    target = open_database(database, write=True).collection(collection)
     name = "stdin" if examples == "-" else examples
     result = target.classify(read_examples(read_input(examples), name), min_score,
                              dict(parse_filter(f) for f in filters) or None, where)
     for label, count in [*result.counts.items(), (None, result.items - result.labelled)]:
-        click.echo(json.dumps({"label": label, "items": count}, ensure_ascii=False))
+        click.echo(jsondata.dumps({"label": label, "items": count}, "the counts", ensure_ascii=False))
     click.echo(result.summary(), err=True)

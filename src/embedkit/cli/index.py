@@ -1,10 +1,8 @@
 """index: build, drop or show a collection's quantised index."""
 
-import json
-
 import click
 
-from .. import fulltext, quantized
+from .. import fulltext, jsondata, quantized
 from ..errors import EmbedkitError
 from .base import Progress, cli, database_option, open_database
 
@@ -42,7 +40,7 @@ def index(collection, quantize, oversample, drop, stemming, database):
     if stemming:
         if quantize or drop:
             raise EmbedkitError("--stemming rebuilds the keyword index: give it on its own")
-        target = open_database(database).collection(collection)
+        target = open_database(database, write=True).collection(collection)
         fulltext.rebuild(target, stemming)
         click.echo(f"Rebuilt the keyword index of {collection} with stemming {stemming}", err=True)
         return
@@ -50,7 +48,7 @@ def index(collection, quantize, oversample, drop, stemming, database):
         raise EmbedkitError("give --quantize to build an index or --drop to drop it, not both")
     if oversample is not None and not quantize:
         raise EmbedkitError("--oversample is recorded when building: use it with --quantize")
-    target = open_database(database).collection(collection)
+    target = open_database(database, write=bool(quantize or drop)).collection(collection)
     if drop:
         if not quantized.drop(target):
             raise EmbedkitError(f"collection {collection!r} has no quantised index")
@@ -61,4 +59,4 @@ def index(collection, quantize, oversample, drop, stemming, database):
             result = quantized.build(target, quantize, oversample, progress=progress.indexing)
     else:
         result = quantized.status(target)
-    click.echo(json.dumps(result))
+    click.echo(jsondata.dumps(result, "the index status"))

@@ -1,8 +1,8 @@
-import json
 import sys
 
 import click
 
+from .. import jsondata
 from ..errors import EmbedkitError
 from ..filters import parse_filter
 from .base import ListGroup, cli, database_option, open_database, print_table
@@ -22,12 +22,13 @@ def list_collections(as_json, database):
     db = open_database(database)
     collections = db.collections()
     if as_json:
-        click.echo(json.dumps([
+        click.echo(jsondata.dumps([
             {"name": c.name, "model": c.model_id, "dimensions": c.dimensions, "count": c.count(), "chunking": c.chunking}
             for c in collections
-        ], indent=2))
+        ], "the collections", indent=2))
     elif collections:
-        print_table([[c.name, c.model_id, c.dimensions, c.count()] for c in collections],
+        # A collection of vectors brought without a model has none.
+        print_table([[c.name, c.model_id or "(none)", c.dimensions, c.count()] for c in collections],
                     ["name", "model", "dimensions", "count"])
     else:
         click.echo(f"No collections in {database}", err=True)
@@ -44,7 +45,7 @@ def delete_collection(name, yes, database):
     embedkit collections delete notes
     embedkit collections delete notes --yes
     """
-    db = open_database(database)
+    db = open_database(database, write=True)
     count = db.collection(name).count()
     items = f"{count} item{'s' * (count != 1)}"
     if not yes:
@@ -70,7 +71,7 @@ def delete(collection, ids, filters, database):
     embedkit delete notes readme todo
     embedkit delete papers --filter source=pdfs/bitnet.pdf
     """
-    target = open_database(database).collection(collection)
+    target = open_database(database, write=True).collection(collection)
     if bool(ids) == bool(filters):
         raise EmbedkitError("give the ids to delete or --filter KEY=VALUE, not both")
     if ids:

@@ -1,11 +1,10 @@
 """Models, aliases and API keys: `embedkit models`, `embedkit aliases`, `embedkit keys`."""
 
-import json
 import sys
 
 import click
 
-from .. import config, models
+from .. import config, jsondata, models
 from ..errors import EmbedkitError
 from .base import ListGroup, cli, print_table
 
@@ -30,7 +29,7 @@ def list_models(as_json):
     for problem in models.plugin_errors:
         click.echo(f"Warning: {problem}", err=True)
     if as_json:
-        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        click.echo(jsondata.dumps(rows, "the list", indent=2, ensure_ascii=False))
     else:
         print_table([[r["id"], r["dimensions"] or "?", ", ".join(r["aliases"]), r["source"]] for r in rows],
                     ["model", "dimensions", "aliases", "source"])
@@ -86,7 +85,7 @@ def list_aliases(as_json):
     """Every alias set with 'embedkit aliases set' and the model it names."""
     rows = models.aliases()
     if as_json:
-        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        click.echo(jsondata.dumps(rows, "the list", indent=2, ensure_ascii=False))
     elif rows:
         print_table(list(rows.items()), ["alias", "model"])
 

@@ -29,7 +29,7 @@ def related(collection, number, min_score, filters, same, database):
     embedkit related posts -n 5 --min-score 0.3 --same section
     sqlite3 embeddings.db "select * from posts_related where id = 'my-post'"
     """
-    target = open_database(database).collection(collection)
+    target = open_database(database, write=True).collection(collection)
     with Progress() as progress:
         stats = target.compute_related(
             number, min_score, dict(parse_filter(f) for f in filters) or None, same, progress=progress.relating

@@ -6,7 +6,6 @@ import click
 
 from .. import retrieval
 from ..errors import EmbedkitError
-from ..rerank import get_reranker
 
 NAMES = ("expand", "feedback", "fusion", "alpha", "keep_stop_words", "rerank", "rerank_url", "rerank_depth")
 
@@ -36,6 +35,8 @@ def search_kwargs(values: dict) -> dict:
     kwargs = {"expand": given["expand"], "feedback": given["feedback"], "fusion": given["fusion"],
               "alpha": given["alpha"], "stop_words": not given["keep_stop_words"]}
     if given["rerank"]:
+        from ..rerank import get_reranker  # here: its HTTP clients cost every search's start-up
+
         kwargs["rerank"] = get_reranker(given["rerank"], url=given["rerank_url"])
         kwargs["rerank_depth"] = given["rerank_depth"]
     elif given["rerank_url"] or given["rerank_depth"]:

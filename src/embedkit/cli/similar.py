@@ -1,9 +1,9 @@
-import json
 import sys
 import textwrap
 
 import click
 
+from .. import jsondata
 from ..errors import EmbedkitError
 from ..filters import parse_filter
 from .base import cli, database_option, open_database, read_text
@@ -82,4 +82,7 @@ def similar(collection, id, content, input_path, number, model, unique, filters,
                 shown = entry.part.text if entry.part is not None and entry.part.text else entry.content
                 click.echo(textwrap.indent(textwrap.shorten(shown, 300), "  "))
         else:
-            click.echo(json.dumps(entry.to_dict(), ensure_ascii=False))
+            try:
+                click.echo(jsondata.dumps(entry.to_dict(), f"item {entry.id!r}", ensure_ascii=False))
+            except EmbedkitError:
+                raise jsondata.stored_error(target, entry.id) from None

@@ -1,8 +1,8 @@
 import base64
-import json
 
 import click
 
+from .. import errors, jsondata
 from ..errors import EmbedkitError
 from ..sqlfunctions import explain
 from .base import cli, database_option, open_database
@@ -32,7 +32,12 @@ def sql(query, param, database):
     try:
         cursor = db.conn.execute(query, dict(param))
         columns = [d[0] for d in cursor.description or ()]
-        for row in cursor:
-            click.echo(json.dumps({c: _json_value(v) for c, v in zip(columns, row)}, ensure_ascii=False))
+        for number, row in enumerate(cursor, 1):
+            click.echo(jsondata.dumps({c: _json_value(v) for c, v in zip(columns, row)}, f"row {number}",
+                                      ensure_ascii=False))
     except db.sqlite_error as ex:
+        fault = errors.from_sqlite(ex, db.path, db.lock_timeout)
+        if fault is not None:
+            db.faulted = True
+            raise fault from None
         raise EmbedkitError(explain(ex)) from None

@@ -15,6 +15,8 @@ Datasette 0.65 and the 1.0 alphas (permissions.py holds what differs).
 - A "Similar items" link on each row page of a collection, and "Similar items" and "Map" in the
   table's actions menu.
 - embedkit's tables of bookkeeping (`_embedkit_*`) are hidden.
+- An llm embeddings database is searched in place: its collections share llm's table
+  `embeddings`, so their pages are `/<db>/embeddings/-/similar?collection=NAME&...`.
 
 Everything is safe to publish: visitors make only the models work that the owner allows
 (settings.py), within budgets, time limits and Datasette's own limits; the databases are only
@@ -34,12 +36,13 @@ from datasette import hookimpl
 from datasette.utils import tilde_decode, tilde_encode
 from datasette.utils.asgi import Forbidden, NotFound, Response
 
-from .. import sqlfunctions, storage
+from .. import llmdb, sqlfunctions, storage
 from ..collection import MODES
 from ..database import Database
 from ..errors import EmbedkitError
 from ..explore import maps
 from ..filters import parse_filter
+from ..llmdb import LlmCollection
 from ..modelguard import ModelGuard, NotAllowed, check_allowed
 from ..models import get_model
 from . import databases, permissions
@@ -122,7 +125,8 @@ def startup(datasette):
         # the time limit would cut short. Never a model that calls a service: it may charge.
         names = set()
         for database in datasette.databases.values():
-            names.update((await _collections(database)).values())
+            for found in (await _collections(database)).values():
+                names.update(model for _, model in found if model)
         for name in sorted(names):
             try:
                 model = get_model(name, local_paths=False)
@@ -146,10 +150,13 @@ def register_routes():
 @hookimpl
 def table_actions(datasette, actor, database, table):
     async def links():
-        if not await _collection_of(datasette, database, table):
-            return []
-        base = datasette.urls.table(database, table)
-        return [{"href": base + "/-/similar", "label": "Similar items"}, {"href": base + "/-/map", "label": "Map"}]
+        found = await _collection_of(datasette, database, table)
+        if len(found) == 1:
+            base = datasette.urls.table(database, table)
+            return [{"href": base + "/-/similar", "label": "Similar items"}, {"href": base + "/-/map", "label": "Map"}]
+        # llm's table of all its collections: a page for each
+        return [{"href": _similar_url(datasette, database, table, collection=name), "label": f"Similar items in {name}"}
+                for name, _ in found]
 
     return links
 
@@ -157,11 +164,17 @@ def table_actions(datasette, actor, database, table):
 @hookimpl
 def extra_body_script(view_name, database, table, request, datasette):
     async def script():
-        if view_name != "row" or not await _collection_of(datasette, database, table):
+        found = await _collection_of(datasette, database, table) if view_name == "row" else []
+        if not found:
             return ""
-        item_id = tilde_decode(request.url_vars["pks"])
+        item_id, name = tilde_decode(request.url_vars["pks"]), None
+        if table == llmdb.EMBEDDINGS and "," in request.url_vars["pks"]:  # llm's: (collection_id, id)
+            collection_id, item_id = (tilde_decode(part) for part in request.url_vars["pks"].split(",", 1))
+            name = await _llm_collection_name(datasette.get_database(database), collection_id)
+            if name is None:
+                return ""
         # json.dumps makes the URL a string literal; escaping "<" keeps "</script>" out of it.
-        url = json.dumps(_similar_url(datasette, database, table, id=item_id)).replace("<", "\\u003c")
+        url = json.dumps(_similar_url(datasette, database, table, id=item_id, collection=name)).replace("<", "\\u003c")
         return f"""
 (function () {{
   var heading = document.querySelector("h1");
@@ -193,7 +206,8 @@ def handle_exception(datasette, request, exception):
             db = datasette.get_database(route=database)
         except KeyError:
             return None
-        if table not in await _collections(db):
+        # llm's rows are keyed by (collection id, id): an id typed alone is never one.
+        if table not in await _collections(db) or table == llmdb.EMBEDDINGS:
             return None
         # Where the visitor may not look, whether an id exists is not theirs to learn either.
         if not await permissions.may_view_table(datasette, request.actor, db.name, table):
@@ -208,12 +222,19 @@ _ROW_PATH = re.compile(r"^/(?P<database>[^/]+)/(?P<table>[^/]+)/(?P<id>[^/]+)$")
 
 
 async def _collections(database) -> dict:
-    """{table name: model} of the collections in a Datasette database ({} if it cannot be read)."""
+    """{table name: [(collection name, model)]} of the collections in a Datasette database: one
+    each in embedkit's tables, all an llm database has in its `embeddings` ({} if it cannot be read)."""
 
     def read(conn):
-        if not storage.table_exists(conn, storage.REGISTRY):
-            return {}
-        return dict(conn.execute(f"select table_name, model from {storage.REGISTRY}").fetchall())
+        found: dict = {}
+        if storage.table_exists(conn, storage.REGISTRY):
+            for table, name, model in conn.execute(f"select table_name, name, model from {storage.REGISTRY}"):
+                found.setdefault(table, []).append((name, model))
+        if llmdb.is_llm_database(conn):
+            taken = {name for collections in found.values() for name, _ in collections}
+            rows = conn.execute(f"select name, model from {llmdb.COLLECTIONS} order by name").fetchall()
+            found[llmdb.EMBEDDINGS] = [(name, llmdb.model_for(model)[0]) for name, model in rows if name not in taken]
+        return found
 
     try:
         return await database.execute_fn(read)
@@ -222,12 +243,20 @@ async def _collections(database) -> dict:
         return {}
 
 
-async def _collection_of(datasette, database, table):
+async def _collection_of(datasette, database, table) -> list:
     try:
         db = datasette.get_database(database)
     except KeyError:
-        return None
-    return table in await _collections(db)
+        return []
+    return (await _collections(db)).get(table, [])
+
+
+async def _llm_collection_name(database, collection_id):
+    def read(conn):
+        row = conn.execute(f"select name from {llmdb.COLLECTIONS} where id = ?", [collection_id]).fetchone()
+        return row and row[0]
+
+    return await database.execute_fn(read)
 
 
 def _similar_url(datasette, database, table, as_json=False, **params):
@@ -316,7 +345,7 @@ async def _related(datasette, request, as_json):
     fields = request.args.getlist("field") or None
 
     def read(conn):
-        collection, pending = _collection(conn, db, table)
+        collection, pending = _collection(conn, db, table, request.args.get("collection"))
         if id not in collection:
             raise _Failure(404, f"No item with id {id!r} in {table}")
         if pending:
@@ -340,7 +369,7 @@ async def _map(datasette, request, as_json):
 
     def build(conn):
         try:
-            return maps.build(_collection(conn, db, table)[0], color_by=color)
+            return maps.build(_collection(conn, db, table, request.args.get("collection"))[0], color_by=color)
         except EmbedkitError as ex:  # no clusters yet, an empty collection...
             raise _Failure(400, str(ex)) from None
 
@@ -388,13 +417,29 @@ async def _visible_table(datasette, request, as_json):
     return db, table
 
 
-def _collection(conn, db, table):
-    """The collection table names, and the schema upgrades its database lacks."""
+def _collection(conn, db, table, name=None):
+    """The collection a request is about (the one in table, or the one named by collection=
+    of the several an llm database keeps in its table `embeddings`), and the schema upgrades
+    its database lacks."""
     database = Database(conn, read_only=True)
-    name = next((c.name for c in database.collections() if c.table == table), None)
-    if name is None:
-        raise _Failure(404, f"{table} is not an embedkit collection in {db.name}")
-    return database.collection(name), database.pending_migrations()
+    found = [c for c in database.collections() if _table_of(c) == table and name in (None, c.name)]
+    if not found:
+        missing = f"no collection {name!r} in {table}" if name else f"{table} is not an embedkit collection"
+        raise _Failure(404, f"{missing} in {db.name}")
+    if len(found) > 1:
+        raise _Failure(400, f"{table} holds the collections {', '.join(c.name for c in found)}: choose one with collection=NAME")
+    return found[0], database.pending_migrations()
+
+
+def _table_of(collection) -> str:
+    """The table a collection's rows are in, as Datasette shows it."""
+    return llmdb.EMBEDDINGS if isinstance(collection, LlmCollection) else collection.table
+
+
+def _row_path(llm_id, item_id) -> str:
+    """The row of an item, as Datasette names it: its primary key, tilde-encoded; llm's key is
+    (collection_id, id)."""
+    return tilde_encode(item_id) if llm_id is None else tilde_encode(str(llm_id)) + "," + tilde_encode(item_id)
 
 
 def _older(db) -> str:
@@ -449,13 +494,16 @@ async def _similar(datasette, request, as_json):
 
     def describe(conn, collection=None, pending=None):
         if collection is None:
-            collection, pending = _collection(conn, db, table)
+            collection, pending = _collection(conn, db, table, request.args.get("collection"))
+        llm_id = collection.llm_id if isinstance(collection, LlmCollection) else None
         return {"collection": collection.name, "model": collection.model_id,
                 "count": None if as_json else collection.count(), "query_prefix": collection.query_prefix,
-                "model_dimensions": collection.model_dimensions, "pending": pending}
+                "model_dimensions": collection.model_dimensions, "pending": pending, "llm_id": llm_id,
+                # An llm collection read in place has no keyword index.
+                "managed": collection.managed}
 
     def search(conn, vector=None):
-        collection, pending = _collection(conn, db, table)
+        collection, pending = _collection(conn, db, table, request.args.get("collection"))
         info = describe(conn, collection, pending)
         if query.error or not query.searched:
             return info, []
@@ -488,6 +536,7 @@ async def _similar(datasette, request, as_json):
                 "ok": True,
                 "database": db.name,
                 "table": table,
+                "collection": info["collection"],
                 "model": info["model"],
                 "q": query.q,
                 "id": query.id,
@@ -499,16 +548,20 @@ async def _similar(datasette, request, as_json):
                 "rows": [row.to_dict() for row in rows],
             }
         )
+    # Which collection of the table, in the links: llm keeps all of its in one.
+    chosen = info["collection"] if info["llm_id"] is not None else None
     context = {
         "database": db.name,
         "table": table,
+        "name": info["collection"],
+        "collection": chosen,
         "q": query.q,
         "item_id": query.id,
         "n": query.n,
         "unique": query.unique,
         "filters": query.filters,
         "mode": query.mode,
-        "modes": [("dense", "by meaning"), ("keyword", "by keywords"), ("hybrid", "both")],
+        "modes": [("dense", "by meaning"), ("keyword", "by keywords"), ("hybrid", "both")][: 3 if info["managed"] else 1],
         "max_n": query.max_n,
         "error": query.error,
         "notice": _older(db) if info["pending"] else None,
@@ -517,10 +570,10 @@ async def _similar(datasette, request, as_json):
         "model": info["model"],
         "count": f"{info['count']:,}",
         "action": _similar_url(datasette, db.name, table),
-        "json_url": _similar_url(datasette, db.name, table, as_json=True, q=query.q, id=query.id,
+        "json_url": _similar_url(datasette, db.name, table, as_json=True, collection=chosen, q=query.q, id=query.id,
                                  n=query.n, unique=query.unique, filter=query.filters,
                                  mode=None if query.mode == "dense" else query.mode, min_score=query.min_score),
-        "row_url": lambda item_id: datasette.urls.row(db.name, table, tilde_encode(item_id)),
+        "row_url": lambda item_id: datasette.urls.row(db.name, table, _row_path(info["llm_id"], item_id)),
         "snippet": _snippet,
     }
     return Response.html(

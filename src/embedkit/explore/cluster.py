@@ -9,6 +9,10 @@ takes seconds. On unit vectors its squared distance is 2 - 2 x cosine, so it gro
 similarity, as search does. Density methods (HDBSCAN) leave many items unassigned in this
 many dimensions and have no centroid to assign new ones to; agglomerative clustering needs
 the n x n distance matrix (40 GB at 100,000 items).
+
+With summarize, a chat model then names each cluster and sums it up in a sentence
+(explore.summaries). The clusters are stored first: a failing model leaves them with their
+TF-IDF names, and asking again does not cluster again.
 """
 
 import json
@@ -16,11 +20,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import storage, vectors
+from .. import chat, jsondata, storage, vectors
 from ..errors import EmbedkitError
 from ..extras import require
 from ..filters import Filter
-from . import names, tables
+from . import names, summaries, tables
 from .loading import load, sample
 
 KIND = "clusters"
@@ -68,21 +72,37 @@ class Clustering:
     silhouettes: dict = field(default_factory=dict)  # k -> silhouette, when -k auto chose k
     assigned: int = 0  # items new or moved to another cluster by assign()
     removed: int = 0  # items gone from the collection since
+    summarized_by: str | None = None  # the chat model asked, with summarize
+    summarized: int = 0  # clusters it named and summed up
+    unreadable: list = field(default_factory=list)  # clusters whose answer could not be read
 
     def summary(self) -> str:
         if self.how == "assigned":
             return (f"{self.items} items in {self.k} clusters: {self.assigned} assigned, {self.removed} removed, "
                     "clusters kept")
         chosen = f" (k={self.k} by silhouette {self.silhouettes[self.k]:.3f})" if self.silhouettes else ""
-        return f"{self.items} items in {self.k} clusters{chosen}, {self.how}"
+        asked = f"; {self.summarized} summarized by {self.summarized_by}" if self.summarized_by else ""
+        return f"{self.items} items in {self.k} clusters{chosen}, {self.how}{asked}"
+
+    def warning(self) -> str | None:
+        """One line about the clusters whose answer could not be read, if any."""
+        if not self.unreadable:
+            return None
+        which = ", ".join(map(str, self.unreadable))
+        keeps = "clusters {}, which keep their TF-IDF names" if len(self.unreadable) > 1 else \
+            "cluster {}, which keeps its TF-IDF name"
+        return f"{self.summarized_by} gave no JSON name and summary for {keeps.format(which)}; run again to ask again"
 
 
-def cluster(collection, k=8, seed=0, metadata=None, where=None, progress=None) -> Clustering:
-    """Cluster the items (those metadata and where choose) into k clusters, or k="auto"."""
+def cluster(collection, k=8, seed=0, metadata=None, where=None, progress=None, summarize=None) -> Clustering:
+    """Cluster the items (those metadata and where choose) into k clusters, or k="auto"; with
+    summarize (a chat model or its name), have it name and sum up the clusters that have no
+    summary by it yet."""
     progress = progress or (lambda done, total: None)
     filter = Filter(metadata or {}, where)
     if k != "auto" and (not isinstance(k, int) or k < 2):
         raise EmbedkitError(f"k must be a whole number of at least 2 or 'auto', not {k!r}")
+    model = chat.get_chat_model(summarize) if isinstance(summarize, str) else summarize
     settings = {"k": k, "seed": seed, "filter": filter.metadata, "where": where}
     version = collection.version()
     previous = tables.record(collection, KIND)
@@ -90,8 +110,18 @@ def cluster(collection, k=8, seed=0, metadata=None, where=None, progress=None) -
         key: previous.settings.get(key) for key in settings
     } == settings:
         clusters = stored(collection)
-        return Clustering(clusters, sum(c.size for c in clusters), "unchanged", len(clusters),
-                          {int(key): value for key, value in previous.settings.get("silhouettes", {}).items()})
+        result = Clustering(clusters, sum(c.size for c in clusters), "unchanged", len(clusters),
+                            {int(key): value for key, value in previous.settings.get("silhouettes", {}).items()})
+        steps = 0
+    else:
+        result, steps = _compute(collection, k, seed, filter, settings, version, progress, model is not None)
+    if model is not None:
+        _summarize(collection, result, model, steps, progress)
+    return result
+
+
+def _compute(collection, k, seed, filter, settings, version, progress, summarizing) -> tuple:
+    """(the Clustering, the progress steps so far) of clustering afresh."""
     tables.check_free(collection, KIND, table_names(collection))
     require("sklearn.cluster", "explore", "clustering")
     items = load(collection, filter)
@@ -99,18 +129,21 @@ def cluster(collection, k=8, seed=0, metadata=None, where=None, progress=None) -
     if count < 2 or (k != "auto" and count < k):
         raise EmbedkitError(f"cannot make {k} clusters of {count} item{'s' * (count != 1)} in {collection.name!r}")
     steps = (len(_candidates(count)) if k == "auto" else 0) + 2
+    # With summarize, asking about each cluster is a step too (once k is known).
+    later = k if summarizing and k != "auto" else 0
     silhouettes = {}
     if k == "auto":
         silhouettes = choose_k(items.matrix, seed, lambda: progress(1, steps))
         k = max(silhouettes, key=lambda candidate: (silhouettes[candidate], -candidate))
+        later = k if summarizing else 0
     model = _KMeans(k, seed, N_INIT).fit(items.matrix)
-    progress(1, steps)
+    progress(1, steps + later)
     labels, centroids = _canonical(model.labels_, model.cluster_centers_.astype(np.float32), items.ids, k)
     distances = _distances(items.matrix, labels, centroids)
     clusters = _describe(collection, items, labels, centroids, distances, k)
-    progress(1, steps)
+    progress(1, steps + later)
     _write(collection, items.ids, labels, distances, clusters, settings | {"silhouettes": silhouettes}, version)
-    return Clustering(clusters, count, "computed", k, silhouettes)
+    return Clustering(clusters, count, "computed", k, silhouettes), steps
 
 
 def _candidates(count) -> list:
@@ -186,12 +219,56 @@ def _describe(collection, items, labels, centroids, distances, k) -> list:
     details = dict(zip(read.ids, zip(read.texts, read.metadata)))
     texts = [details[id][0] or (details[id][1] or {}).get("title") for id in named]
     terms = names.distinctive_terms(texts, list(named.values()), k)
-    titles = {id: str((meta or {}).get("title") or id) for id, (_, meta) in details.items()}
+    titles = {id: _title(id, meta) for id, (_, meta) in details.items()}
     return [
         Cluster(c, len(members[c]), names.name(terms[c], [titles[id] for id in central[c]]), terms[c], central[c],
                 centroids[c])
         for c in range(k)
     ]
+
+
+def _title(id, metadata) -> str:
+    return str((metadata or {}).get("title") or id)
+
+
+def _summarize(collection, result, model, steps, progress):
+    """Ask model for the name and summary of each cluster of result it has not summed up yet,
+    storing each answer as it comes, so that asking again after a failure goes on from there.
+    A cluster without a summary always has its TF-IDF name: another model than the last
+    starts with every cluster put back so."""
+    record = _record(collection)
+    settings = record.settings | {"summarized_by": model.name}
+    again = record.settings.get("summarized_by") != model.name
+    todo = [c for c in result.clusters if again or c.summary is None]
+    items_table, info_table = table_names(collection)
+    conn = collection.db.conn
+    shown = {
+        c.cluster: [row[0] for row in conn.execute(
+            f'select id from "{items_table}" where cluster = ? order by distance, id limit ?', [c.cluster, summaries.ITEMS])]
+        for c in todo
+    }
+    wanted = {id for c in todo for id in shown[c.cluster] + c.central}
+    read = load(collection, ids=sorted(wanted), texts=True, metadata=True)
+    details = dict(zip(read.ids, zip(read.texts, read.metadata)))
+    update = f'update "{info_table}" set name = ?, summary = ? where cluster = ?'
+    if again:
+        for c in todo:
+            c.name, c.summary = names.name(c.terms, [_title(id, details.get(id, (None, None))[1]) for id in c.central]), None
+        with storage.transaction(conn):
+            conn.executemany(update, [(c.name, c.summary, c.cluster) for c in todo])
+            tables.save(collection, KIND, settings, record.version)
+    result.summarized_by = model.name
+    for c in todo:
+        texts = [details[id][0] or _title(id, details[id][1]) for id in shown[c.cluster] if id in details]
+        answer = summaries.parse(model.complete(summaries.messages(c.size, c.terms, texts)))
+        if answer is None:
+            result.unreadable.append(c.cluster)
+        else:
+            c.name, c.summary = answer
+            with storage.transaction(conn):
+                conn.execute(update, [c.name, c.summary, c.cluster])
+        progress(1, steps + len(todo))
+    result.summarized = sum(c.summary is not None for c in result.clusters)
 
 
 def _write(collection, ids, labels, distances, clusters, settings, version):
@@ -207,7 +284,7 @@ def _write(collection, ids, labels, distances, clusters, settings, version):
             info_table: (
                 ["create table {table} (cluster integer primary key, size integer not null, name text not null, "
                  "terms text not null, central text not null, summary text, centroid blob not null)"],
-                [(c.cluster, c.size, c.name, json.dumps(c.terms), json.dumps(c.central), c.summary,
+                [(c.cluster, c.size, c.name, jsondata.dumps(c.terms), jsondata.dumps(c.central), c.summary,
                   vectors.encode(c.centroid)) for c in clusters],
             ),
         },

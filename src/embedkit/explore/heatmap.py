@@ -2,12 +2,11 @@
 or an HTML table."""
 
 import html
-import json
 from dataclasses import dataclass
 
 import numpy as np
 
-from .. import vectors
+from .. import jsondata, vectors
 from ..errors import EmbedkitError
 from ..extras import require
 
@@ -70,7 +69,7 @@ def save(heatmap, path, title):
     if suffix == "png":
         png(heatmap, path, title)
     elif suffix in ("html", "htm", "json"):
-        text = html_page(heatmap, title) if suffix != "json" else json.dumps(heatmap.to_dict(), ensure_ascii=False) + "\n"
+        text = html_page(heatmap, title) if suffix != "json" else jsondata.dumps(heatmap.to_dict(), "the heatmap", ensure_ascii=False) + "\n"
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
     else:

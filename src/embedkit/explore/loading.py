@@ -41,18 +41,16 @@ def load(collection, filter: Filter | None = None, texts=False, metadata=False, 
         found_texts: list[str | None] = []
         found_metadata: list[dict | None] = []
         cursor = conn.execute(f"select {columns} {source} order by id", params)
+        unusable: list[tuple] = []
         while rows := cursor.fetchmany(READ_ROWS):
-            ids, block = ranking.decode_rows(rows, collection.dimensions, collection.name)
-            bad = ~np.isfinite(block).all(axis=1) | ~block.any(axis=1)
-            if bad.any():
-                position = int(np.argmax(bad))  # the first: its check says what is wrong with it
-                vectors.check(block[position], collection.dimensions, f"the vector of {ids[position]!r}")
-            matrix[len(found_ids) : len(found_ids) + len(ids)] = block
-            found_ids.extend(ids)
+            kept, block, bad = ranking.decode_rows(rows, collection.dimensions or 0)
+            unusable += bad  # left out, as every search leaves them out
+            matrix[len(found_ids) : len(found_ids) + len(kept)] = block
+            found_ids.extend(row[0] for row in kept)
             if texts:
-                found_texts.extend(row[2] for row in rows)
+                found_texts.extend(row[2] for row in kept)
             if metadata:
-                found_metadata.extend(json.loads(row[-1]) if row[-1] else None for row in rows)
+                found_metadata.extend(json.loads(row[-1]) if row[-1] else None for row in kept)
     except Exception as ex:
         if filter.where and type(ex).__module__.startswith(("sqlite3", "pysqlite3")):
             raise EmbedkitError(f"the condition {filter.where!r} is not valid SQL here: {ex}") from None
@@ -60,6 +58,8 @@ def load(collection, filter: Filter | None = None, texts=False, metadata=False, 
     finally:
         if began:
             conn.execute("commit")
+    ranking.warn_unusable(collection, unusable)
+    matrix = matrix[: len(found_ids)]
     vectors.normalize_rows(matrix)
     return Loaded(found_ids, matrix, found_texts, found_metadata)
 

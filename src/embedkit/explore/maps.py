@@ -8,7 +8,7 @@ from importlib import resources
 
 import numpy as np
 
-from .. import storage
+from .. import jsondata, storage
 from ..errors import EmbedkitError
 from ..extras import require
 from ..filters import Filter
@@ -131,7 +131,7 @@ def script() -> str:
 
 def json_for_script(data) -> str:
     """JSON safe inside <script>: no "</script>" or "<!--" can come out of it."""
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
+    return jsondata.dumps(data, "the map's data", ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
 
 
 PAGE = """<!DOCTYPE html>

@@ -3,7 +3,7 @@
 import json
 from dataclasses import dataclass
 
-from .. import migrations, storage
+from .. import jsondata, migrations, storage
 from ..errors import EmbedkitError
 
 # kind -> the tables it writes, by collection name
@@ -64,7 +64,7 @@ def save(collection, kind, settings, version):
     collection.db.conn.execute(
         f"insert or replace into {storage.EXPLORE} (collection, kind, settings, version, computed) "
         "values (?, ?, ?, ?, ?)",
-        [collection.name, kind, json.dumps(settings, sort_keys=True), version, storage.now()],
+        [collection.name, kind, jsondata.dumps(settings, "the settings", sort_keys=True), version, storage.now()],
     )
 
 

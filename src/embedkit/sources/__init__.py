@@ -75,19 +75,18 @@ class Chunk(Item):
 
     text: str = ""
     start: int = 0
-    text_hash: str = ""  # content_hash(text)
+    text_hash: bytes = b""  # content_hash(text)
 
-    @property
-    def late_hash(self) -> str:
-        """The content hash of its late-chunked vector, which depends on the whole text and
-        where in it the chunk is, not on the chunk's own words alone."""
-        return content_hash(f"{self.text_hash} {self.start} {self.content}")
+    def late_hash(self, scheme: str) -> bytes:
+        """The content hash (by the collection's scheme) of its late-chunked vector, which
+        depends on the whole text and where in it the chunk is, not on its own words alone."""
+        return content_hash(f"{self.text_hash.hex()} {self.start} {self.content}", scheme)
 
 
 def split_text(source, id, text, chunker, metadata=None, page=None) -> list:
     """The chunks of one text as Chunks with source, page and chunk (1-based) in their metadata."""
     items = []
-    text_hash = content_hash(text) if chunker.late else ""
+    text_hash = content_hash(text) if chunker.late else b""
     for number, (start, end) in enumerate(chunker.spans(text), 1):
         extra = {"source": source, **({"page": page} if page is not None else {}), "chunk": number}
         items.append(Chunk(chunk_id(id, number, page), text[start:end], {**(metadata or {}), **extra}, text, start,

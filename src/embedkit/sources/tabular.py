@@ -2,9 +2,11 @@
 
 import csv
 import io
+import itertools
 import json
 import os
 
+from .. import jsondata
 from ..errors import EmbedkitError
 
 FORMATS = ("csv", "tsv", "json", "nl")
@@ -60,17 +62,23 @@ def detect_format(name: str, text: str) -> str:
 
 def parse_rows(text: str, name: str, format=None):
     """A list of (row, where) pairs: where names the input and line for error messages."""
-    format = format or detect_format(name, text)
+    return list(read_rows(io.StringIO(text, newline=""), name, format or detect_format(name, text)))
+
+
+def read_rows(stream, name: str, format: str):
+    """(row, where) pairs from a text stream opened with newline="", one at a time: a file
+    larger than memory streams through (a JSON array excepted, which is parsed whole)."""
     if format == "json":
-        return _json_rows(text, name)
-    if format == "nl":
-        return _nl_rows(text, name)
-    return _delimited_rows(text, name, "\t" if format == "tsv" else ",")
+        yield from _json_rows(stream.read(), name)
+    elif format == "nl":
+        yield from _nl_rows(stream, name)
+    else:
+        yield from _delimited_rows(stream, name, "\t" if format == "tsv" else ",")
 
 
 def _json_rows(text, name):
     try:
-        data = json.loads(text)
+        data = jsondata.loads(text)
     except ValueError as ex:
         raise EmbedkitError(f"{name}: invalid JSON: {ex}") from None
     if isinstance(data, dict):
@@ -83,19 +91,17 @@ def _json_rows(text, name):
     return [(row, f"{name} item {number}") for number, row in enumerate(data, 1)]
 
 
-def _nl_rows(text, name):
-    rows = []
-    for number, line in enumerate(text.splitlines(), 1):
+def _nl_rows(lines, name):
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = jsondata.loads(line)
         except ValueError as ex:
             raise EmbedkitError(f"{name} line {number}: invalid JSON: {ex}") from None
         if not isinstance(row, dict):
             raise EmbedkitError(f"{name} line {number}: not a JSON object")
-        rows.append((row, f"{name} line {number}"))
-    return rows
+        yield row, f"{name} line {number}"
 
 
 # Delimiters a CSV file may use instead of commas (semicolons where the comma is the decimal mark).
@@ -109,20 +115,24 @@ def _sniff(text) -> str:
         return ","
 
 
-def _delimited_rows(text, name, delimiter):
+def _delimited_rows(lines, name, delimiter):
     from sqlite_utils.utils import maximize_csv_field_size_limit
 
     maximize_csv_field_size_limit()  # a long text in one field is no error
+    head = []  # the first lines, enough to tell the delimiter by
     if delimiter == ",":
-        delimiter = _sniff(text)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+        for line in lines:
+            head.append(line)
+            if sum(map(len, head)) >= 8192:
+                break
+        delimiter = _sniff("".join(head))
+    reader = csv.reader(itertools.chain(head, lines), delimiter=delimiter, strict=True)
     try:
         header = next(reader, None)
         if not header:
-            return []
+            return
         if len(set(header)) != len(header):
             raise EmbedkitError(f"{name}: duplicate column names in the header")
-        rows = []
         for values in reader:
             if not values:
                 continue
@@ -130,7 +140,6 @@ def _delimited_rows(text, name, delimiter):
                 raise EmbedkitError(
                     f"{name} line {reader.line_num}: {len(values)} fields, the header has {len(header)}"
                 )
-            rows.append((dict(zip(header, values)), f"{name} line {reader.line_num}"))
+            yield dict(zip(header, values)), f"{name} line {reader.line_num}"
     except csv.Error as ex:
         raise EmbedkitError(f"{name} line {reader.line_num}: malformed {('CSV', 'TSV')[delimiter == chr(9)]}: {ex}") from None
-    return rows
