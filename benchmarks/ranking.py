@@ -105,7 +105,7 @@ def prepare(name) -> Path:
 
 
 class Bench:
-    def __init__(self, name, late=False):
+    def __init__(self, name, late=False, windows=False):
         folder = prepare(name)
         self.name = name
         self.queries = evaluate.read_queries(folder / "queries.jsonl")
@@ -117,21 +117,30 @@ class Bench:
                 row = json.loads(line)
                 self.docs[row["_id"]] = (row["title"] + "\n" + row["text"]).strip()
         self.db = embedkit.Database(data_dir() / f"ranking-{name}.db")
-        self.collection = self._collection("docs", [Item(id, text) for id, text in self.docs.items() if text])
+        items = [Item(id, text) for id, text in self.docs.items() if text]
+        self.collection = self._collection("docs", items)
+        # The same documents with `embed-multi --windows`: long ones scored by their best window too.
+        self.windowed = self._collection("windowed", items, windows=True) if windows else None
         model = self.collection.model
         chunker = self.collection.chunker("tokens", WINDOW_TOKENS, WINDOW_OVERLAP)
         windows, self.spans = [], {}
         for id, text in self.docs.items():
-            parts = chunker.split(text) if text else []
-            if len(parts) > 1:
-                windows += [Item(f"{id}#w{k}", part, {"doc": id}) for k, part in enumerate(parts)]
-                self.spans[id] = _spans(text, parts)
+            spans = chunker.spans(text)
+            if len(spans) > 1:
+                windows += [Item(f"{id}#w{k}", text[a:b], {"doc": id}) for k, (a, b) in enumerate(spans)]
+                self.spans[id] = spans
         self.windows = self._collection("windows", windows)
         self.long = sum(1 for count in model.count_tokens(list(self.docs.values())) if count > model.max_tokens)
         self.matrix, self.matrix_ids = self._matrix(self.collection)
         self.window_matrix, window_ids = self._matrix(self.windows)
-        self.window_doc = [id.split("#w")[0] for id in window_ids]
-        self.late_matrix, self.late_doc = self._late(model) if late else (None, None)
+        self.window_doc = [id.split("#")[0] for id in window_ids]
+        if late:
+            # The same windows as `embed-multi --chunk-size 128 --chunk-overlap 32 --late` makes them.
+            late_items = [Item(id, self.docs[id]) for id in self.spans]
+            late_chunker = self.collection.chunker("tokens", WINDOW_TOKENS, WINDOW_OVERLAP, late=True)
+            self.late = self._collection("late", late_items, late_chunker, len(windows))
+            self.late_matrix, late_ids = self._matrix(self.late)
+            self.late_doc = [id.split("#")[0] for id in late_ids]
         started = time.perf_counter()
         self.query_vectors = dict(zip(self.ids, model.embed([self.queries[q] for q in self.ids])))
         self.query_seconds = time.perf_counter() - started
@@ -139,15 +148,16 @@ class Bench:
         self._plain_index()
         fulltext.rebuild(self.collection, "porter")
 
-    def _collection(self, name, items):
+    def _collection(self, name, items, chunker=None, rows=None, windows=None):
+        """A collection of items (split by chunker into `rows` rows), embedded once and cached."""
         if self.db.has_collection(name):
             collection = self.db.collection(name)
-            if len(collection) == len(items):
+            if len(collection) == (rows or len(items)):
                 return collection
             self.db.delete_collection(name)
         collection = self.db.create_collection(name)
         started = time.perf_counter()
-        collection.embed_multi(items, store=True)
+        collection.embed_multi(items, store=True, chunker=chunker, windows=windows)
         print(f"  {self.name}: embedded {len(items)} {name} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         return collection
 
@@ -157,22 +167,6 @@ class Bench:
             return np.zeros((0, 384), dtype=np.float32), []
         matrix = vectors.normalize_rows(np.stack([vectors.decode(blob) for _, blob in rows]).astype(np.float32))
         return matrix, [id for id, _ in rows]
-
-    def _late(self, model):
-        """Late-chunked vectors of the same windows (one pass over each document), cached."""
-        cache = data_dir() / f"ranking-{self.name}-late.npz"
-        if cache.exists():
-            saved = np.load(cache)
-            return saved["matrix"], list(saved["docs"])
-        started = time.perf_counter()
-        rows, docs = [], []
-        for id, spans in self.spans.items():
-            rows.append(model.embed_late(self.docs[id], spans))
-            docs += [id] * len(spans)
-        matrix = vectors.normalize_rows(np.concatenate(rows)) if rows else np.zeros((0, 384), np.float32)
-        np.savez(cache, matrix=matrix, docs=np.array(docs))
-        print(f"  {self.name}: late-chunked {len(docs)} windows in {time.perf_counter() - started:.0f} s", file=sys.stderr)
-        return matrix, docs
 
     def _plain_index(self):
         """An FTS5 index of the same rows as embedkit made them before stemming: the BM25 baseline."""
@@ -193,10 +187,14 @@ class Bench:
         return [(self.matrix_ids[i], float(scores[i])) for i in order]
 
     def maxp(self, vector, n=DEPTH, with_document=True, late=False):
-        """Each document scored by its best window (and its whole-text vector, with_document);
-        late: the windows' late-chunked vectors."""
+        """Each document scored by its best window, and by its whole-text vector with_document
+        (else only documents too short to have windows are); late: the windows' late-chunked
+        vectors. Without the document, this is a collection chunked into 128-token chunks
+        searched with `--unique source`."""
         query = vector / np.linalg.norm(vector)
-        best = dict(self.dense(query, len(self.matrix_ids))) if with_document else {}
+        best = dict(self.dense(query, len(self.matrix_ids)))
+        if not with_document:
+            best = {doc: score for doc, score in best.items() if doc not in self.spans}
         matrix, owners = (self.late_matrix, self.late_doc) if late else (self.window_matrix, self.window_doc)
         for doc, score in zip(owners, matrix @ query):
             if score > best.get(doc, -2):
@@ -218,19 +216,6 @@ class Bench:
     def vectors_of(self, ids):
         position = {id: i for i, id in enumerate(self.matrix_ids)}
         return self.matrix[[position[id] for id in ids]]
-
-
-def _spans(text, parts):
-    """(start, end) of each chunk in text (chunks overlap, so each is looked for after the
-    previous one's start)."""
-    spans, cursor = [], 0
-    for part in parts:
-        start = text.find(part, cursor)
-        if start < 0:
-            start = text.find(part)
-        spans.append((start, start + len(part)))
-        cursor = start + 1
-    return spans
 
 
 def rrf(*rankings):
@@ -267,10 +252,22 @@ def candidates(bench, qid, settings):
     maxp = bench.maxp(vector)
     runs["dense MaxP (document + 128-token windows)"] = maxp
     runs["hybrid RRF (MaxP, porter+stop)"] = rrf(maxp, stem_stop)
+    if bench.windowed is not None:
+        def windowed(mode="dense", **options):
+            return retrieval.rank(bench.windowed, vector, text, DEPTH, None, Filter(), mode, False,
+                                  retrieval.Options(**options).check())
+        runs["embedkit --windows (dense, best of document and its 256-token windows)"] = windowed()
+        runs["embedkit --windows --hybrid (default)"] = windowed("hybrid")
     if settings["late"]:
         late = bench.maxp(vector, late=True)
-        runs["dense MaxP, late-chunked windows"] = late
+        runs["dense MaxP (document + late-chunked windows)"] = late
         runs["hybrid RRF (MaxP late, porter+stop)"] = rrf(late, stem_stop)
+        chunks = bench.maxp(vector, with_document=False)
+        runs["dense, 128-token chunks, best chunk per document"] = chunks
+        runs["hybrid RRF (chunks, porter+stop)"] = rrf(chunks, stem_stop)
+        late_chunks = bench.maxp(vector, with_document=False, late=True)
+        runs["dense, 128-token chunks late-chunked (--late), best chunk per document"] = late_chunks
+        runs["hybrid RRF (late chunks, porter+stop)"] = rrf(late_chunks, stem_stop)
     for docs in settings["rocchio_docs"]:
         for weight in settings["rocchio_weight"]:
             for seed_name, seed in (("dense", dense), ("hybrid", similar(mode="hybrid", feedback=0))):
@@ -334,14 +331,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=list(COLLECTIONS))
     parser.add_argument("--json", type=Path, help="also write the tables here")
-    parser.add_argument("--late", action="store_true", help="also late-chunk every long document (slow: a model pass each)")
+    parser.add_argument("--late", action="store_true", help="also late-chunk every long document as embed-multi --late does, and compare chunked collections")
+    parser.add_argument("--windows", action="store_true", help="also search the documents with embed-multi --windows")
     args = parser.parse_args()
     settings = {"convex": [0.3, 0.5, 0.7], "rocchio_docs": [3, 10], "rocchio_weight": [0.3, 0.5], "late": args.late}
     output = {}
     for name, role in COLLECTIONS.items():
         if args.only and name != args.only:
             continue
-        bench = Bench(name, args.late)
+        bench = Bench(name, args.late, args.windows)
         check_against_embedkit(bench)
         table, best, seconds = measure(bench, settings)
         print_table(bench, table, best, role)

@@ -33,6 +33,9 @@ class Chunker:
     size: int = 1000
     overlap: int = 100
     length: Callable[[str], int] | None = None
+    # Late chunking: each chunk's vector pooled from the model's pass over the whole text
+    # (EmbeddingModel.embed_late) rather than embedded from the chunk alone.
+    late: bool = False
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -49,33 +52,42 @@ class Chunker:
     @property
     def signature(self) -> str:
         """What decides the chunks (not the length function: a collection has one model)."""
-        return f"{self.method}:{self.size}:{self.overlap}"
+        return f"{self.method}:{self.size}:{self.overlap}" + (":late" if self.late else "")
 
     @property
     def settings(self) -> dict:
-        return {"method": self.method, "size": self.size, "overlap": self.overlap}
+        # "late" only when on: settings recorded before late chunking existed stay equal.
+        return {"method": self.method, "size": self.size, "overlap": self.overlap, **({"late": True} if self.late else {})}
 
     def split(self, text: str) -> list[str]:
         """The chunks of text, whitespace-stripped, none longer than size."""
-        text = text.strip()
-        if not text:
+        return [text[start:end] for start, end in self.spans(text)]
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        """Where the chunks of split(text) are in text: (start, end) character offsets."""
+        body = text.strip()
+        if not body:
             return []
+        lead = len(text) - len(text.lstrip())
         if self.method == "chars":
-            return self._windows(text)
-        measure = self.length if self.method == "tokens" and self.length is not None else len
-        if measure(text) <= self.size:
-            return [text]
-        # Pieces are spans of text: piece i runs from bounds[i] to bounds[i + 1].
-        bounds = [0]
-        self._cut_to_fit(text, 0, len(text), 0, measure, bounds)
-        return self._merge(text, bounds, measure)
+            spans = self._windows(body)
+        else:
+            measure = self.length if self.method == "tokens" and self.length is not None else len
+            if measure(body) <= self.size:
+                spans = [(0, len(body))]
+            else:
+                # Pieces are spans of text: piece i runs from bounds[i] to bounds[i + 1].
+                bounds = [0]
+                self._cut_to_fit(body, 0, len(body), 0, measure, bounds)
+                spans = self._merge(body, bounds, measure)
+        return [(lead + start, lead + end) for start, end in spans]
 
     def _windows(self, text):
         step = self.size - self.overlap
         # A window starts only while the previous one stopped short of the end.
         starts = range(0, max(len(text) - self.overlap, 1), step)
-        chunks = (text[start : start + self.size].strip() for start in starts)
-        return [chunk for chunk in chunks if chunk]
+        spans = (_strip(text, start, min(start + self.size, len(text))) for start in starts)
+        return [(start, end) for start, end in spans if end > start]
 
     def _cut_to_fit(self, text, start, end, level, measure, bounds):
         """Append to bounds the ends of the pieces of text[start:end], which is too long: cut at
@@ -102,8 +114,8 @@ class Chunker:
         bounds.append(end)
 
     def _merge(self, text, bounds, measure):
-        """Join adjacent pieces greedily into chunks of at most size, each starting with as many
-        of the previous chunk's last pieces as fit in overlap.
+        """The spans of adjacent pieces joined greedily into chunks of at most size, each
+        starting with as many of the previous chunk's last pieces as fit in overlap.
 
         Every chunk is measured as it will be returned, since token counts do not add up.
         """
@@ -123,15 +135,15 @@ class Chunker:
                 )
                 start = end - keep
             end = _furthest(end + 1, len(bounds) - 1, lambda stop: fits(start, stop, self.size))  # noqa: B023
-            chunks.append(text[bounds[start] : bounds[end]].strip())
+            chunks.append(_strip(text, bounds[start], bounds[end]))
         return chunks
 
 
 def for_model(model, prefix: str = "", recorded: dict | None = None, method: str | None = None,
-              size: int | None = None, overlap: int | None = None) -> Chunker:
+              size: int | None = None, overlap: int | None = None, late: bool | None = None) -> Chunker:
     """The Chunker for a collection of model (whose texts start with prefix) that recorded
-    the settings `recorded`, with method, size or overlap given instead of them (another
-    method starts from its own defaults).
+    the settings `recorded`, with method, size, overlap or late given instead of them (another
+    method starts from its own defaults; late stays as recorded unless given).
 
     With nothing recorded, the default fits what the model reads: "tokens" as many as it
     reads when it has a tokenizer, else "recursive" chunks of 1000 characters. The overlap
@@ -158,14 +170,24 @@ def for_model(model, prefix: str = "", recorded: dict | None = None, method: str
             size = size or limit
         length = lambda text: model.count_tokens([prefix + text])[0]  # noqa: E731
     size = size or DEFAULT_CHARS
-    return Chunker(method, size, size // 10 if overlap is None else overlap, length)
+    late = bool((recorded or {}).get("late")) if late is None else late
+    if late and not (recorded or {}).get("late"):
+        model.check_late_chunking()  # a recorded setting was checked when recorded, as above
+    return Chunker(method, size, size // 10 if overlap is None else overlap, length, late)
 
 
 def describe(settings: dict) -> str:
     """Recorded chunking settings in words."""
     kind = {"tokens": "chunks of at most {} tokens", "recursive": "recursive chunks of at most {} characters",
             "chars": "fixed windows of {} characters"}[settings["method"]]
-    return f"{kind.format(settings['size'])} (overlap {settings['overlap']})"
+    late = ", late-chunked" if settings.get("late") else ""
+    return f"{kind.format(settings['size'])} (overlap {settings['overlap']}{late})"
+
+
+def _strip(text, start, end) -> tuple[int, int]:
+    """The span of text[start:end].strip()."""
+    piece = text[start:end]
+    return start + len(piece) - len(piece.lstrip()), start + len(piece.rstrip())
 
 
 def _furthest(lo, hi, ok):

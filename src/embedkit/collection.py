@@ -72,6 +72,8 @@ class Collection:
         # How documents are split: {"method", "size", "overlap", "texts"}, where texts says
         # whether every text input (rows, files) is split too. None until something was split.
         self.chunking: dict | None = settings.get("chunking")
+        # Items scored by their best window too ({"size", "overlap"} in tokens), or None: see windows.py.
+        self.windows: dict | None = settings.get("windows")
 
     def __repr__(self):
         return f"<Collection {self.name} model={self.model_id} dimensions={self.dimensions}>"
@@ -155,24 +157,32 @@ class Collection:
 
     # Writing
 
-    def chunker(self, method: str | None = None, size: int | None = None, overlap: int | None = None) -> Chunker:
+    def chunker(self, method: str | None = None, size: int | None = None, overlap: int | None = None,
+                late: bool | None = None) -> Chunker:
         """The Chunker this collection splits with: its recorded chunking, with the method,
-        size or overlap given instead (see embedkit.chunking.for_model for the defaults)."""
+        size, overlap or late given instead (see embedkit.chunking.for_model for the defaults).
+
+        late: late chunking, each chunk's vector pooled from the model's token vectors over
+        the whole text (or page) it was cut from, so that it is made with its context in view
+        (EmbeddingModel.embed_late). Only local models that expose their token vectors can do
+        it; others raise here."""
         from .chunking import for_model
 
-        return for_model(self.model, self.document_prefix, self.chunking, method, size, overlap)
+        return for_model(self.model, self.document_prefix, self.chunking, method, size, overlap, late)
 
     def embed(self, id: str, content: str, metadata: dict | None = None, store: bool = False) -> EmbedStats:
         """Embed and store one item as id (re-embedding only if its content changed); never split."""
         from . import ingest
 
-        return ingest.embed_multi(self, [Item(str(id), content, metadata)], store=store, split_texts=False)
+        stats = ingest.embed_multi(self, [Item(str(id), content, metadata)], store=store, split_texts=False)
+        return self._update_windows(stats)
 
     @storage.guarded
     def embed_multi(self, inputs: Iterable[Item | Source], store: bool = False, batch_size: int | None = None,
                     progress: Progress | None = None, chunker: Chunker | None = None, sync: bool = False,
                     read_progress: Progress | None = None, document_progress: Progress | None = None,
-                    model: EmbeddingModel | None = None) -> EmbedStats:
+                    model: EmbeddingModel | None = None, windows: bool | None = None,
+                    window_progress: Progress | None = None) -> EmbedStats:
         """Embed and store many items, calling the model only for content not stored yet.
 
         inputs are Items and Sources (such as embedkit.sources.pdf.PdfSource). Sources are
@@ -198,14 +208,40 @@ class Collection:
 
         model, if given, is called instead of the collection's own model, which it must stand
         for (the same id): a models.distributed.DistributedModel embeds on a cluster.
+        windows=True scores items by their best part from now on (the collection records it;
+        False forgets it): every stored text longer than the model reads is also embedded as
+        overlapping windows of what the model reads, in a side table (embedkit.windows), and
+        dense search scores an item by the best of its own vector and its windows', with the
+        window that matched as the result's part. Windows are cut from the stored text, so
+        they need store=True. window_progress(n, total) is called as n more of total items
+        have their windows. stats.windows counts the windows embedded.
         """
         self.db.require_writable()
         if self.model_id is None:
             raise self._no_model()
+        if windows and not store:
+            raise EmbedkitError("windows are cut from the stored text: store it (store=True, --store)")
         from . import ingest
+        from . import windows as windows_module
 
-        return ingest.embed_multi(self, inputs, store, batch_size, progress, chunker, sync, read_progress,
-                                  document_progress, model=model)
+        if windows:
+            windows_module.enable(self)
+        elif windows is False and self.windows:
+            windows_module.disable(self)
+        stats = ingest.embed_multi(self, inputs, store, batch_size, progress, chunker, sync, read_progress,
+                                   document_progress, model=model)
+        return self._update_windows(stats, window_progress)
+
+    def _update_windows(self, stats: EmbedStats, progress: Progress | None = None) -> EmbedStats:
+        if self.windows:
+            from . import ingest
+            from . import windows as windows_module
+
+            try:
+                stats.windows = windows_module.update(self, progress)
+            except KeyboardInterrupt:
+                raise ingest.Interrupted(stats, False) from None  # the windows done are kept
+        return stats
 
     @storage.guarded
     def upsert_vectors(self, ids: Sequence[str], vectors: Sequence | np.ndarray,
@@ -344,7 +380,7 @@ class Collection:
         if problem is not None:
             raise EmbedkitError(f"the stored vector of {id!r} cannot be searched by ({problem}; written by another "
                                 "program?): embed the item again")
-        if unique is None and not metadata and where is None and mmr is None and not exact:
+        if unique is None and not metadata and where is None and mmr is None and not exact and not self.windows:
             hits = related.precomputed(self, id, n)
             if hits is not None:
                 return self._entries([(other, score) for other, score in hits
@@ -388,6 +424,10 @@ class Collection:
             wanted *= 4
         if mmr is not None:
             results = self._diversify(vector, results, n, mmr, mode)
+        if self.windows and vector is not None:
+            from . import windows as windows_module
+
+            windows_module.matching_parts(self, vector, results[:n])
         return results[:n]
 
     def _entries(self, hits) -> list[Entry]:

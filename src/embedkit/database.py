@@ -3,7 +3,20 @@
 import os
 from typing import Any, Literal
 
-from . import ann, errors, fulltext, jsondata, llmdb, migrations, models, quantized, search, sqlfunctions, storage
+from . import (
+    ann,
+    errors,
+    fulltext,
+    jsondata,
+    llmdb,
+    migrations,
+    models,
+    quantized,
+    search,
+    sqlfunctions,
+    storage,
+    windows,
+)
 from .collection import Collection, validate_name
 from .errors import EmbedkitError, ReadOnlyDatabase
 from .llmdb import LlmCollection
@@ -252,6 +265,7 @@ class Database:
         with storage.transaction(self.conn):
             self.conn.execute(f"drop table {storage.quote(collection.table)}")  # and its triggers
             fulltext.drop(self.conn, name)
+            windows.drop(self.conn, name)
             quantized.drop_objects(self.conn, name)  # the index's tables (its triggers went with the table)
             ann.drop_objects(self.conn, name)
             self.conn.execute(f"delete from {storage.REGISTRY} where name = ?", [name])

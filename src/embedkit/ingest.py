@@ -18,7 +18,7 @@ from . import bulkwrite, storage, vectors
 from .errors import EmbedkitError
 from .items import Item, check_unique_ids, content_hash, metadata_json, same_json
 from .models import PartialEmbedding
-from .sources import Document, Known, TextSource, input_name
+from .sources import Chunk, Document, Known, TextSource, input_name
 
 
 @dataclass
@@ -36,6 +36,8 @@ class EmbedStats:
     truncated: int = 0
     # documents (sources split into items, such as PDFs) written whole
     documents: int = 0
+    # windows of long texts embedded (collections with windows on)
+    windows: int = 0
     failures: list = field(default_factory=list)
 
     def fail(self, id, reason):
@@ -47,7 +49,8 @@ class EmbedStats:
             f"{self.embedded} embedded, {self.reused} reused, {self.updated} updated, "
             f"{self.unchanged} unchanged, {self.failed} failed"
         )
-        return text + (f", {self.removed} removed" if self.removed else "")
+        text += f", {self.removed} removed" if self.removed else ""
+        return text + (f", {self.windows} windows" if self.windows else "")
 
 
 # Rows written per transaction at most, unless one document has more (benchmarks/locks.py).
@@ -140,6 +143,9 @@ def embed_multi(collection, inputs, store=False, batch_size=None, progress=None,
     sources = sum(not isinstance(i, Item) for i in inputs)
     if sources:
         chunker = chunker or collection.chunker()
+        if chunker.late:
+            collection.model.check_late_chunking()
+            writer.late = True
         writer.record_chunking(chunker, split_texts)
     stats = EmbedStats()
     if document_progress is not None and sources:
@@ -184,6 +190,8 @@ class _Writer:
         self.conn = collection.db.conn
         # progress: called with how many more items, and documents, are done
         self.items_done = self.documents_done = _ignore
+        # whether chunks are late-chunked (Chunker.late)
+        self.late = False
 
     def read(self, inputs, chunker, records, current, stats, read_progress) -> list:
         """A Document for each input that may need writing; unchanged and failed sources are counted."""
@@ -235,7 +243,9 @@ class _Writer:
                 if item.content is None or not str(item.content).strip():
                     stats.fail(item.id, "empty content")
                     continue
-                entry = _Entry(item, content_hash(item.content, self.collection.hash), item.content if store else None,
+                digest = (item.late_hash(self.collection.hash) if self.late and isinstance(item, Chunk)
+                          else content_hash(item.content, self.collection.hash))
+                entry = _Entry(item, digest, item.content if store else None,
                                metadata_json(item.metadata, f"item {item.id!r}: metadata"))
                 old = existing.get(item.id)
                 # A row without a hash holds a vector from elsewhere: embedded again, never reused.
@@ -278,15 +288,21 @@ class _Writer:
 
         model = self.model
         for batch in storage.chunked(sorted(groups.values(), key=order), batch_size):
-            texts = [self.collection.document_prefix + group[0][1].item.content for group in batch]
+            items = [group[0][1].item for group in batch]
+            texts = [self.collection.document_prefix + item.content for item in items]
+            late = {i for i, item in enumerate(items) if self.late and isinstance(item, Chunk)}
+            plain = [i for i in range(len(items)) if i not in late]
+            embeddings, failure = self._late_vectors(model, items, sorted(late)), None
             try:
-                embeddings, failure = dict(enumerate(model.embed(texts))), None
+                embeddings.update(zip(plain, model.embed([texts[i] for i in plain]) if plain else []))
             except PartialEmbedding as ex:
                 # Keep what the model did return (documents it completes are written), then stop.
-                embeddings, failure = {k: np.asarray(v, dtype=np.float32) for k, v in ex.vectors.items()}, ex
+                embeddings.update((plain[k], np.asarray(v, dtype=np.float32)) for k, v in ex.vectors.items())
+                failure = ex
             vectors.check_all(embeddings, self.collection.dimensions,
                               lambda position, texts=texts: f"the vector for {texts[position][:40]!r}")
-            stats.truncated += model.count_truncated(texts)
+            # Late chunks are read whole, in passes: nothing of them is cut off.
+            stats.truncated += model.count_truncated([texts[i] for i in plain])
             self.items_done(sum(len(batch[position]) for position in embeddings))
             ready = {}
             for position, embedding in embeddings.items():
@@ -300,6 +316,20 @@ class _Writer:
             self.write([ready[k] for k in sorted(ready)], stats, records, chunker, dimensions)
             if failure is not None:
                 raise failure
+
+    def _late_vectors(self, model, items, positions) -> dict:
+        """position -> vector of the Chunks at positions among items, each text's chunks pooled
+        from one reading of the whole text (EmbeddingModel.embed_late)."""
+        prefix = self.collection.document_prefix
+        texts: dict[str, tuple[str, list]] = {}
+        for position in positions:
+            chunk = items[position]
+            start = len(prefix) + chunk.start
+            texts.setdefault(chunk.text_hash, (prefix + chunk.text, []))[1].append((position, (start, start + len(chunk.content))))
+        pairs = list(texts.values())
+        late = model.embed_late_many([(text, [span for _, span in spans]) for text, spans in pairs]) if pairs else []
+        return {position: vector for (_, spans), result in zip(pairs, late)
+                for (position, _), vector in zip(spans, result)}
 
     def write(self, plans, stats, records, chunker, dimensions=None):
         """Write whole documents, each in one transaction with its rows, stale items and source
@@ -401,7 +431,7 @@ class _Writer:
     def record_chunking(self, chunker, texts):
         """Record how this collection splits, for later runs: the settings it was given, or
         the default it was first split with (a later default may differ)."""
-        chunking = {"method": chunker.method, "size": chunker.size, "overlap": chunker.overlap, "texts": texts}
+        chunking = {**chunker.settings, "texts": texts}
         if chunking == self.collection.chunking:
             return
         with storage.transaction(self.conn):

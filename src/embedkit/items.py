@@ -17,17 +17,35 @@ class Item:
     metadata: dict | None = None
 
 
+@dataclass(frozen=True)
+class Part:
+    """The window of a long item that matched a search (a collection with windows on): its
+    number (from 1), where it is in the item's stored text, that text, and its score."""
+
+    number: int
+    start: int
+    end: int
+    text: str | None
+    score: float
+
+    def to_dict(self) -> dict:
+        return {"number": self.number, "start": self.start, "end": self.end, "text": self.text, "score": self.score}
+
+
 @dataclass
 class Entry:
-    """A search result or a stored item read back."""
+    """A search result or a stored item read back. part: the window that gave a long item its
+    score, when that was better than the item's own vector (collections with windows on)."""
 
     id: str
     score: float | None = None
     content: str | None = None
     metadata: dict | None = None
+    part: Part | None = field(default=None, repr=False)  # shown as to_dict() shows it: only when there is one
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "score": self.score, "content": self.content, "metadata": self.metadata}
+        data = {"id": self.id, "score": self.score, "content": self.content, "metadata": self.metadata}
+        return data if self.part is None else {**data, "part": self.part.to_dict()}
 
 
 # How a collection hashes the text of its items, by the name its settings give ("hash"):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import feedback, fulltext, ranking, search, storage
+from . import feedback, fulltext, ranking, search, storage, windows
 from .errors import EmbedkitError
 
 # How far down each ranking hybrid search looks before fusing them.
@@ -59,22 +59,31 @@ def rank(collection, vector, text, n, exclude, filter, mode, exact, options: Opt
     if feedback_docs is None:
         feedback_docs = feedback.ROCCHIO_DOCS if mode == "hybrid" else 0
     if mode == "dense":
-        hits = search.top_n(collection, vector, n, exclude, filter, exact)
+        hits = dense_top(collection, vector, n, exclude, filter, exact)
         if feedback_docs:
             moved = _rocchio(collection, vector, hits, feedback_docs)
-            hits = search.top_n(collection, moved, n, exclude, filter, exact)
+            hits = dense_top(collection, moved, n, exclude, filter, exact)
         return hits
     depth = n if mode == "keyword" else max(n, HYBRID_DEPTH)
     keyword = keyword_side(collection, text, depth, filter, options)
     if mode == "keyword":
         return keyword[:n]
-    dense = search.top_n(collection, vector, depth, exclude, filter, exact)
+    dense = dense_top(collection, vector, depth, exclude, filter, exact)
     fused = _fuse(dense, keyword, options)
     if feedback_docs:
         moved = _rocchio(collection, vector, fused, feedback_docs)
-        dense = search.top_n(collection, moved, depth, exclude, filter, exact)
+        dense = dense_top(collection, moved, depth, exclude, filter, exact)
         fused = _fuse(dense, keyword, options)
     return fused[:n]
+
+
+def dense_top(collection, vector, n, exclude, filter, exact):
+    """The dense ranking: by the items' own vectors, or in a collection with windows, by the
+    best of theirs and their windows' (scanning every vector: windows have no index)."""
+    if not collection.windows:
+        return search.top_n(collection, vector, n, exclude, filter, exact)
+    hits = search.top_n(collection, vector, n, exclude, filter, True)
+    return windows.top_n(collection, vector, n, exclude, filter, hits)
 
 
 def keyword_side(collection, text, n, filter, options: Options):

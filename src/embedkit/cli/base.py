@@ -276,6 +276,9 @@ class Progress:
         if self.bar is not None and self.label == "Embedding":
             self.bar.render_progress()
 
+    def windowing(self, n, total):
+        self._update("Windows", n, total)
+
     def relating(self, n, total):
         self._update("Relating", n, total)
 

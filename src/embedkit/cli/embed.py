@@ -18,6 +18,7 @@ from ..sources import input_name
 from ..sources.pdf import PdfSource, looks_like_pdf
 from ..sources.tabular import FORMATS
 from ..sources.url import is_url
+from ..windows import check as check_windows
 from .base import Progress, check_writable, cli, database_option, interruptible, open_database, read_text
 
 
@@ -88,7 +89,9 @@ def _check_target(collection, model, database):
         with open_database(database) as db:
             if db.has_collection(collection):
                 model = db.collection(collection).model_id
-    get_model(model).check_available()  # looks the model up without loading it
+    found = get_model(model)
+    found.check_available()  # looks the model up without loading it
+    return found
 
 
 def _print_vector(vector, output_format):
@@ -122,19 +125,21 @@ def _print_vector(vector, output_format):
 @click.option("--chunk-size", type=click.IntRange(min=1), help="Split each input into chunks of at most this many tokens (characters with --chunker recursive or chars)  [default: as the collection recorded; else all the model reads, or 1000 characters]")
 @click.option("--chunk-overlap", type=click.IntRange(min=0), help="How much of each chunk starts the next  [default: a tenth of --chunk-size]")
 @click.option("--chunker", type=click.Choice(METHODS), help="How to split: 'tokens' to fit the model, 'recursive' at paragraph and sentence breaks, or fixed 'chars' windows  [default: as the collection recorded; else tokens, or recursive for a model without a tokenizer]")
+@click.option("--late/--no-late", default=None, help="Late chunking: embed each text (or PDF page) whole, in overlapping passes when it is longer than the model reads, and pool each chunk's vector from its tokens, so chunks keep their context; local models only  [default: as the collection recorded; else off]")
+@click.option("--windows/--no-windows", default=None, help="Score long items by their best part: every stored text longer than the model reads is also embedded as overlapping windows of what it reads, and similar scores an item by its best window, naming it; needs --store  [default: as the collection recorded; else off]")
 @click.option("--sync", is_flag=True, help="Delete the items of sources (ids, files, PDFs) that are no longer in the input")
 @click.option("--workers", type=click.IntRange(min=1), help="Embed on a local Dask cluster of this many worker processes, each with the model loaded (needs the 'cluster' extra)")
 @click.option("--cluster", metavar="ADDRESS", help="Embed on the workers of the Dask scheduler at ADDRESS, such as tcp://10.0.0.5:8786 (needs the 'cluster' extra)")
 @collection_options
 @database_option
 def embed_multi(collection, inputs, input_format, files, encoding, pdf, sql, attach, id_column, content_column,
-                metadata_column, model, store, prefix, batch_size, chunk_size, chunk_overlap, chunker, sync, workers,
-                cluster, query_prefix, document_prefix, dimensions, database):
+                metadata_column, model, store, prefix, batch_size, chunk_size, chunk_overlap, chunker, late, windows, sync,
+                workers, cluster, query_prefix, document_prefix, dimensions, database):
     """Embed many items into COLLECTION from CSV/TSV/JSON/NL-JSON files (or - for stdin),
     PDF files and URLs, files matching a glob, or a SQL query.
 
-    PDFs are split into chunks (as are other inputs with --chunk-size or --chunker); each
-    chunk's metadata names its source, page and chunk. The collection records how it
+    PDFs are split into chunks (as are other inputs with --chunk-size, --chunker or
+    --late); each chunk's metadata names its source, page and chunk. The collection records how it
     splits, and later runs split the same way unless given other options. Only new or
     changed content is embedded: re-running over unchanged input makes no model calls, and
     a changed source has its chunks replaced in one transaction. A summary goes to stderr;
@@ -148,6 +153,7 @@ def embed_multi(collection, inputs, input_format, files, encoding, pdf, sql, att
     embedkit embed-multi papers --pdf https://arxiv.org/pdf/2402.17764 --pdf 'pdfs/*.pdf' --store
     embedkit embed-multi docs --files site '**/*.{md,html,pdf}' --chunk-size 200 --store --sync
     embedkit embed-multi posts blog.csv --store --cluster tcp://10.0.0.5:8786
+    embedkit embed-multi papers --pdf 'pdfs/*.pdf' --chunk-size 128 --late --store
     """
     from ..sources.files import file_inputs
 
@@ -172,9 +178,13 @@ def embed_multi(collection, inputs, input_format, files, encoding, pdf, sql, att
     if any(isinstance(item, PdfSource) for item in items):
         extras.check("pypdf", "pdf", "reading PDFs")
     check_unique_ids(Item(input_name(i), None) for i in items)  # before a collection is made for them
-    _check_target(collection, model, database)
+    target_model = _check_target(collection, model, database)
+    if windows:
+        if not store:
+            raise EmbedkitError("--windows cuts windows from the stored text: add --store")
+        check_windows(target_model)
     # Checked before a database or collection is made for it.
-    split, change = _chunking(collection, model, database, document_prefix, chunker, chunk_size, chunk_overlap)
+    split, change = _chunking(collection, model, database, document_prefix, chunker, chunk_size, chunk_overlap, late)
     db = open_database(database, create=True)
     target = db.get_or_create_collection(
         collection, model, dimensions, query_prefix=query_prefix, document_prefix=document_prefix
@@ -186,9 +196,10 @@ def embed_multi(collection, inputs, input_format, files, encoding, pdf, sql, att
             interruptible() as signals:
         try:
             stats = target.embed_multi(
-                items, store=store, batch_size=batch_size, chunker=split, sync=sync,
+                items, store=store, batch_size=batch_size, chunker=split, sync=sync, windows=windows,
                 progress=progress.embedding, read_progress=progress.reading, document_progress=progress.documents,
                 model=embedder,
+                window_progress=progress.windowing,
             )
         except Interrupted as ex:
             progress.close()
@@ -196,7 +207,7 @@ def embed_multi(collection, inputs, input_format, files, encoding, pdf, sql, att
             sys.exit(128 + (signals.received or signal.SIGINT))
     for id, reason in stats.failures:
         click.echo(f"Failed: {id}: {reason}", err=True)
-    if stats.truncated:
+    if stats.truncated and not target.windows:  # with windows, the rest of each text is read too
         model = target.model
         click.echo(
             f"Warning: {stats.truncated} text{'s are' if stats.truncated > 1 else ' is'} longer than the "
@@ -225,10 +236,10 @@ def _embedding_model(target, workers, address):
         client.close()
 
 
-def _chunking(collection, model, database, document_prefix, method, size, overlap):
-    """(the Chunker that --chunker, --chunk-size and --chunk-overlap ask for, or None without
-    them; what that changes for an existing collection, in words, or None)."""
-    if method is None and size is None and overlap is None:
+def _chunking(collection, model, database, document_prefix, method, size, overlap, late):
+    """(the Chunker that --chunker, --chunk-size, --chunk-overlap and --late ask for, or None
+    without them; what that changes for an existing collection, in words, or None)."""
+    if method is None and size is None and overlap is None and late is None:
         return None, None
     if size is not None and overlap is not None:
         Chunker("chars", size, overlap)  # checked before loading a model to count tokens
@@ -236,13 +247,14 @@ def _chunking(collection, model, database, document_prefix, method, size, overla
         with open_database(database) as db:
             if db.has_collection(collection):
                 target = db.collection(collection)
-                split = target.chunker(method, size, overlap)
+                split = target.chunker(method, size, overlap, late)
                 return split, _chunking_change(collection, target.chunking, split)
-    return for_model(get_model(model), document_prefix, None, method, size, overlap), None
+    return for_model(get_model(model), document_prefix, None, method, size, overlap, late), None
 
 
 def _chunking_change(collection, recorded, split):
-    if recorded is None or (split.settings.items() <= recorded.items() and recorded["texts"]):
+    settings = {key: value for key, value in (recorded or {}).items() if key != "texts"}
+    if recorded is None or (split.settings == settings and recorded["texts"]):
         return None
     texts = "" if recorded["texts"] else " Rows and text files are split too from now on."
     return (

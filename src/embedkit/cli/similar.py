@@ -76,8 +76,11 @@ def similar(collection, id, content, input_path, number, model, unique, filters,
     for entry in results:
         if plain:
             click.echo(f"{entry.id} ({entry.score:.4f})")
+            if entry.part is not None:
+                click.echo(f"  best part: characters {entry.part.start}-{entry.part.end} ({entry.part.score:.4f})")
             if entry.content:
-                click.echo(textwrap.indent(textwrap.shorten(entry.content, 300), "  "))
+                shown = entry.part.text if entry.part is not None and entry.part.text else entry.content
+                click.echo(textwrap.indent(textwrap.shorten(shown, 300), "  "))
         else:
             try:
                 click.echo(jsondata.dumps(entry.to_dict(), f"item {entry.id!r}", ensure_ascii=False))

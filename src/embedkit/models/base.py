@@ -71,13 +71,67 @@ class EmbeddingModel:
         raise EmbedkitError(f"model {self.model_id} has no tokenizer embedkit can use to count tokens")
 
     def embed_late(self, text: str, spans) -> np.ndarray:
-        """Late chunking: one vector per (start, end) character span of text, each pooled from
-        the token vectors of a single pass over the whole text, so that every chunk's vector
-        is made with the rest of the text in view. Only models that expose their token
-        vectors can do this."""
+        """Late chunking: one vector per (start, end) character span of text, each the mean of
+        the vectors of the tokens inside it, from passes of the model over the whole text.
+
+        A chunk's vector is then made with the text around it in view: the title, the
+        sentence before, what "it" refers to. A text longer than the model reads is read in
+        passes of max_tokens that overlap by half, and each token's vector comes from the pass
+        it is nearest the middle of, so every token has a quarter of a window of context on
+        each side (jina-ai's "long late chunking"). A span holding no whole token is embedded
+        on its own. Only models that expose their token vectors can do this (check_late_chunking).
+        """
+        return self.embed_late_many([(text, spans)])[0]
+
+    def embed_late_many(self, texts_and_spans) -> list:
+        """embed_late for many (text, spans) pairs; the model runs all their passes in one call."""
+        self.check_late_chunking()
+        plans: list[_LatePlan] = []
+        passes: list[list[int]] = []
+        for text, spans in texts_and_spans:
+            ids, offsets, special = self._encode_tokens(text)
+            plan = _LatePlan(text, list(spans), ids, offsets, special, self.max_tokens)
+            plan.first = len(passes)
+            passes += plan.passes()
+            plans.append(plan)
+        states = self._token_vectors(passes) if passes else []
+        results: list[list] = []
+        alone = []
+        for plan in plans:
+            vectors = plan.pool(states[plan.first : plan.first + plan.count])
+            for position, vector in enumerate(vectors):
+                if vector is None:
+                    alone.append((len(results), position, plan.text[slice(*plan.spans[position])]))
+            results.append(vectors)
+        if alone:
+            for (result, position, _), vector in zip(alone, self.embed([text for _, _, text in alone])):
+                results[result][position] = vector
+        self.calls += 1
+        out = []
+        for vectors in results:
+            matrix = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, self.dimensions or 0), np.float32)
+            out.append(normalize_rows(matrix) if self._normalizes() else matrix)
+        return out
+
+    def check_late_chunking(self) -> None:
+        """Raise, in one line, unless this model can late-chunk (see embed_late)."""
         raise EmbedkitError(
-            f"model {self.model_id} cannot do late chunking: it needs a local sentence-transformers model"
+            f"model {self.model_id} cannot do late chunking: it needs a model whose token vectors embedkit "
+            "can read (all-MiniLM-L6-v2-int8, or a local sentence-transformers model that pools by the mean)"
         )
+
+    def _encode_tokens(self, text: str):
+        """(token ids, (start, end) character offsets, special-token flags) of the whole text,
+        special tokens included, nothing cut off."""
+        raise NotImplementedError
+
+    def _token_vectors(self, passes) -> list:
+        """The last hidden state (tokens x dimensions) of the model over each list of token ids."""
+        raise NotImplementedError
+
+    def _normalizes(self) -> bool:
+        """Whether the model's own vectors are scaled to unit length (late chunks are then too)."""
+        return True
 
     def count_truncated(self, texts) -> int:
         """How many of texts are longer than the model reads (0 when that is unknown)."""
@@ -143,9 +197,70 @@ class Truncated(EmbeddingModel):
     def count_tokens(self, texts) -> list:
         return self.base.count_tokens(texts)
 
+    def check_late_chunking(self) -> None:
+        self.base.check_late_chunking()
+
+    def embed_late_many(self, texts_and_spans) -> list:
+        return [self._keep(vectors) for vectors in self.base.embed_late_many(texts_and_spans)]
+
     @property
     def loaded(self) -> bool:
         return self.base.loaded
 
     def check_available(self):
         self.base.check_available()
+
+
+class _LatePlan:
+    """How embed_late reads one text: the passes over its tokens, and which tokens each span pools."""
+
+    def __init__(self, text, spans, ids, offsets, special, max_tokens):
+        self.text, self.spans = text, spans
+        # Special tokens ([CLS], [SEP]) open and close every pass; the text's own tokens go between.
+        lead = 0
+        while lead < len(ids) and special[lead]:
+            lead += 1
+        trail = len(ids)
+        while trail > lead and special[trail - 1]:
+            trail -= 1
+        self.prefix, self.suffix = list(ids[:lead]), list(ids[trail:])
+        self.content = list(ids[lead:trail])
+        self.offsets = np.array(offsets[lead:trail], dtype=np.int64).reshape(-1, 2)
+        self.window = max(1, (max_tokens or len(ids)) - lead - (len(ids) - trail))
+        self.starts = self._starts()
+        self.count = len(self.starts)
+        self.first = 0  # where its passes start among those of one embed_late_many call
+
+    def _starts(self):
+        n, window = len(self.content), self.window
+        if n <= window:
+            return [0]
+        step, starts = max(1, window // 2), [0]
+        while starts[-1] + window < n:
+            starts.append(min(starts[-1] + step, n - window))
+        return starts
+
+    def passes(self):
+        return [self.prefix + self.content[start : start + self.window] + self.suffix for start in self.starts]
+
+    def pool(self, states):
+        """One vector (or None: embed it alone) per span, from the passes' hidden states."""
+        n = len(self.content)
+        tokens = None
+        if n:
+            # Each token's vector from the pass whose middle it is nearest.
+            middles = np.array(self.starts) + min(self.window, n) / 2
+            nearest = np.abs(np.arange(n)[:, None] + 0.5 - middles[None, :]).argmin(axis=1)
+            tokens = np.empty((n, states[0].shape[1]), dtype=np.float32)
+            for p, start in enumerate(self.starts):
+                rows = np.flatnonzero(nearest == p)
+                tokens[rows] = states[p][len(self.prefix) + rows - start]
+        vectors = []
+        begins, ends = (self.offsets[:, 0], self.offsets[:, 1]) if n else (None, None)
+        for start, end in self.spans:
+            if tokens is None:
+                vectors.append(None)
+                continue
+            inside = (begins >= start) & (ends <= end) & (ends > begins)
+            vectors.append(tokens[inside].mean(axis=0) if inside.any() else None)
+        return vectors

@@ -245,6 +245,22 @@ class OnnxInt8Model(EmbeddingModel):
         vectors[order] = results
         return vectors
 
+    # Late chunking (EmbeddingModel.embed_late): the token vectors are the model's output anyway.
+
+    def check_late_chunking(self) -> None:
+        self.check_available()
+
+    def _encode_tokens(self, text):
+        counting, _ = self._tokenizer_pair()
+        encoding = counting.encode(text, add_special_tokens=True)
+        return encoding.ids, encoding.offsets, encoding.special_tokens_mask
+
+    def _token_vectors(self, passes) -> list:
+        session = self.load()
+        if len(passes) == 1 or _cpus() == 1:
+            return [_hidden(session, ids) for ids in passes]
+        return list(_executor().map(lambda ids: _hidden(session, ids), passes))
+
 
 def _tokenizer_file() -> str:
     """The prepared file's tokenizer, else its source's (so that counting prepares nothing)."""
@@ -270,11 +286,16 @@ def _forward(session, ids):
     this was as fast as batches of 2 texts of similar length for abstracts and within 8% for
     short queries; larger batches were slower (benchmarks/README.md).
     """
+    pooled = _hidden(session, ids).mean(axis=0)
+    return pooled / max(float(np.linalg.norm(pooled)), 1e-12)
+
+
+def _hidden(session, ids):
+    """The token vectors (tokens x 384) of one run over token ids."""
     input_ids = np.array([ids], dtype=np.int64)
     ones = np.ones_like(input_ids)
     (hidden,) = session.run([OUTPUT], dict(zip(INPUTS, (input_ids, ones, np.zeros_like(input_ids)))))
-    pooled = hidden[0].mean(axis=0)
-    return pooled / max(float(np.linalg.norm(pooled)), 1e-12)
+    return hidden[0]
 
 
 def _session(model_path):

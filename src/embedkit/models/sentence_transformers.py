@@ -78,38 +78,38 @@ class SentenceTransformerModel(EmbeddingModel):
         tokenizer = self.load().tokenizer
         return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]]
 
-    def embed_late(self, text, spans):
-        """Mean of the token vectors inside each span (special tokens left out), from one pass
-        over text's first max_tokens tokens, normalised as the model's own vectors are. A span
-        past what the model reads, or holding no whole token, is embedded on its own."""
-        import numpy as np
+    def check_late_chunking(self) -> None:
+        model = self.load()
+        if not getattr(model.tokenizer, "is_fast", False):
+            raise EmbedkitError(f"model {self.model_id} cannot do late chunking: its tokenizer does not give offsets")
+        pooling = next((module for module in model if type(module).__name__ == "Pooling"), None)
+        # pooling_mode in sentence-transformers 6, get_pooling_mode_str() before it
+        mode = getattr(pooling, "pooling_mode", None) or (pooling.get_pooling_mode_str() if pooling else "none")
+        if mode != "mean":
+            raise EmbedkitError(
+                f"model {self.model_id} cannot do late chunking: chunks are pooled by the mean of their "
+                f"tokens, and this model pools by {mode}"
+            )
+
+    def _encode_tokens(self, text):
+        encoded = self.load().tokenizer(text, add_special_tokens=True, truncation=False,
+                                        return_offsets_mapping=True, return_special_tokens_mask=True)
+        return encoded["input_ids"], encoded["offset_mapping"], encoded["special_tokens_mask"]
+
+    def _token_vectors(self, passes) -> list:
         import torch
 
         model = self.load()
-        transformer = model[0]
-        encoded = transformer.tokenizer(
-            text, return_offsets_mapping=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
-        )
-        offsets = encoded.pop("offset_mapping")[0].tolist()
+        states = []
         with torch.no_grad():
-            tokens = transformer.auto_model(**encoded.to(model.device)).last_hidden_state[0].float().cpu().numpy()
-        read_to = max((b for _, b in offsets), default=0)
-        vectors, alone = [], []
-        for start, end in spans:
-            inside = [i for i, (a, b) in enumerate(offsets) if b > a and a >= start and b <= end]
-            if inside and read_to >= len(text[:end].rstrip()):
-                vectors.append(tokens[inside].mean(axis=0))
-            else:
-                alone.append(len(vectors))
-                vectors.append(None)
-        if alone:
-            for position, vector in zip(alone, self._embed([text[spans[i][0]:spans[i][1]] for i in alone])):
-                vectors[position] = vector
-        result = np.stack(vectors).astype(np.float32)
-        if self.normalize or any(type(module).__name__ == "Normalize" for module in model):
-            result /= np.maximum(np.linalg.norm(result, axis=1, keepdims=True), 1e-12)
-        self.calls += 1
-        return result
+            for ids in passes:
+                input_ids = torch.tensor([ids], device=model.device)
+                hidden = model[0].auto_model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids))
+                states.append(hidden.last_hidden_state[0].float().cpu().numpy())
+        return states
+
+    def _normalizes(self) -> bool:
+        return self.normalize or any(type(module).__name__ == "Normalize" for module in self.load())
 
     def _embed(self, texts):
         return self.load().encode(

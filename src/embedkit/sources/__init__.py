@@ -10,7 +10,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from ..items import Item
+from ..items import Item, content_hash
 
 
 @dataclass
@@ -69,12 +69,28 @@ def chunk_id(source_id, chunk, page=None) -> str:
     return f"{source_id}#page={page}&chunk={chunk}" if page is not None else f"{source_id}#chunk={chunk}"
 
 
+@dataclass
+class Chunk(Item):
+    """An Item cut out of a longer text at start: late chunking embeds it with that text in view."""
+
+    text: str = ""
+    start: int = 0
+    text_hash: bytes = b""  # content_hash(text)
+
+    def late_hash(self, scheme: str) -> bytes:
+        """The content hash (by the collection's scheme) of its late-chunked vector, which
+        depends on the whole text and where in it the chunk is, not on its own words alone."""
+        return content_hash(f"{self.text_hash.hex()} {self.start} {self.content}", scheme)
+
+
 def split_text(source, id, text, chunker, metadata=None, page=None) -> list:
-    """The chunks of one text as Items with source, page and chunk (1-based) in their metadata."""
+    """The chunks of one text as Chunks with source, page and chunk (1-based) in their metadata."""
     items = []
-    for number, chunk in enumerate(chunker.split(text), 1):
+    text_hash = content_hash(text) if chunker.late else b""
+    for number, (start, end) in enumerate(chunker.spans(text), 1):
         extra = {"source": source, **({"page": page} if page is not None else {}), "chunk": number}
-        items.append(Item(chunk_id(id, number, page), chunk, {**(metadata or {}), **extra}))
+        items.append(Chunk(chunk_id(id, number, page), text[start:end], {**(metadata or {}), **extra}, text, start,
+                           text_hash))
     return items
 
 
