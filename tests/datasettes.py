@@ -5,13 +5,18 @@ configuration (datasette.yaml), 0.65 from metadata; 1.0 answers SQL at /DB/-/que
 """
 
 import asyncio
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import urllib.parse
 
 from datasette.app import Datasette
+
+import embedkit
 
 DATASETTE_1 = hasattr(Datasette, "allowed")
 
@@ -60,8 +65,24 @@ def strict_json(text):
 
 def datasette_command(*args, cwd, env=None, timeout=180, user=None):
     """Run the `datasette` command (as user, when given and this process is root)."""
-    prefix = []
+    prefix, env = [], {**os.environ, **(env or {})}
     if user is not None and os.geteuid() == 0:
         prefix = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"]  # numeric ids
+        env["PYTHONPATH"] = _readable_embedkit()
     return subprocess.run([*prefix, sys.executable, "-m", "datasette", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+                          text=True, timeout=timeout, env=env)
+
+
+def _readable_embedkit() -> str:
+    """A folder holding a copy of the embedkit package that any user can read: an editable
+    install points into a checkout that may be in a folder only its owner can enter."""
+    folder = os.path.join(tempfile.gettempdir(), f"embedkit-readable-{os.getpid()}")
+    if not os.path.exists(folder):
+        source = os.path.dirname(embedkit.__file__)
+        shutil.copytree(source, os.path.join(folder, "embedkit"), ignore=shutil.ignore_patterns("__pycache__"))
+        atexit.register(shutil.rmtree, folder, True)
+        for root, _dirs, files in os.walk(folder):
+            os.chmod(root, 0o755)
+            for name in files:
+                os.chmod(os.path.join(root, name), 0o644)
+    return folder
